@@ -1,0 +1,48 @@
+"""WSSS pipeline library: data, CAM methods, stages, stage store. This module is the public API.
+
+Heavy modules (torch, timm) load on first use, so `wsss methods` and `wsss config show` stay quick.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "PipelineConfig": "wsss.config",
+    "load_config": "wsss.config",
+    "dump_config": "wsss.config",
+    "preset_names": "wsss.config",
+    "field_paths": "wsss.configio",
+    "to_mapping": "wsss.configio",
+    "list_methods": "wsss.methods",
+    "run_pipeline": "wsss.pipeline",
+    "prepare_dataset": "wsss.pipeline",
+    "PipelineResult": "wsss.pipeline",
+    "StageOutcome": "wsss.pipeline",
+    "STAGES": "wsss.pipeline",
+    "open_dataset": "wsss.data.voc",
+    "VocDataset": "wsss.data.voc",
+    "SynthSpec": "wsss.data.synth",
+    "generate_synthetic": "wsss.data.synth",
+    "StageStore": "wsss.store",
+    "evaluate_masks": "wsss.stages.evaluate",
+    "Scores": "wsss.metrics",
+    "WsssError": "wsss.errors",
+    "ConfigError": "wsss.errors",
+    "DataError": "wsss.errors",
+    "StoreError": "wsss.errors",
+}
+_RENAMES = {"generate_synthetic": "generate", "evaluate_masks": "run"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'wsss' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), _RENAMES.get(name, name))
+    globals()[name] = value
+    return value

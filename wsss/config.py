@@ -1,0 +1,296 @@
+"""Typed, frozen configs for the pipeline and each stage, with strict YAML / `--set` loading.
+
+Defaults are sized for the embedded synthetic benchmark on a 2-core CPU (tiny backbone, small crops,
+few epochs). `wsss/presets/voc12.yaml` holds the reference settings for PASCAL VOC on a GPU.
+Reference values and their sources are in the field comments (psa = Ahn & Kwak 2018, irn = Ahn et
+al. 2019, kazuto = kazuto1011/deeplab-pytorch).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from wsss.configio import deep_merge, from_mapping, parse_overrides, to_mapping
+from wsss.data.synth import SynthSpec
+from wsss.errors import ConfigError
+
+
+def _check(ok: bool, path: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{path}: {message}")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "test_resnet"  # any timm model that supports features_only (resnet50 for VOC)
+    output_stride: int = 8  # 8 (psa) or 16 (irn); dilates the last stages
+    pretrained: bool = False  # ImageNet weights from the timm hub; off for synthetic data and tests
+    frozen_bn: bool = False  # BatchNorm as fixed affine layers (psa, irn, kazuto all freeze BN)
+
+    def validate(self, path: str) -> None:
+        _check(
+            self.output_stride in (8, 16),
+            f"{path}.output_stride",
+            f"must be 8 or 16, got {self.output_stride}",
+        )
+        _check(bool(self.name), f"{path}.name", "must name a timm model")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One shared schedule shape: SGD + momentum, per-iteration poly LR, psa's four LR groups."""
+
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    # psa's PolyOptimizer passes weight_decay into SGD's momentum slot (psa#28, SEAM#21); true reproduces it.
+    reference_momentum_bug: bool = False
+    poly_power: float = 0.9
+    # LR multipliers for backbone weights, backbone biases, new weights, new biases (psa).
+    lr_mults: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
+    crop_size: int = 112
+    resize_long: tuple[int, int] = (96, 160)  # random long-side resize before the crop (psa: 256-512)
+    hflip: bool = True
+    color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # brightness, contrast, sat, hue
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    amp: bool = True  # mixed precision on CUDA; ignored on CPU
+
+    def validate(self, path: str) -> None:
+        _check(self.epochs >= 1, f"{path}.epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, f"{path}.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.lr > 0, f"{path}.lr", f"must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, f"{path}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(0 <= self.momentum < 1, f"{path}.momentum", f"must be within [0, 1), got {self.momentum}")
+        _check(self.poly_power >= 0, f"{path}.poly_power", f"must be >= 0, got {self.poly_power}")
+        _check(all(m > 0 for m in self.lr_mults), f"{path}.lr_mults", "multipliers must be > 0")
+        _check(self.crop_size >= 16, f"{path}.crop_size", f"must be >= 16, got {self.crop_size}")
+        lo, hi = self.resize_long
+        _check(
+            16 <= lo <= hi,
+            f"{path}.resize_long",
+            f"must be [low, high] with 16 <= low <= high, got {[lo, hi]}",
+        )
+        _check(all(j >= 0 for j in self.color_jitter), f"{path}.color_jitter", "values must be >= 0")
+        _check(self.color_jitter[3] <= 0.5, f"{path}.color_jitter", "hue jitter must be <= 0.5")
+        _check(self.grad_clip >= 0, f"{path}.grad_clip", f"must be >= 0, got {self.grad_clip}")
+
+
+@dataclass(frozen=True)
+class CrfConfig:
+    """Dense CRF (Krähenbühl & Koltun 2011) via pydensecrf2, the `crf` extra. Defaults: psa's."""
+
+    enabled: bool = False
+    iterations: int = 10
+    gauss_sxy: float = 3.0
+    gauss_compat: float = 3.0
+    bilateral_sxy: float = 80.0
+    bilateral_srgb: float = 13.0
+    bilateral_compat: float = 10.0
+
+    def validate(self, path: str) -> None:
+        _check(self.iterations >= 1, f"{path}.iterations", f"must be >= 1, got {self.iterations}")
+        for name in ("gauss_sxy", "bilateral_sxy", "bilateral_srgb"):
+            _check(getattr(self, name) > 0, f"{path}.{name}", "must be > 0")
+
+
+def _scales_ok(scales: tuple[float, ...], path: str) -> None:
+    _check(
+        len(scales) > 0 and all(0 < s <= 4 for s in scales),
+        path,
+        f"need 1+ scales in (0, 4], got {list(scales)}",
+    )
+
+
+@dataclass(frozen=True)
+class SeedConfig:
+    method: str = "cam"  # a module of wsss.methods; `wsss methods` lists them
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=16, lr=0.05))
+    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)  # multi-scale CAM inference (psa, irn)
+    flip: bool = True
+    bg_threshold: float = 0.15  # constant background score for CAM mIoU (irn/SC-CAM 0.15, psa 0.2)
+    sweep_step: float = 0.01  # threshold sweep step for the best-threshold CAM mIoU (SEAM/CPN)
+
+    def validate(self, path: str) -> None:
+        from wsss.methods import list_methods
+
+        known = list_methods()
+        _check(
+            self.method in known,
+            f"{path}.method",
+            f"unknown method {self.method!r}; known: {', '.join(known)}",
+        )
+        _scales_ok(self.scales, f"{path}.scales")
+        _check(
+            0 <= self.bg_threshold <= 1,
+            f"{path}.bg_threshold",
+            f"must be within [0, 1], got {self.bg_threshold}",
+        )
+        _check(
+            0 < self.sweep_step <= 0.5,
+            f"{path}.sweep_step",
+            f"must be within (0, 0.5], got {self.sweep_step}",
+        )
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """AffinityNet (psa): confident labels -> affinity net -> random walk over the CAMs."""
+
+    # Background powers for confident labels: fg iff max CAM > (1 - max CAM)^alpha_low, bg iff below
+    # (1 - max CAM)^alpha_high; i.e. thresholds m*(alpha), 0.276 for 4, 0.077 for 32, 0.028 for 128.
+    # psa uses 4 / 32 and rw_alpha 16 for ResNet-38 CAMs (presets/voc12.yaml); the synthetic benchmark's
+    # CAMs are sharper (best threshold ~0.1), so confident background must start lower.
+    alpha_low: float = 4.0
+    alpha_high: float = 128.0
+    crf: CrfConfig = field(default_factory=CrfConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, lr=0.2))
+    stride: int = 8  # embedding grid of the walk: psa walks at 8, irn at 4 (finer, costlier)
+    radius: int = 5  # pixel pairs within this radius on the feature grid (psa: 5 -> 34 offsets)
+    beta: float = 16.0  # affinity power before the walk (psa 8, irn 10)
+    # 2^logt walk steps. psa/irn use 8 on ~60x60 grids; a 128 px image is a 16x16 grid, where objects are
+    # a few cells wide and more steps only leak across boundaries.
+    logt: int = 5
+    rw_alpha: float = 64.0  # background power of the walk's input (psa 16, SEAM 6)
+
+    def validate(self, path: str) -> None:
+        _check(self.alpha_low > 0, f"{path}.alpha_low", f"must be > 0, got {self.alpha_low}")
+        _check(
+            self.alpha_high > self.alpha_low,
+            f"{path}.alpha_high",
+            f"must be > alpha_low ({self.alpha_low}), got {self.alpha_high}",
+        )
+        _check(self.stride in (4, 8), f"{path}.stride", f"must be 4 or 8, got {self.stride}")
+        _check(2 <= self.radius <= 12, f"{path}.radius", f"must be within 2..12, got {self.radius}")
+        _check(self.beta > 0, f"{path}.beta", f"must be > 0, got {self.beta}")
+        _check(0 <= self.logt <= 12, f"{path}.logt", f"must be within 0..12, got {self.logt}")
+        _check(self.rw_alpha > 0, f"{path}.rw_alpha", f"must be > 0, got {self.rw_alpha}")
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """DeepLab-v2 (ASPP with summed branches) trained on the pseudo masks, predicting val."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=16, lr=0.02))
+    aspp_rates: tuple[int, ...] = (6, 12, 18, 24)
+    balanced_ce: bool = False  # class-balanced CE (AdvCAM family); avoids NaNs with ImageNet init
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = True
+    # kazuto1011's post-processing CRF values.
+    crf: CrfConfig = field(
+        default_factory=lambda: CrfConfig(
+            gauss_sxy=1.0, gauss_compat=3.0, bilateral_sxy=67.0, bilateral_srgb=3.0, bilateral_compat=4.0
+        )
+    )
+
+    def validate(self, path: str) -> None:
+        _check(
+            len(self.aspp_rates) > 0 and all(r >= 1 for r in self.aspp_rates),
+            f"{path}.aspp_rates",
+            f"need 1+ rates >= 1, got {list(self.aspp_rates)}",
+        )
+        _scales_ok(self.scales, f"{path}.scales")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    mask_dir: Literal["SegmentationClass", "SegmentationClassAug"] = "SegmentationClass"
+    train_split: str = "train"  # seed, refine and segment train on it; CAM/pseudo mIoU are measured on it
+    val_split: str = "val"
+    labels: Literal["auto", "file", "masks"] = "auto"  # auto: cls_labels file if present, else from masks
+    cls_labels: str = "cls_labels.npy"  # relative to the data root
+    synthetic: SynthSpec = field(default_factory=SynthSpec)  # the dataset used when no --data is given
+
+    def validate(self, path: str) -> None:
+        _check(bool(self.train_split), f"{path}.train_split", "must not be empty")
+        _check(bool(self.val_split), f"{path}.val_split", "must not be empty")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how to compute. Not part of any stage key: it does not change what is computed."""
+
+    device: str = "auto"  # auto = cuda if available, else cpu
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    workers: int = 0  # DataLoader worker processes
+    progress: bool = True
+
+    def validate(self, path: str) -> None:
+        _check(
+            self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+            f"{path}.device",
+            f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}",
+        )
+        _check(self.threads >= 0, f"{path}.threads", f"must be >= 0, got {self.threads}")
+        _check(self.workers >= 0, f"{path}.workers", f"must be >= 0, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: SeedConfig = field(default_factory=SeedConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    rng_seed: int = 0  # seeds every stage; part of every stage key
+
+
+def preset_names() -> list[str]:
+    return sorted(
+        p.name[: -len(".yaml")] for p in resources.files("wsss.presets").iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def _read_yaml(source: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
+    path = Path(source)
+    if path.is_file():
+        label, text = str(path), path.read_text()
+    elif str(source) in preset_names():
+        label = f"preset {source}"
+        text = resources.files("wsss.presets").joinpath(f"{source}.yaml").read_text()
+    else:
+        presets = ", ".join(preset_names())
+        raise ConfigError(f"{source}: no such config file or preset (presets: {presets})")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{label}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: the top level must be a mapping of config sections")
+    return label, data
+
+
+def load_config(
+    source: str | os.PathLike[str] | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> PipelineConfig:
+    """Defaults <- YAML file or preset name <- overrides (`a.b=c` strings or a nested dict)."""
+    data: dict[str, Any] = {}
+    label = "config"
+    if source is not None:
+        label, data = _read_yaml(source)
+    if overrides:
+        extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        data = deep_merge(data, extra)
+    try:
+        return from_mapping(PipelineConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}" if source is not None else str(exc)) from None
+
+
+def dump_config(cfg: PipelineConfig) -> str:
+    return yaml.safe_dump(to_mapping(cfg), sort_keys=False)

@@ -1,0 +1,184 @@
+"""Strict conversion between nested mappings (YAML) and frozen, typed config dataclasses.
+
+Every error names the dotted path of the offending key, e.g. `seed.train.lr`. Supported field
+types: bool, int, float, str, Literal[...], `X | None`, tuple[X, ...], tuple[X, Y, ...] and nested
+dataclasses. Ints are accepted where floats are expected; nothing else is coerced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+from wsss.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping of {tp.__name__} fields, got {_describe(value)}")
+        return from_mapping(tp, value, path)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _convert(option, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{path}: {_describe(value)} matches no allowed type"
+        )
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{path}: {value!r} is not one of {list(choices)}")
+        return value
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {_describe(value)}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{path}: expected a list of {len(args)} values, got {len(value)}")
+        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {_describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {_describe(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number, got {_describe(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {_describe(value)}")
+        return value
+    raise TypeError(f"unsupported config field type {tp!r} at {path}")
+
+
+def _unknown_key(cls: type, key: str, path: str) -> ConfigError:
+    names = [f.name for f in dataclasses.fields(cls)]
+    hint = difflib.get_close_matches(key, names, n=1)
+    suggestion = f"; did you mean '{_join(path, hint[0])}'?" if hint else f"; known keys: {', '.join(names)}"
+    return ConfigError(f"{_join(path, key)}: unknown key{suggestion}")
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def from_mapping(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
+    """Build `cls` from `data`, keeping defaults for absent keys; unknown keys and bad types raise."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {}
+    for key, value in data.items():
+        if not isinstance(key, str) or key not in fields:
+            raise _unknown_key(cls, str(key), path)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
+            # A partial section overrides the parent's default for it, not the section class's defaults:
+            # `seed.train.lr` must keep the seed stage's own epochs.
+            value = deep_merge(to_mapping(_default(fields[key])), value)
+        values[key] = _convert(tp, value, _join(path, key))
+    try:
+        obj = cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path or cls.__name__}: {exc}") from None
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate(path)
+    return obj
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def to_mapping(obj: Any) -> Any:
+    """Plain YAML/JSON-ready data: dataclasses become dicts, tuples become lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_mapping(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [to_mapping(v) for v in obj]
+    return obj
+
+
+def digest(obj: Any) -> str:
+    """Stable hex digest of a config (or any JSON-able value): sorted keys, no whitespace."""
+    text = json.dumps(to_mapping(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """`a.b=c` strings into a nested dict; values are parsed as YAML scalars or lists."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. seed.train.lr=0.05")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
+        set_dotted(nested, key, value)
+    return nested
+
+
+def set_dotted(nested: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = nested
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, cannot set {key} below it")
+        node = child
+    node[parts[-1]] = value
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def field_paths(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Every leaf field of a config dataclass as {dotted path: type}, for search-space validation."""
+    out: dict[str, Any] = {}
+    for name, tp in typing.get_type_hints(cls).items():
+        path = _join(prefix, name)
+        if dataclasses.is_dataclass(tp):
+            out |= field_paths(tp, path)
+        else:
+            out[path] = tp
+    return out

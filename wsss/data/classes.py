@@ -1,0 +1,87 @@
+"""PASCAL VOC class names, the VOC colour palette and palette-PNG mask I/O."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from wsss.errors import DataError
+
+IGNORE_INDEX = 255
+
+# The 20 VOC object classes in the order every WSSS repository uses; segmentation id = index + 1.
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)  # fmt: skip
+
+
+def voc_palette() -> list[int]:
+    """The 256-entry VOC colour map (bit-interleaved RGB, as in the VOC devkit's `labelcolormap`)."""
+    palette = []
+    for label in range(256):
+        r = g = b = 0
+        c = label
+        for shift in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+_PALETTE = voc_palette()
+
+
+def write_mask(path: str | os.PathLike[str], mask: np.ndarray, compress_level: int = 1) -> None:
+    """Write a uint8 label map as a palette PNG (the format of VOC's SegmentationClass)."""
+    image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    image.putpalette(_PALETTE)
+    image.save(path, compress_level=compress_level)
+
+
+def read_mask(path: str | os.PathLike[str], num_classes: int) -> np.ndarray:
+    """Read a label PNG as uint8 indices, checking every value is a class id or 255.
+
+    `num_classes` counts the background, so valid ids are 0..num_classes-1 plus 255.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L", "I", "I;16"):
+                raise DataError(f"{path}: mask must be a palette or greyscale PNG, got mode {image.mode}")
+            mask = np.asarray(image)
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: unreadable mask ({exc})") from None
+    if mask.dtype != np.uint8:
+        if mask.max(initial=0) > 255:
+            raise DataError(f"{path}: mask value {int(mask.max())} outside 0..{num_classes - 1} and 255")
+        mask = mask.astype(np.uint8)
+    present = np.unique(mask)
+    bad = present[(present >= num_classes) & (present != IGNORE_INDEX)]
+    if bad.size:
+        raise DataError(
+            f"{path}: mask values {bad.tolist()} outside the classes 0..{num_classes - 1} and {IGNORE_INDEX}"
+        )
+    return mask
+
+
+def read_class_names(root: Path) -> tuple[str, ...]:
+    """Object class names from `class_names.txt` (one per line, background excluded), else VOC's 20."""
+    path = root / "class_names.txt"
+    if not path.exists():
+        return VOC_CLASSES
+    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if not names:
+        raise DataError(f"{path}: no class names")
+    if "background" in (n.lower() for n in names):
+        raise DataError(f"{path}: list object classes only; 'background' is implicit as id 0")
+    if len(names) >= IGNORE_INDEX:
+        raise DataError(f"{path}: {len(names)} classes; at most {IGNORE_INDEX - 1} fit in a uint8 mask")
+    return names

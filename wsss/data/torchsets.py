@@ -1,0 +1,81 @@
+"""torch Datasets over a VocDataset and the seeded DataLoader every stage uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from wsss.data.classes import read_mask
+from wsss.data.transforms import TrainTransform
+from wsss.data.voc import VocDataset
+from wsss.errors import DataError
+
+
+class ClassificationSet(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """(augmented image, multi-hot labels) for CAM training."""
+
+    def __init__(self, data: VocDataset, ids: Sequence[str], transform: TrainTransform) -> None:
+        self.data, self.ids, self.transform = data, list(ids), transform
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image_id = self.ids[index]
+        image, _ = self.transform(self.data.read_image(image_id))
+        return image, torch.from_numpy(self.data.labels(image_id))
+
+
+class SegmentationSet(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """(augmented image, label map) pairs; label maps come from PNG files (pseudo or confident labels)."""
+
+    def __init__(
+        self,
+        data: VocDataset,
+        ids: Sequence[str],
+        mask_path: Callable[[str], Path],
+        transform: TrainTransform,
+    ) -> None:
+        self.data, self.ids, self.mask_path, self.transform = data, list(ids), mask_path, transform
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image_id = self.ids[index]
+        image = self.data.read_image(image_id)
+        path = self.mask_path(image_id)
+        mask = read_mask(path, self.data.num_classes)
+        if mask.shape != image.shape[:2]:
+            raise DataError(
+                f"{path}: label map is {mask.shape[::-1]} but image {image_id} is {image.shape[1::-1]}"
+            )
+        img, m = self.transform(image, mask)
+        assert m is not None
+        return img, m
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker from the loader's generator; numpy follows it (SEAM does the same).
+    np.random.seed(torch.initial_seed() % 2**32)
+
+
+def train_loader(dataset: Dataset, batch_size: int, seed: int, workers: int, pin_memory: bool) -> DataLoader:  # type: ignore[type-arg]
+    """Shuffled, seeded, last partial batch dropped (BatchNorm dislikes a batch of one)."""
+    generator = torch.Generator().manual_seed(seed)
+    size = len(dataset)  # type: ignore[arg-type]
+    return DataLoader(
+        dataset,
+        batch_size=min(batch_size, size),
+        shuffle=True,
+        drop_last=size >= batch_size,
+        num_workers=workers,
+        generator=generator,
+        worker_init_fn=_seed_worker,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+    )

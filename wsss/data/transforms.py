@@ -1,0 +1,87 @@
+"""Paired (image, mask) transforms on tensors. Masks are resized with nearest and padded with 255,
+so labels are never interpolated (torchvision references/segmentation/transforms.py does the same)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+from wsss.config import TrainConfig
+from wsss.data.classes import IGNORE_INDEX
+
+# Every reference repo (psa, irn, SEAM, CPN) normalises with the ImageNet statistics.
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> normalised (3, H, W) float32."""
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    return (t - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def denormalize(t: torch.Tensor) -> np.ndarray:
+    """Normalised (3, H, W) -> (H, W, 3) uint8, for CRF and pictures."""
+    rgb = (t.cpu() * IMAGENET_STD + IMAGENET_MEAN).clamp(0, 1).mul(255).round().byte()
+    return rgb.permute(1, 2, 0).numpy()
+
+
+def resize_image(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of a (C, H, W) or (N, C, H, W) float tensor, antialiased when shrinking."""
+    batch = t if t.dim() == 4 else t[None]
+    shrink = size[0] < batch.shape[-2] or size[1] < batch.shape[-1]
+    out = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    return out if t.dim() == 4 else out[0]
+
+
+def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].to(mask.dtype)
+
+
+class TrainTransform:
+    """psa's order: random long-side resize, flip, colour jitter, normalise, random crop (pad 0 / 255)."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        b, c, s, h = cfg.color_jitter
+        self.jitter = (
+            v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h) if any(cfg.color_jitter) else None
+        )
+
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cfg = self.cfg
+        img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+        m = torch.from_numpy(np.ascontiguousarray(mask)).long() if mask is not None else None
+        height, width = img.shape[-2:]
+        long_side = int(torch.randint(cfg.resize_long[0], cfg.resize_long[1] + 1, ()).item())
+        scale = long_side / max(height, width)
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        img = resize_image(img, size)
+        m = resize_mask(m, size) if m is not None else None
+        if cfg.hflip and torch.rand(()) < 0.5:
+            img = img.flip(-1)
+            m = m.flip(-1) if m is not None else None
+        if self.jitter is not None:
+            img = self.jitter(img.clamp(0, 1))
+        img = (img - IMAGENET_MEAN) / IMAGENET_STD
+        return self._crop(img, m)
+
+    def _crop(self, img: torch.Tensor, m: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        crop = self.cfg.crop_size
+        height, width = img.shape[-2:]
+        out = torch.zeros((3, crop, crop))  # zero after normalisation = the mean colour
+        out_m = torch.full((crop, crop), IGNORE_INDEX, dtype=torch.long) if m is not None else None
+        # Where the image is smaller than the crop it is placed at a random offset inside the padding.
+        ch, cw = min(crop, height), min(crop, width)
+        sy = int(torch.randint(0, height - ch + 1, ()).item())
+        sx = int(torch.randint(0, width - cw + 1, ()).item())
+        dy = int(torch.randint(0, crop - ch + 1, ()).item())
+        dx = int(torch.randint(0, crop - cw + 1, ()).item())
+        out[:, dy : dy + ch, dx : dx + cw] = img[:, sy : sy + ch, sx : sx + cw]
+        if m is not None and out_m is not None:
+            out_m[dy : dy + ch, dx : dx + cw] = m[sy : sy + ch, sx : sx + cw]
+        return out, out_m

@@ -1,0 +1,36 @@
+"""Errors that mean "the user gave us something wrong", reported as one line without a traceback."""
+
+from __future__ import annotations
+
+
+class WsssError(Exception):
+    """Base class for user-facing errors: bad config, bad data, bad store location."""
+
+
+class ConfigError(WsssError):
+    """A config key is unknown, has the wrong type, or an invalid value. Names the dotted path."""
+
+
+class DataError(WsssError):
+    """The dataset on disk is missing, malformed or inconsistent. Names the file."""
+
+
+class StoreError(WsssError):
+    """The stage store cannot be opened or holds a damaged artifact."""
+
+
+class MissingExtraError(WsssError):
+    """An optional dependency (such as the `crf` extra) is needed but not installed."""
+
+
+def user_message(exc: BaseException) -> str:
+    """One line for the terminal.
+
+    Errors raised inside DataLoader worker processes come back re-wrapped by torch with the worker's
+    traceback in the message; the original one-line message is the last line of that text.
+    """
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        _, _, text = last.partition(": ")
+    return text.splitlines()[0] if text else type(exc).__name__

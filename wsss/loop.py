@@ -1,0 +1,144 @@
+"""The one training loop every trainable stage uses: SGD with momentum, per-iteration poly LR and psa's
+four parameter groups (backbone weights 1x lr, backbone biases 2x without decay, new weights 10x, new
+biases 20x without decay), AMP on CUDA, a progress bar. A stage or seed method supplies only its loss."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from wsss.config import TrainConfig
+from wsss.errors import WsssError
+from wsss.models.backbone import SplitParams
+from wsss.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# loss_fn(model, batch) -> (loss, {name: value}) ; the batch is already on the device.
+LossFn = Callable[[nn.Module, tuple[torch.Tensor, ...]], tuple[torch.Tensor, dict[str, float]]]
+
+
+class TrainingDiverged(WsssError):
+    """The loss became NaN or infinite; usually the learning rate is too high."""
+
+
+@dataclass
+class TrainStats:
+    steps: int = 0
+    seconds: float = 0.0
+    images: int = 0
+    epoch_losses: list[float] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def param_groups(model: SplitParams, cfg: TrainConfig) -> list[dict]:  # type: ignore[type-arg]
+    """psa's groups; 1-d parameters (biases, norm scales) go with the biases and get no weight decay."""
+    m_bw, m_bb, m_nw, m_nb = cfg.lr_mults
+    groups = []
+    for params, (mult_w, mult_b) in (
+        (model.backbone_parameters(), (m_bw, m_bb)),
+        (model.new_parameters(), (m_nw, m_nb)),
+    ):
+        weights = [p for p in params if p.ndim > 1]
+        biases = [p for p in params if p.ndim <= 1]
+        groups.append({"params": weights, "lr": cfg.lr * mult_w, "weight_decay": cfg.weight_decay})
+        groups.append({"params": biases, "lr": cfg.lr * mult_b, "weight_decay": 0.0})
+    for g in groups:
+        g["initial_lr"] = g["lr"]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(model: SplitParams, cfg: TrainConfig) -> torch.optim.SGD:
+    # psa's PolyOptimizer calls SGD(params, lr, weight_decay): the third positional argument is momentum,
+    # so the reference code trains with momentum = weight decay, i.e. almost none (psa#28, SEAM#21).
+    momentum = cfg.weight_decay if cfg.reference_momentum_bug else cfg.momentum
+    return torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=momentum)
+
+
+def poly_factor(step: int, total: int, power: float) -> float:
+    return (1.0 - step / total) ** power if total > 0 else 1.0
+
+
+def _amp_dtype(runtime: Runtime, cfg: TrainConfig) -> torch.dtype | None:
+    if not (cfg.amp and runtime.cuda):
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _to_device(
+    batch: tuple[torch.Tensor, ...] | list[torch.Tensor], runtime: Runtime
+) -> tuple[torch.Tensor, ...]:
+    out = []
+    for t in batch:
+        t = t.to(runtime.device, non_blocking=True)
+        if runtime.cuda and t.dim() == 4:
+            t = t.contiguous(memory_format=torch.channels_last)
+        out.append(t)
+    return tuple(out)
+
+
+def fit(
+    model: SplitParams,
+    loss_fn: LossFn,
+    loader: DataLoader,  # type: ignore[type-arg]
+    cfg: TrainConfig,
+    runtime: Runtime,
+    desc: str,
+) -> TrainStats:
+    """Train `model` in place for `cfg.epochs` epochs over `loader`."""
+    model.to(runtime.device)
+    if runtime.cuda:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model.train()
+    optimizer = make_optimizer(model, cfg)
+    amp_dtype = _amp_dtype(runtime, cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    total = cfg.epochs * len(loader)
+    stats = TrainStats()
+    start = time.perf_counter()
+    with tqdm(total=total, desc=desc, disable=not runtime.progress, leave=False, dynamic_ncols=True) as bar:
+        for _epoch in range(cfg.epochs):
+            running, count = 0.0, 0
+            for batch in loader:
+                factor = poly_factor(stats.steps, total, cfg.poly_power)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * factor
+                batch = _to_device(batch, runtime)
+                with torch.autocast(
+                    runtime.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+                ):
+                    loss, parts = loss_fn(model, batch)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise TrainingDiverged(
+                        f"{desc}: loss became {value} at step {stats.steps + 1}/{total} "
+                        f"(lr {cfg.lr * factor:.3g}); lower {desc}.train.lr"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                stats.steps += 1
+                stats.images += int(batch[0].shape[0])
+                running, count = running + value, count + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}", **{k: f"{v:.3g}" for k, v in parts.items()})
+            stats.epoch_losses.append(running / max(count, 1))
+            log.debug("%s epoch %d loss %.4f %s", desc, _epoch + 1, stats.epoch_losses[-1], parts)
+    stats.seconds = time.perf_counter() - start
+    model.eval()
+    return stats

@@ -1,0 +1,161 @@
+"""The pipeline: seed -> refine -> segment, each stage looked up in or published to the stage store.
+
+A stage's key hashes its own config, the RNG seed, the upstream stage's key, the dataset fingerprint
+and the stage's format version, so an identical config reuses every stage and a change to a refine
+knob recomputes refine and segment only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wsss.config import PipelineConfig
+from wsss.configio import to_mapping
+from wsss.data.synth import ensure_cached
+from wsss.data.voc import VocDataset, open_dataset
+from wsss.runtime import Runtime, torch_threads
+from wsss.stages import refine, seed, segment
+from wsss.store import StageStore, stage_key
+
+log = logging.getLogger(__name__)
+
+STAGES = ("seed", "refine", "segment")
+_VERSIONS = {"seed": seed.FORMAT_VERSION, "refine": refine.FORMAT_VERSION, "segment": segment.FORMAT_VERSION}
+# The headline numbers, in the order `wsss run --json` prints them.
+HEADLINE = (
+    "cam_miou",
+    "cam_best_threshold",
+    "cam_miou_best",
+    "cam_fg_precision",
+    "cam_fg_recall",
+    "pseudo_miou",
+    "val_miou",
+)
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    stage: str
+    key: str
+    path: Path  # local directory of the stage's artifact
+    cached: bool
+    seconds: float  # wall time in this run (the lookup, when cached)
+    compute_seconds: float  # what computing the artifact cost, whenever it was computed
+    metrics: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 3),
+            "cached": self.cached,
+            "key": self.key,
+            "path": str(self.path),
+            "compute_seconds": round(self.compute_seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    stages: dict[str, StageOutcome]
+
+    def metrics(self) -> dict[str, float]:
+        """Every scalar metric of every stage, flat (lists such as per-class IoU left out)."""
+        out: dict[str, float] = {}
+        for outcome in self.stages.values():
+            out |= {
+                k: v
+                for k, v in outcome.metrics.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        metrics = self.metrics()
+        return {
+            **{k: metrics.get(k) for k in HEADLINE},
+            "stages": {n: o.summary() for n, o in self.stages.items()},
+        }
+
+
+def prepare_dataset(
+    cfg: PipelineConfig, data_dir: str | os.PathLike[str] | None, cache_dir: Path
+) -> VocDataset:
+    """The dataset at `data_dir`, or the embedded synthetic benchmark (generated once into `cache_dir`)."""
+    root = Path(data_dir) if data_dir is not None else ensure_cached(cfg.data.synthetic, cache_dir / "data")
+    return open_dataset(root, cfg.data, cache_dir)
+
+
+def _stage(
+    store: StageStore,
+    name: str,
+    key: str,
+    meta: dict[str, Any],
+    compute: Callable[[Path], dict[str, Any]],
+) -> StageOutcome:
+    start = time.perf_counter()
+    artifact = store.lookup(name, key)
+    cached = artifact is not None
+    if artifact is None:
+        log.info("%s: computing (key %s)", name, key)
+        with store.build(name, key) as build:
+            metrics = compute(build.path)
+            build.meta |= {**meta, "metrics": metrics, "compute_seconds": time.perf_counter() - start}
+        artifact = build.artifact
+        assert artifact is not None
+    else:
+        log.info("%s: reusing %s", name, artifact.path)
+    return StageOutcome(
+        stage=name,
+        key=key,
+        path=artifact.path,
+        cached=cached,
+        seconds=time.perf_counter() - start,
+        compute_seconds=float(artifact.manifest.get("compute_seconds", 0.0)),
+        metrics=artifact.metrics,
+    )
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    data: VocDataset,
+    store: StageStore,
+    on_stage: Callable[[StageOutcome], None] | None = None,
+) -> PipelineResult:
+    """Run (or reuse) every stage in order; `on_stage` is called as each one finishes."""
+    runtime = Runtime.from_config(cfg.runtime)
+    outcomes: dict[str, StageOutcome] = {}
+    upstream: StageOutcome | None = None
+    with torch_threads(cfg.runtime.threads):
+        for name in STAGES:
+            stage_cfg = getattr(cfg, name)
+            upstream_key = upstream.key if upstream else None
+            key = stage_key(name, stage_cfg, upstream_key, data.fingerprint, _VERSIONS[name], cfg.rng_seed)
+            meta = {
+                "config": to_mapping(stage_cfg),
+                "rng_seed": cfg.rng_seed,
+                "upstream": upstream_key,
+                "dataset": data.fingerprint,
+                "format_version": _VERSIONS[name],
+            }
+            compute = _computation(name, cfg, data, upstream, runtime)
+            outcome = _stage(store, name, key, meta, compute)
+            outcomes[name] = upstream = outcome
+            if on_stage is not None:
+                on_stage(outcome)
+    return PipelineResult(outcomes)
+
+
+def _computation(
+    name: str, cfg: PipelineConfig, data: VocDataset, upstream: StageOutcome | None, runtime: Runtime
+) -> Callable[[Path], dict[str, Any]]:
+    if name == "seed":
+        return lambda out: seed.run(cfg.seed, data, out, rng_seed=cfg.rng_seed, runtime=runtime)
+    assert upstream is not None
+    module = refine if name == "refine" else segment
+    stage_cfg = getattr(cfg, name)
+    return lambda out: module.run(stage_cfg, data, upstream.path, out, rng_seed=cfg.rng_seed, runtime=runtime)

@@ -1,0 +1,191 @@
+"""Refine stage: AffinityNet (Ahn & Kwak, CVPR 2018) turns CAMs into pseudo masks.
+
+1. Confident labels from the CAMs: foreground where max CAM > (1 - max CAM)^alpha_low, background
+   where it is below (1 - max CAM)^alpha_high, ignore (255) in between; optionally through a dense CRF.
+2. Train AffinityNet on pixel pairs within `radius` on its feature grid: same-label pairs should have
+   affinity 1, different-label pairs 0 (psa's loss: bg/4 + fg/4 + neg/2).
+3. Random walk: propagate [(1 - max CAM)^rw_alpha; CAMs] with the affinity transition matrix for
+   2^logt steps; the argmax is the pseudo mask.
+
+Artifact: `<id>.png` pseudo masks (palette PNG) for the train split, `confident/<id>.png`, `model.pt`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from wsss.config import RefineConfig
+from wsss.data.classes import IGNORE_INDEX, write_mask
+from wsss.data.torchsets import SegmentationSet, train_loader
+from wsss.data.transforms import TrainTransform, to_tensor
+from wsss.data.voc import VocDataset
+from wsss.loop import fit
+from wsss.metrics import ConfusionMatrix
+from wsss.models.affinity import AffinityNet, affinity
+from wsss.ops.cam import background_power, labels_from_scores
+from wsss.ops.crf import crf_refine, require_crf
+from wsss.ops.random_walk import pair_offsets, pooled_scores, random_walk, shifted_pairs, transition_matrix
+from wsss.runtime import Runtime, seeded
+from wsss.stages.seed import load_cams
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CONFIDENT_DIR = "confident"
+
+
+def confident_labels(
+    cams: np.ndarray, keys: np.ndarray, cfg: RefineConfig, image: np.ndarray | None = None
+) -> np.ndarray:
+    """psa's two-sided seeds: low alpha keeps confident foreground, high alpha confident background."""
+
+    def labels(alpha: float) -> np.ndarray:
+        scores = np.concatenate([background_power(cams, alpha)[None], cams])
+        if cfg.crf.enabled:
+            assert image is not None
+            scores = crf_refine(image, scores, cfg.crf, "refine.crf.enabled")
+        return labels_from_scores(scores, keys)
+
+    foreground = labels(cfg.alpha_low)
+    background = labels(cfg.alpha_high)
+    out = np.where(foreground > 0, foreground, IGNORE_INDEX).astype(np.uint8)
+    out[background == 0] = 0
+    return out
+
+
+def grid_labels(labels: torch.Tensor, size: tuple[int, int], num_classes: int) -> torch.Tensor:
+    """Label maps (B, H, W) on the embedding grid: a cell keeps a label only if all its pixels agree."""
+    onehot = F.one_hot(torch.where(labels == IGNORE_INDEX, num_classes, labels), num_classes + 1)
+    purity = F.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2).float(), size)
+    best, label = purity.max(dim=1)
+    label[(best < 0.999) | (label == num_classes)] = IGNORE_INDEX
+    return label
+
+
+def affinity_loss(
+    embedding: torch.Tensor, labels: torch.Tensor, radius: int
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """psa's loss over all pairs within `radius`: L = L_bg/4 + L_fg/4 + L_neg/2 (Ahn & Kwak, eq. 4-6)."""
+    sums = {"bg": embedding.new_zeros(()), "fg": embedding.new_zeros(()), "neg": embedding.new_zeros(())}
+    counts = dict.fromkeys(sums, 0.0)
+    for dy, dx in pair_offsets(radius):
+        if dy >= labels.shape[-2] or abs(dx) >= labels.shape[-1]:
+            continue
+        fa, fb = shifted_pairs(embedding, dy, dx)
+        la, lb = shifted_pairs(labels, dy, dx)
+        a = affinity(fa.float(), fb.float())
+        valid = (la != IGNORE_INDEX) & (lb != IGNORE_INDEX)
+        same = valid & (la == lb)
+        for name, mask, value in (
+            ("bg", same & (la == 0), -torch.log(a + 1e-5)),
+            ("fg", same & (la > 0), -torch.log(a + 1e-5)),
+            ("neg", valid & (la != lb), -torch.log(1.0 + 1e-5 - a)),
+        ):
+            sums[name] = sums[name] + value[mask].sum()
+            counts[name] += float(mask.sum())
+    means = {k: sums[k] / (counts[k] + 1e-5) for k in sums}
+    loss = means["bg"] / 4 + means["fg"] / 4 + means["neg"] / 2
+    return loss, {k: float(v.detach()) for k, v in means.items()}
+
+
+def train_affinity(
+    cfg: RefineConfig, data: VocDataset, label_dir: Path, rng_seed: int, runtime: Runtime
+) -> AffinityNet:
+    with seeded(rng_seed, runtime.device):
+        model = AffinityNet(cfg.backbone, cfg.stride)
+        dataset = SegmentationSet(
+            data, data.train_ids, lambda i: label_dir / f"{i}.png", TrainTransform(cfg.train)
+        )
+        loader = train_loader(dataset, cfg.train.batch_size, rng_seed, runtime.workers, runtime.cuda)
+
+        def loss_fn(
+            m: torch.nn.Module, batch: tuple[torch.Tensor, ...]
+        ) -> tuple[torch.Tensor, dict[str, float]]:
+            images, labels = batch
+            embedding = m(images)
+            return affinity_loss(
+                embedding, grid_labels(labels, embedding.shape[-2:], data.num_classes), cfg.radius
+            )
+
+        stats = fit(model, loss_fn, loader, cfg.train, runtime, desc="refine")
+    log.info("refine: trained AffinityNet in %.1fs, %.0f img/s", stats.seconds, stats.images_per_second)
+    return model
+
+
+@torch.no_grad()
+def walk_image(
+    model: AffinityNet,
+    image: np.ndarray,
+    cams: np.ndarray,
+    keys: np.ndarray,
+    cfg: RefineConfig,
+    device: torch.device,
+) -> np.ndarray:
+    """Pseudo mask for one image (psa's infer_aff): pad to the stride, walk, upsample, crop, argmax."""
+    height, width = image.shape[:2]
+    stride = model.stride
+    x = to_tensor(image)
+    x = F.pad(x, (0, -width % stride, 0, -height % stride))[None].to(device)
+    embedding = model(x)[0].float()
+    scores = torch.from_numpy(np.concatenate([background_power(cams, cfg.rw_alpha)[None], cams])).to(device)
+    pooled = pooled_scores(scores, stride)
+    embedding = embedding[:, : pooled.shape[1], : pooled.shape[2]]  # the net may round sizes up
+    pooled = pooled[:, : embedding.shape[1], : embedding.shape[2]]
+    walked = random_walk(pooled, transition_matrix(embedding, cfg.radius, cfg.beta), 2**cfg.logt)
+    size = (walked.shape[1] * stride, walked.shape[2] * stride)
+    up = F.interpolate(walked[None], size=size, mode="bilinear", align_corners=False)[0, :, :height, :width]
+    if up.shape[1:] != (height, width):  # the grid covered less than the image: stretch the remainder
+        up = F.interpolate(walked[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    return labels_from_scores(up.cpu().numpy(), keys)
+
+
+def run(
+    cfg: RefineConfig, data: VocDataset, seed_dir: Path, out_dir: Path, *, rng_seed: int, runtime: Runtime
+) -> dict[str, Any]:
+    if cfg.crf.enabled:
+        require_crf("refine.crf.enabled")
+    label_dir = out_dir / CONFIDENT_DIR
+    label_dir.mkdir(parents=True, exist_ok=True)
+    seeds = ConfusionMatrix(data.num_classes)
+    covered = total = 0
+    for image_id in tqdm(data.train_ids, desc="refine: seeds", disable=not runtime.progress, leave=False):
+        keys, cams = load_cams(seed_dir, image_id)
+        image = data.read_image(image_id) if cfg.crf.enabled else None
+        labels = confident_labels(cams, keys, cfg, image)
+        write_mask(label_dir / f"{image_id}.png", labels)
+        gt = data.read_mask(image_id, expect_shape=labels.shape)
+        confident = labels != IGNORE_INDEX
+        seeds.update(np.where(confident, gt, IGNORE_INDEX), labels)
+        covered, total = (
+            covered + int((confident & (gt != IGNORE_INDEX)).sum()),
+            total + int((gt != IGNORE_INDEX).sum()),
+        )
+
+    model = train_affinity(cfg, data, label_dir, rng_seed, runtime)
+    torch.save(model.state_dict(), out_dir / "model.pt")
+    model.to(runtime.device).eval()
+    pseudo = ConfusionMatrix(data.num_classes)
+    for image_id in tqdm(
+        data.train_ids, desc="refine: random walk", disable=not runtime.progress, leave=False
+    ):
+        image = data.read_image(image_id)
+        keys, cams = load_cams(seed_dir, image_id)
+        mask = walk_image(model, image, cams, keys, cfg, runtime.device)
+        write_mask(out_dir / f"{image_id}.png", mask)
+        pseudo.update(data.read_mask(image_id, expect_shape=mask.shape), mask)
+    scores, seed_scores = pseudo.scores(), seeds.scores()
+    return {
+        "pseudo_miou": scores.miou,
+        "pseudo_iou": list(scores.iou),
+        "pseudo_fg_precision": scores.fg_precision,
+        "pseudo_fg_recall": scores.fg_recall,
+        "confident_fraction": covered / max(total, 1),  # share of labelled pixels given a confident label
+        "confident_accuracy": seed_scores.pixel_accuracy,  # how often those confident labels are right
+    }

@@ -1,0 +1,115 @@
+"""Segment stage: train DeepLab-v2 on the refine stage's pseudo masks, predict the val split, score it.
+
+Artifact: `<id>.png` val predictions (palette PNG), `model.pt`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from wsss.config import SegmentConfig
+from wsss.data.classes import IGNORE_INDEX, write_mask
+from wsss.data.torchsets import SegmentationSet, train_loader
+from wsss.data.transforms import TrainTransform, resize_image, to_tensor
+from wsss.data.voc import VocDataset
+from wsss.loop import fit
+from wsss.metrics import ConfusionMatrix
+from wsss.models.deeplab import DeepLabV2
+from wsss.ops.crf import crf_refine, require_crf
+from wsss.runtime import Runtime, seeded
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the classes present in the batch of each class's mean pixel loss.
+
+    Each class weighs the same however many pixels it has, so the background cannot dominate; the
+    AdvCAM/RIB family uses such a balanced loss to keep ImageNet-initialised DeepLab from diverging.
+    """
+    pixel_loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
+    classes = [c for c in target.unique().tolist() if c != IGNORE_INDEX]
+    if not classes:
+        return pixel_loss.sum() * 0.0
+    return torch.stack([pixel_loss[target == c].mean() for c in classes]).mean()
+
+
+def train_deeplab(
+    cfg: SegmentConfig, data: VocDataset, mask_dir: Path, rng_seed: int, runtime: Runtime
+) -> DeepLabV2:
+    with seeded(rng_seed, runtime.device):
+        model = DeepLabV2(cfg.backbone, data.num_classes, cfg.aspp_rates)
+        dataset = SegmentationSet(
+            data, data.train_ids, lambda i: mask_dir / f"{i}.png", TrainTransform(cfg.train)
+        )
+        loader = train_loader(dataset, cfg.train.batch_size, rng_seed, runtime.workers, runtime.cuda)
+
+        def loss_fn(
+            m: torch.nn.Module, batch: tuple[torch.Tensor, ...]
+        ) -> tuple[torch.Tensor, dict[str, float]]:
+            images, masks = batch
+            logits = m(images).float()
+            if cfg.balanced_ce:
+                return balanced_cross_entropy(logits, masks), {}
+            return F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX), {}
+
+        stats = fit(model, loss_fn, loader, cfg.train, runtime, desc="segment")
+    log.info("segment: trained DeepLab in %.1fs, %.0f img/s", stats.seconds, stats.images_per_second)
+    return model
+
+
+@torch.no_grad()
+def predict_probs(
+    model: DeepLabV2, image: np.ndarray, scales: tuple[float, ...], flip: bool, device: torch.device
+) -> torch.Tensor:
+    """(C, H, W) class probabilities averaged over scales (and flips), at the image's size."""
+    x = to_tensor(image)
+    height, width = x.shape[-2:]
+    total = torch.zeros((1,), device=device)
+    for scale in scales:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        batch = resize_image(x, size)[None].to(device)
+        if flip:
+            batch = torch.cat([batch, batch.flip(-1)])
+        logits = model(batch).float()
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        probs = logits.softmax(dim=1)
+        total = total + (probs[0] + probs[1].flip(-1) if flip else probs[0])
+    return total / total.sum(dim=0, keepdim=True)
+
+
+def run(
+    cfg: SegmentConfig, data: VocDataset, refine_dir: Path, out_dir: Path, *, rng_seed: int, runtime: Runtime
+) -> dict[str, Any]:
+    if cfg.crf.enabled:
+        require_crf("segment.crf.enabled")
+    model = train_deeplab(cfg, data, refine_dir, rng_seed, runtime)
+    torch.save(model.state_dict(), out_dir / "model.pt")
+    model.to(runtime.device).eval()
+    confusion = ConfusionMatrix(data.num_classes)
+    for image_id in tqdm(
+        data.val_ids, desc="segment: predict val", disable=not runtime.progress, leave=False
+    ):
+        image = data.read_image(image_id)
+        probs = predict_probs(model, image, cfg.scales, cfg.flip, runtime.device).cpu().numpy()
+        if cfg.crf.enabled:
+            probs = crf_refine(image, probs, cfg.crf, "segment.crf.enabled")
+        prediction = probs.argmax(axis=0).astype(np.uint8)
+        write_mask(out_dir / f"{image_id}.png", prediction)
+        confusion.update(data.read_mask(image_id, expect_shape=prediction.shape), prediction)
+    scores = confusion.scores()
+    return {
+        "val_miou": scores.miou,
+        "val_iou": list(scores.iou),
+        "val_fg_precision": scores.fg_precision,
+        "val_fg_recall": scores.fg_recall,
+    }

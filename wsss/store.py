@@ -1,0 +1,213 @@
+"""Content-addressed, atomically published stage artifacts on any pyarrow filesystem.
+
+Layout under the store root:
+    <stage>/<key>/<attempt>/...      the files of one build attempt
+    <stage>/<key>/manifest.json      written last; names the attempt that won, its files and metrics
+
+A reader only trusts an artifact through its manifest, and the manifest is moved into place after
+all files are written, so nobody sees half an artifact, on a laptop or on S3. A local root is used in
+place; a remote root (s3://, gs://, hdfs://, ...) is built in a local staging folder, uploaded, and
+downloaded on demand into a local cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from wsss.configio import to_mapping
+from wsss.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+
+
+def stage_key(
+    stage: str, config: Any, upstream: str | None, dataset: str, version: int, rng_seed: int
+) -> str:
+    """Hash of (stage name, the stage's own config, upstream key, dataset fingerprint, format version).
+
+    The pipeline's RNG seed is part of every stage's own configuration.
+    """
+    payload = {
+        "stage": stage,
+        "config": to_mapping(config),
+        "rng_seed": rng_seed,
+        "upstream": upstream,
+        "dataset": dataset,
+        "version": version,
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    stage: str
+    key: str
+    path: Path  # a local directory holding the artifact's files
+    manifest: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.manifest.get("metrics", {}))
+
+
+@dataclass
+class Build:
+    """A build in progress: write files under `path` and put JSON-able facts in `meta`."""
+
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+    artifact: Artifact | None = None
+
+
+def _file_sizes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class StageStore:
+    def __init__(
+        self,
+        location: str | os.PathLike[str],
+        cache_dir: str | os.PathLike[str],
+        filesystem: pafs.FileSystem | None = None,
+    ) -> None:
+        """`location`: a local path or any pyarrow.fs URI; with `filesystem`, a path inside it."""
+        text = str(location)
+        try:
+            if filesystem is not None:
+                self.fs, self.root = filesystem, text.rstrip("/")
+            elif "://" in text:
+                self.fs, self.root = pafs.FileSystem.from_uri(text)
+                self.root = self.root.rstrip("/")
+            else:
+                self.fs, self.root = pafs.LocalFileSystem(), str(Path(text).absolute())
+            self.fs.create_dir(self.root, recursive=True)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise StoreError(f"{text}: cannot open the stage store ({exc})") from None
+        self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.cache_dir = Path(cache_dir).absolute()
+        self.location = text
+
+    def _dir(self, stage: str, key: str) -> str:
+        return f"{self.root}/{stage}/{key}"
+
+    def _read_manifest(self, stage: str, key: str) -> dict[str, Any] | None:
+        path = f"{self._dir(stage, key)}/{MANIFEST}"
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        try:
+            with self.fs.open_input_stream(path) as stream:
+                manifest = json.loads(stream.read().decode())
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable manifest %s (%s); the stage will be rebuilt", path, exc)
+            return None
+        if manifest.get("format") != MANIFEST_FORMAT or "attempt" not in manifest:
+            log.warning("ignoring manifest %s of an unknown format; the stage will be rebuilt", path)
+            return None
+        return manifest
+
+    def lookup(self, stage: str, key: str) -> Artifact | None:
+        """The published artifact, available locally, or None (never a partial one)."""
+        manifest = self._read_manifest(stage, key)
+        if manifest is None:
+            return None
+        remote = f"{self._dir(stage, key)}/{manifest['attempt']}"
+        if self.is_local:
+            local = Path(remote)
+            missing = [f for f in manifest.get("files", {}) if not (local / f).is_file()]
+            if missing:
+                log.warning("artifact %s/%s lost files (%s, ...); it will be rebuilt", stage, key, missing[0])
+                return None
+            return Artifact(stage, key, local, manifest)
+        return Artifact(stage, key, self._download(stage, key, remote, manifest), manifest)
+
+    def _download(self, stage: str, key: str, remote: str, manifest: dict[str, Any]) -> Path:
+        local = self.cache_dir / "store" / stage / f"{key}-{manifest['attempt']}"
+        if local.is_dir():
+            return local
+        tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            pafs.copy_files(
+                remote, str(tmp), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem()
+            )
+            sizes = _file_sizes(tmp)
+            expected = manifest.get("files", {})
+            if any(sizes.get(f) != size for f, size in expected.items()):
+                raise StoreError(f"{remote}: artifact files do not match its manifest")
+            os.replace(tmp, local)
+        except FileExistsError:
+            shutil.rmtree(tmp, ignore_errors=True)  # a concurrent download finished first
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StoreError(f"{remote}: cannot download artifact ({exc})") from None
+        return local
+
+    @contextlib.contextmanager
+    def build(self, stage: str, key: str) -> Iterator[Build]:
+        """A fresh directory to build into; published when the block exits cleanly, removed otherwise."""
+        attempt = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        if self.is_local:
+            path = Path(self._dir(stage, key)) / attempt
+        else:
+            path = self.cache_dir / "staging" / f"{stage}-{key}-{attempt}"
+        path.mkdir(parents=True)
+        build = Build(path)
+        try:
+            yield build
+            build.artifact = self._publish(stage, key, attempt, build)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+
+    def _publish(self, stage: str, key: str, attempt: str, build: Build) -> Artifact:
+        existing = self.lookup(stage, key)
+        if existing is not None:  # another worker published the same key meanwhile; theirs is as good
+            shutil.rmtree(build.path, ignore_errors=True)
+            return existing
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "stage": stage,
+            "key": key,
+            "attempt": attempt,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host": socket.gethostname(),
+            "files": _file_sizes(build.path),
+            **build.meta,
+        }
+        local = build.path
+        if not self.is_local:
+            remote = f"{self._dir(stage, key)}/{attempt}"
+            pafs.copy_files(
+                str(build.path),
+                remote,
+                source_filesystem=pafs.LocalFileSystem(),
+                destination_filesystem=self.fs,
+            )
+            local = self.cache_dir / "store" / stage / f"{key}-{attempt}"
+            local.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(build.path, local)
+        final = f"{self._dir(stage, key)}/{MANIFEST}"
+        tmp = f"{final}.{attempt}.tmp"
+        with self.fs.open_output_stream(tmp) as stream:
+            stream.write(json.dumps(manifest, indent=1).encode())
+        self.fs.move(tmp, final)  # a rename locally; a single atomic object write on object stores
+        return Artifact(stage, key, local, manifest)
