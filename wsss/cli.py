@@ -108,10 +108,13 @@ def _stage_table(summary: dict[str, Any], metrics: dict[str, float]) -> Table:
 
 
 def _cmd_run(args: argparse.Namespace, cache_dir: Path) -> int:
-    from wsss import StageStore, load_config, prepare_dataset, run_pipeline
+    from wsss.config import load_config
 
     overrides = [*args.overrides, "runtime.progress=false"] if args.quiet else args.overrides
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)  # config mistakes are reported before torch is imported
+
+    from wsss import StageStore, prepare_dataset, run_pipeline
+
     data = prepare_dataset(cfg, args.data, cache_dir)
     store = StageStore(args.store or args.workdir / "store", cache_dir=args.workdir / "cache")
     log.info(

@@ -31,6 +31,7 @@ class BackboneConfig:
     name: str = "test_resnet"  # any timm model that supports features_only (resnet50 for VOC)
     output_stride: int = 8  # 8 (psa) or 16 (irn); dilates the last stages
     pretrained: bool = False  # ImageNet weights from the timm hub; off for synthetic data and tests
+    weights: str = ""  # with pretrained: load this local checkpoint instead of the hub (offline clusters)
     frozen_bn: bool = False  # BatchNorm as fixed affine layers (psa, irn, kazuto all freeze BN)
 
     def validate(self, path: str) -> None:
@@ -40,6 +41,7 @@ class BackboneConfig:
             f"must be 8 or 16, got {self.output_stride}",
         )
         _check(bool(self.name), f"{path}.name", "must name a timm model")
+        _check(not self.weights or self.pretrained, f"{path}.weights", "only used with pretrained: true")
 
 
 @dataclass(frozen=True)

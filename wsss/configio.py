@@ -46,6 +46,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         raise ConfigError(
             errors[0] if len(errors) == 1 else f"{path}: {_describe(value)} matches no allowed type"
         )
+    if isinstance(value, Mapping):  # e.g. --set seed.train.lr.x=3
+        inner = next(iter(value), "")
+        raise ConfigError(f"{_join(path, str(inner))}: unknown key; {path} is a single value, not a section")
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:

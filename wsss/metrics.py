@@ -87,7 +87,8 @@ class ThresholdSweep:
         else:
             peak = np.zeros(g.shape, np.float32)
             top = np.zeros(g.shape, np.int64)
-        below = np.searchsorted(self.thresholds, peak, side="left")  # thresholds strictly below m
+        # Compare in float32, as the CAMs and cams_to_mask's background plane are float32.
+        below = np.searchsorted(self.thresholds.astype(np.float32), peak.astype(np.float32), side="left")
         flat = (below * self.n + g) * self.n + top
         self.hist += np.bincount(flat, minlength=self.hist.size).reshape(self.hist.shape)
 

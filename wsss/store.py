@@ -144,7 +144,7 @@ class StageStore:
         if local.is_dir():
             return local
         tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir(parents=True)
         try:
             pafs.copy_files(
                 remote, str(tmp), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem()
@@ -196,6 +196,7 @@ class StageStore:
         local = build.path
         if not self.is_local:
             remote = f"{self._dir(stage, key)}/{attempt}"
+            self.fs.create_dir(remote, recursive=True)  # implicit on object stores, needed elsewhere
             pafs.copy_files(
                 str(build.path),
                 remote,

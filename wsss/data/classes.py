@@ -54,7 +54,7 @@ def read_mask(path: str | os.PathLike[str], num_classes: int) -> np.ndarray:
         with Image.open(path) as image:
             if image.mode not in ("P", "L", "I", "I;16"):
                 raise DataError(f"{path}: mask must be a palette or greyscale PNG, got mode {image.mode}")
-            mask = np.asarray(image)
+            mask = np.array(image)  # writable, for torch.from_numpy
     except DataError:
         raise
     except (OSError, ValueError, SyntaxError) as exc:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,7 +194,7 @@ def _entries(root: Path, mask_dir: str, splits: dict[str, tuple[str, ...]]) -> d
 def _labels_from_file(path: Path, ids: tuple[str, ...], num_objects: int) -> dict[str, np.ndarray]:
     try:
         table = np.load(path, allow_pickle=True).item()
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise DataError(f"{path}: unreadable label file ({exc})") from None
     if not isinstance(table, dict):
         raise DataError(f"{path}: expected a pickled dict {{image id: multi-hot vector}}")

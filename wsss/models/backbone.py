@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import timm
 import torch
@@ -23,9 +24,18 @@ def create_backbone(cfg: BackboneConfig) -> nn.Module:
     """
     if cfg.name not in timm.list_models():
         raise ConfigError(f"backbone.name: unknown timm model {cfg.name!r}")
+    overlay = {}
+    if cfg.weights:
+        if not Path(cfg.weights).is_file():
+            raise ConfigError(f"backbone.weights: {cfg.weights}: no such checkpoint file")
+        overlay = {"pretrained_cfg_overlay": {"file": str(cfg.weights)}}
     try:
         model = timm.create_model(
-            cfg.name, pretrained=cfg.pretrained, features_only=True, output_stride=cfg.output_stride
+            cfg.name,
+            pretrained=cfg.pretrained,
+            features_only=True,
+            output_stride=cfg.output_stride,
+            **overlay,
         )
     except (RuntimeError, TypeError, ValueError, AssertionError) as exc:
         if cfg.pretrained and "features" not in str(exc):

@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny synthetic VOC-layout dataset and a pipeline config small enough for seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wsss.config import PipelineConfig, load_config
+from wsss.data.synth import SynthSpec, generate
+
+# Every stage trains one short epoch on 48 px crops of 64 px images with the tiny timm test backbone.
+TINY = [
+    "seed.train.epochs=1",
+    "seed.train.batch_size=4",
+    "seed.train.crop_size=48",
+    "seed.train.resize_long=[48,64]",
+    "seed.scales=[1.0,0.5]",
+    "refine.train.epochs=1",
+    "refine.train.batch_size=4",
+    "refine.train.crop_size=48",
+    "refine.train.resize_long=[48,64]",
+    "refine.logt=2",
+    "segment.train.epochs=1",
+    "segment.train.batch_size=4",
+    "segment.train.crop_size=48",
+    "segment.train.resize_long=[48,64]",
+    "segment.aspp_rates=[2,4]",
+    "runtime.progress=false",
+    "runtime.threads=1",
+]
+TINY_SPEC = SynthSpec(train=12, val=6, size=64, classes=3, seed=7)
+
+
+def tiny_config(*extra: str) -> PipelineConfig:
+    return load_config(None, [*TINY, *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only-by-convention synthetic dataset shared by the session; copy it before changing it."""
+    return generate(TINY_SPEC, tmp_path_factory.mktemp("data") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def varied_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Non-square images of varied sizes."""
+    spec = SynthSpec(train=10, val=5, size=72, classes=3, seed=11, size_jitter=0.4)
+    return generate(spec, tmp_path_factory.mktemp("data") / "varied")

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from wsss.config import TrainConfig
+from wsss.data.classes import IGNORE_INDEX
+from wsss.data.transforms import TrainTransform, denormalize, to_tensor
+
+
+def test_image_and_mask_stay_aligned_and_labels_are_never_interpolated() -> None:
+    """A mask that encodes each pixel's column must still match the image column after augmentation."""
+    h, w = 40, 60
+    image = np.zeros((h, w, 3), np.uint8)
+    image[..., 0] = np.arange(w)[None, :] * 4  # red grows with the column
+    mask = np.tile((np.arange(w) // 10).astype(np.uint8), (h, 1))  # 6 vertical bands: labels 0..5
+    transform = TrainTransform(TrainConfig(crop_size=48, resize_long=(40, 90), hflip=True))
+    torch.manual_seed(0)
+    for _ in range(20):
+        img, m = transform(image, mask)
+        assert img.shape == (3, 48, 48) and m is not None and m.shape == (48, 48)
+        assert set(m.unique().tolist()) <= set(range(6)) | {IGNORE_INDEX}
+        red = torch.from_numpy(denormalize(img)[..., 0].astype(np.int64))
+        valid = m != IGNORE_INDEX
+        # Each band's pixels keep their band's red range (up to resampling blur at band edges).
+        for band in m[valid].unique().tolist():
+            values = red[(m == band) & valid].float()
+            assert values.median() >= band * 40 - 8 and values.median() <= (band + 1) * 40 + 8
+
+
+def test_padding_uses_mean_colour_and_ignore_label() -> None:
+    image = np.full((10, 10, 3), 200, np.uint8)
+    img, m = TrainTransform(TrainConfig(crop_size=32, resize_long=(10, 10), hflip=False))(
+        image, np.ones((10, 10), np.uint8)
+    )
+    assert m is not None
+    assert (m == IGNORE_INDEX).sum() == 32 * 32 - 100 and (m == 1).sum() == 100
+    assert (img == 0).all(dim=0).sum() == 32 * 32 - 100  # zero after normalisation = the ImageNet mean
+
+
+def test_normalisation_round_trips() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    assert np.abs(denormalize(to_tensor(image)).astype(int) - image).max() <= 1

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from wsss.config import BackboneConfig
+from wsss.errors import ConfigError, WsssError
+from wsss.models.affinity import EMBED_DIM, AffinityNet
+from wsss.models.backbone import create_backbone
+from wsss.models.cam import CamNet
+from wsss.models.deeplab import DeepLabV2
+
+TINY = BackboneConfig(name="test_resnet")
+
+
+@pytest.mark.parametrize("stride", [8, 16])
+def test_cam_net_shapes_and_logits_are_pooled_maps(stride: int) -> None:
+    model = CamNet(BackboneConfig(name="test_resnet", output_stride=stride), num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 96)
+    logits, maps = model.logits_and_cams(x)
+    assert logits.shape == (2, 5) and maps.shape == (2, 5, 64 // stride, 96 // stride)
+    assert torch.allclose(model(x), logits, atol=1e-5)  # GAP and the bias-free 1x1 classifier commute
+    assert torch.equal(model.cams(x), torch.relu(maps))
+    assert model.classifier.bias is None
+
+
+def test_frozen_bn_has_no_trainable_norms_and_eval_reaches_every_module() -> None:
+    model = CamNet(BackboneConfig(name="test_resnet", frozen_bn=True), num_classes=3)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "bn" in k}
+    model.train()
+    model(torch.randn(2, 3, 32, 32))
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    model.eval()
+    assert not any(m.training for m in model.modules())
+
+
+def test_param_split_covers_every_parameter_once() -> None:
+    model = DeepLabV2(TINY, num_classes=4, rates=(2, 4))
+    backbone, new = model.backbone_parameters(), model.new_parameters()
+    assert len(backbone) + len(new) == len(list(model.parameters()))
+    assert {id(p) for p in new} == {id(p) for p in model.aspp.parameters()}
+
+
+@pytest.mark.parametrize("stride", [4, 8])
+def test_affinity_net_embedding_stride(stride: int) -> None:
+    model = AffinityNet(TINY, stride=stride).eval()
+    out = model(torch.randn(1, 3, 64, 48))
+    assert out.shape == (1, EMBED_DIM, 64 // stride, 48 // stride)
+    with pytest.raises(ConfigError, match=r"refine\.stride: test_resnet has no feature level at stride 16"):
+        AffinityNet(TINY, stride=16)
+
+
+def test_deeplab_logits_at_input_size() -> None:
+    model = DeepLabV2(TINY, num_classes=4, rates=(6, 12, 18, 24)).eval()
+    assert len(model.aspp) == 4 and model.aspp[3].dilation == (24, 24)
+    assert model(torch.randn(1, 3, 50, 70)).shape == (1, 4, 50, 70)
+
+
+def test_unknown_backbone_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"backbone\.name: unknown timm model 'resnet_nope'"):
+        create_backbone(BackboneConfig(name="resnet_nope"))
+
+
+def test_pretrained_weights_from_a_local_file(tmp_path: Path) -> None:
+    """timm's own pretrained-loading path fed a local checkpoint, as offline clusters use it."""
+    source = timm.create_model("test_resnet", pretrained=False)
+    torch.save(source.state_dict(), tmp_path / "weights.pth")
+    backbone = create_backbone(
+        BackboneConfig(name="test_resnet", pretrained=True, weights=str(tmp_path / "weights.pth"))
+    )
+    loaded = backbone.state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in source.state_dict().items() if k in loaded)
+    with pytest.raises(ConfigError, match=r"backbone\.weights: .*no such checkpoint file"):
+        create_backbone(
+            BackboneConfig(name="test_resnet", pretrained=True, weights=str(tmp_path / "missing.pth"))
+        )
+
+
+def test_pretrained_without_hub_access_says_what_to_do(tmp_path: Path) -> None:
+    # huggingface_hub reads HF_HUB_OFFLINE at import, so the check runs in a fresh interpreter.
+    code = (
+        "from wsss.config import BackboneConfig\n"
+        "from wsss.models.backbone import create_backbone\n"
+        "create_backbone(BackboneConfig(name='test_resnet', pretrained=True))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{WsssError.__module__}.WsssError: backbone.pretrained: could not")
+    assert "set backbone.pretrained=false" in last

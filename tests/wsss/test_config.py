@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wsss.config import PipelineConfig, dump_config, load_config, preset_names
+from wsss.configio import digest, field_paths, to_mapping
+from wsss.errors import ConfigError
+
+
+def test_defaults_are_frozen_and_typed() -> None:
+    cfg = load_config()
+    assert isinstance(cfg, PipelineConfig)
+    assert cfg.seed.scales == (1.0, 0.5, 1.5, 2.0)
+    with pytest.raises(AttributeError):
+        cfg.seed.bg_threshold = 0.3  # type: ignore[misc]
+
+
+def test_set_overrides_parse_yaml_values() -> None:
+    cfg = load_config(
+        None, ["seed.train.lr=0.01", "seed.scales=[1.0, 2.0]", "refine.crf.enabled=true", "rng_seed=3"]
+    )
+    assert cfg.seed.train.lr == 0.01
+    assert cfg.seed.scales == (1.0, 2.0)
+    assert cfg.refine.crf.enabled is True
+    assert cfg.rng_seed == 3
+
+
+def test_partial_section_keeps_the_stage_defaults() -> None:
+    """Overriding seed.train.lr must keep the seed stage's own epochs, not TrainConfig's class default."""
+    default = load_config()
+    cfg = load_config(None, ["seed.train.lr=0.2"])
+    assert cfg.seed.train.epochs == default.seed.train.epochs
+    assert cfg.refine.train == default.refine.train
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed.train.lrr=0.1", "seed.train.lrr: unknown key; did you mean 'seed.train.lr'?"),
+        ("sed.method=cam", "sed: unknown key; did you mean 'seed'?"),
+        ("seed.train.epochs=1.5", "seed.train.epochs: expected an integer, got 1.5 (float)"),
+        ("seed.train.epochs=true", "seed.train.epochs: expected an integer, got True (bool)"),
+        ("seed.train.lr=fast", "seed.train.lr: expected a number, got 'fast' (str)"),
+        ("seed.flip=1", "seed.flip: expected true or false, got 1 (int)"),
+        ("seed.scales=1.0", "seed.scales: expected a list, got 1.0 (float)"),
+        ("seed.scales=[1.0, x]", "seed.scales[1]: expected a number, got 'x' (str)"),
+        ("seed.train.resize_long=[1,2,3]", "seed.train.resize_long: expected a list of 2 values, got 3"),
+        ("data.mask_dir=Masks", "data.mask_dir: 'Masks' is not one of"),
+        ("seed.method=nope", "seed.method: unknown method 'nope'"),
+        ("seed.backbone.output_stride=32", "seed.backbone.output_stride: must be 8 or 16, got 32"),
+        ("refine.alpha_high=2", "refine.alpha_high: must be > alpha_low"),
+        ("seed.train=3", "seed.train: expected a mapping of TrainConfig fields, got 3 (int)"),
+        ("seed.train.lr.x=3", "seed.train.lr.x"),
+        ("data.synthetic.size=10", "data.synthetic.size: must be within 48..2048"),
+    ],
+)
+def test_bad_values_name_the_dotted_path(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert message in str(info.value)
+
+
+def test_set_without_equals_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(None, ["seed.train.lr"])
+
+
+def test_yaml_file_is_loaded_strictly_and_named_in_errors(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("seed:\n  train:\n    lr: 0.03\nrefine:\n  beta: 10\n")
+    cfg = load_config(good, ["refine.beta=12"])
+    assert cfg.seed.train.lr == 0.03
+    assert cfg.refine.beta == 12.0  # --set wins over the file
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("refine:\n  betta: 10\n")
+    with pytest.raises(
+        ConfigError, match=r"bad\.yaml: refine\.betta: unknown key; did you mean 'refine\.beta'"
+    ):
+        load_config(bad)
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("seed: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: line \d+ invalid YAML"):
+        load_config(broken)
+
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("3\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(scalar)
+
+    with pytest.raises(ConfigError, match="no such config file or preset"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_dump_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(None, ["seed.train.lr=0.07", "segment.scales=[0.5, 1.0]"])
+    path = tmp_path / "cfg.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+    assert yaml.safe_load(path.read_text())["segment"]["scales"] == [0.5, 1.0]
+
+
+def test_presets_load() -> None:
+    assert "voc12" in preset_names()
+    cfg = load_config("voc12")
+    assert cfg.seed.backbone.name == "resnet50" and cfg.seed.backbone.pretrained
+    assert cfg.data.mask_dir == "SegmentationClassAug"
+
+
+def test_digest_is_stable_and_sensitive() -> None:
+    a, b = load_config(), load_config()
+    assert digest(a.refine) == digest(b.refine)
+    assert digest(a.refine) != digest(load_config(None, ["refine.beta=9"]).refine)
+    assert to_mapping(a)["seed"]["scales"] == [1.0, 0.5, 1.5, 2.0]
+
+
+def test_field_paths_lists_every_leaf() -> None:
+    paths = field_paths(PipelineConfig)
+    assert "seed.train.lr" in paths and paths["seed.train.lr"] is float
+    assert "refine.crf.bilateral_srgb" in paths
+    assert "seed.train" not in paths

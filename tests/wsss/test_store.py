@@ -1,0 +1,130 @@
+"""The stage store on a local folder and on pyarrow's in-memory filesystem (standing in for S3/GCS)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+from wsss.errors import StoreError
+from wsss.store import MANIFEST, StageStore, stage_key
+
+
+def _stores(tmp_path: Path) -> dict[str, StageStore]:
+    return {
+        "local": StageStore(tmp_path / "store", cache_dir=tmp_path / "cache-local"),
+        "memory": StageStore(
+            "bucket/prefix", cache_dir=tmp_path / "cache-mem", filesystem=pafs._MockFileSystem()
+        ),
+    }
+
+
+@pytest.fixture(params=["local", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> StageStore:
+    return _stores(tmp_path)[request.param]
+
+
+def _build(store: StageStore, stage: str = "seed", key: str = "k1", payload: str = "cams") -> None:
+    with store.build(stage, key) as build:
+        (build.path / "cams").mkdir()
+        (build.path / "cams" / "a.npz").write_text(payload)
+        (build.path / "model.pt").write_bytes(b"\0" * 100)
+        build.meta["metrics"] = {"cam_miou": 0.5}
+
+
+def test_miss_then_hit(store: StageStore) -> None:
+    assert store.lookup("seed", "k1") is None
+    _build(store)
+    artifact = store.lookup("seed", "k1")
+    assert artifact is not None
+    assert (artifact.path / "cams" / "a.npz").read_text() == "cams"
+    assert artifact.metrics == {"cam_miou": 0.5}
+    assert artifact.manifest["files"] == {"cams/a.npz": 4, "model.pt": 100}
+    assert store.lookup("seed", "other") is None and store.lookup("refine", "k1") is None
+
+
+def test_nothing_is_visible_until_the_build_completes(store: StageStore) -> None:
+    with store.build("seed", "k1") as build:
+        (build.path / "model.pt").write_text("half")
+        assert store.lookup("seed", "k1") is None  # files written, manifest not yet
+    assert store.lookup("seed", "k1") is not None
+
+
+def test_failed_build_publishes_nothing_and_cleans_up(store: StageStore, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="boom"), store.build("seed", "k1") as build:
+        (build.path / "model.pt").write_text("half")
+        staged = build.path
+        raise RuntimeError("boom")
+    assert store.lookup("seed", "k1") is None
+    assert not staged.exists()
+    _build(store)  # a later attempt succeeds normally
+    assert store.lookup("seed", "k1") is not None
+
+
+def test_first_published_attempt_wins(store: StageStore) -> None:
+    with store.build("seed", "k1") as slow:
+        (slow.path / "model.pt").write_text("slow")
+        _build(store, payload="fast")  # a concurrent worker publishes first
+    assert slow.artifact is not None
+    assert (slow.artifact.path / "cams" / "a.npz").read_text() == "fast"
+    assert store.lookup("seed", "k1").manifest["attempt"] == slow.artifact.manifest["attempt"]  # type: ignore[union-attr]
+
+
+def test_local_store_with_lost_files_is_rebuilt(tmp_path: Path) -> None:
+    store = _stores(tmp_path)["local"]
+    _build(store)
+    artifact = store.lookup("seed", "k1")
+    assert artifact is not None
+    (artifact.path / "model.pt").unlink()
+    assert store.lookup("seed", "k1") is None
+
+
+def test_unreadable_manifest_counts_as_a_miss(tmp_path: Path) -> None:
+    store = _stores(tmp_path)["local"]
+    _build(store)
+    (tmp_path / "store" / "seed" / "k1" / MANIFEST).write_text("{not json")
+    assert store.lookup("seed", "k1") is None
+
+
+def test_remote_store_downloads_into_the_cache(tmp_path: Path) -> None:
+    fs = pafs._MockFileSystem()
+    writer = StageStore("bucket/prefix", cache_dir=tmp_path / "writer", filesystem=fs)
+    _build(writer)
+    reader = StageStore("bucket/prefix", cache_dir=tmp_path / "reader", filesystem=fs)  # another node
+    artifact = reader.lookup("seed", "k1")
+    assert artifact is not None and str(artifact.path).startswith(str(tmp_path / "reader"))
+    assert (artifact.path / "model.pt").stat().st_size == 100
+    manifest = json.loads(fs.open_input_stream(f"bucket/prefix/seed/k1/{MANIFEST}").read())
+    assert manifest["key"] == "k1" and not list((tmp_path / "writer" / "staging").iterdir())
+
+
+def test_store_uri(tmp_path: Path) -> None:
+    store = StageStore(f"file://{tmp_path}/uri-store", cache_dir=tmp_path / "cache")
+    _build(store)
+    assert store.is_local and store.lookup("seed", "k1") is not None
+    with pytest.raises(StoreError, match="cannot open the stage store"):
+        StageStore("nosuchscheme://bucket/x", cache_dir=tmp_path / "cache")
+
+
+def test_stage_key_covers_every_input() -> None:
+    base = {
+        "stage": "refine",
+        "config": {"beta": 8},
+        "upstream": "u",
+        "dataset": "d",
+        "version": 1,
+        "rng_seed": 0,
+    }
+    key = stage_key(**base)  # type: ignore[arg-type]
+    assert key == stage_key(**base)  # type: ignore[arg-type]
+    for field, value in [
+        ("stage", "segment"),
+        ("config", {"beta": 9}),
+        ("upstream", "v"),
+        ("dataset", "e"),
+        ("version", 2),
+        ("rng_seed", 1),
+    ]:
+        assert stage_key(**{**base, field: value}) != key  # type: ignore[arg-type]
