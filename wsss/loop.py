@@ -9,20 +9,23 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from wsss.config import TrainConfig
+from wsss.data.torchsets import train_loader
 from wsss.errors import WsssError
 from wsss.models.backbone import SplitParams
-from wsss.runtime import Runtime
+from wsss.runtime import Runtime, seeded
 
 log = logging.getLogger(__name__)
 
 # loss_fn(model, batch) -> (loss, {name: value}) ; the batch is already on the device.
+M = TypeVar("M", bound=SplitParams)
 LossFn = Callable[[nn.Module, tuple[torch.Tensor, ...]], tuple[torch.Tensor, dict[str, float]]]
 
 
@@ -40,6 +43,13 @@ class TrainStats:
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    def metrics(self, stage: str) -> dict[str, float]:
+        return {
+            f"{stage}_train_seconds": self.seconds,
+            f"{stage}_train_images_per_second": self.images_per_second,
+            f"{stage}_final_loss": self.epoch_losses[-1] if self.epoch_losses else float("nan"),
+        }
 
 
 def param_groups(model: SplitParams, cfg: TrainConfig) -> list[dict]:  # type: ignore[type-arg]
@@ -142,3 +152,27 @@ def fit(
     stats.seconds = time.perf_counter() - start
     model.eval()
     return stats
+
+
+def train_model(
+    build: Callable[[], M],
+    dataset: Dataset,  # type: ignore[type-arg]
+    loss_fn: LossFn,
+    cfg: TrainConfig,
+    runtime: Runtime,
+    rng_seed: int,
+    desc: str,
+) -> tuple[M, TrainStats]:
+    """Build a model and train it on `dataset`, seeding initialisation, shuffling and augmentation."""
+    with seeded(rng_seed, runtime.device):
+        model = build()
+        loader = train_loader(dataset, cfg.batch_size, rng_seed, runtime.workers, runtime.cuda)
+        stats = fit(model, loss_fn, loader, cfg, runtime, desc)
+    log.info(
+        "%s: trained %s in %.1fs, %.0f img/s",
+        desc,
+        type(model).__name__,
+        stats.seconds,
+        stats.images_per_second,
+    )
+    return model, stats

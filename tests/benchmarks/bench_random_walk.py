@@ -24,8 +24,9 @@ t = transition_matrix(emb, radius=radius, beta=8.0)
 out = random_walk(torch.rand(21, n, n), t, 2 ** logt)
 seconds = time.perf_counter() - start
 grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-print(json.dumps({{"grid": n, "nodes": n * n, "nnz": int(t._nnz()), "seconds": seconds, "peak_growth_mb": grown,
-                  "dense_fp32_mb": (n * n) ** 2 * 4 / 2**20}}))
+dense_mb = (n * n) ** 2 * 4 / 2**20
+print(json.dumps({{"nodes": n * n, "nnz": int(t._nnz()), "seconds": seconds,
+                  "grown": grown, "dense": dense_mb}}))
 """
 
 
@@ -37,11 +38,12 @@ def main() -> None:
     args = parser.parse_args()
     for stride in (8, 4):
         code = CHILD.format(side=args.side, stride=stride, logt=args.logt, radius=args.radius)
-        result = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        r = json.loads(run.stdout)
         print(
-            f"{args.side}x{args.side} at stride {stride}: {result['nodes']} nodes, {result['nnz']} non-zeros, "
-            f"{2 ** args.logt} steps in {result['seconds']:.2f}s, peak RSS growth {result['peak_growth_mb']:.0f} MB "
-            f"(one dense fp32 N x N matrix alone: {result['dense_fp32_mb']:.0f} MB)"
+            f"{args.side}x{args.side} at stride {stride}: {r['nodes']} nodes, {r['nnz']} non-zeros, "
+            f"{2**args.logt} steps in {r['seconds']:.2f}s, peak RSS growth {r['grown']:.0f} MB "
+            f"(one dense fp32 N x N matrix alone: {r['dense']:.0f} MB)"
         )
 
 

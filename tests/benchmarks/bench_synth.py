@@ -1,6 +1,6 @@
 """Synthetic benchmark generation speed on one core (goal: >= 200 images/s, PNG + JPEG written).
 
-    python tests/benchmarks/bench_synth.py [--images 500] [--size 128]
+python tests/benchmarks/bench_synth.py [--images 500] [--size 128]
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, as the goal states
 
-from wsss.data.synth import SynthSpec, generate  # noqa: E402
+from wsss.data.synth import SynthSpec, generate
 
 
 def main() -> None:
@@ -29,8 +29,10 @@ def main() -> None:
             start = time.perf_counter()
             generate(spec, f"{tmp}/data")
             rates.append(args.images / (time.perf_counter() - start))
-    print(f"synthetic generation, {args.size} px, 1 core: {max(rates):.0f} images/s best of {args.repeats} "
-          f"(all: {', '.join(f'{r:.0f}' for r in rates)})")
+    print(
+        f"synthetic generation, {args.size} px, 1 core: {max(rates):.0f} images/s best of {args.repeats} "
+        f"(all: {', '.join(f'{r:.0f}' for r in rates)})"
+    )
 
 
 if __name__ == "__main__":

@@ -23,16 +23,16 @@ from tqdm.auto import tqdm
 
 from wsss.config import RefineConfig
 from wsss.data.classes import IGNORE_INDEX, write_mask
-from wsss.data.torchsets import SegmentationSet, train_loader
+from wsss.data.torchsets import SegmentationSet
 from wsss.data.transforms import TrainTransform, to_tensor
 from wsss.data.voc import VocDataset
-from wsss.loop import fit
+from wsss.loop import TrainStats, train_model
 from wsss.metrics import ConfusionMatrix
 from wsss.models.affinity import AffinityNet, affinity
 from wsss.ops.cam import background_power, labels_from_scores
 from wsss.ops.crf import crf_refine, require_crf
 from wsss.ops.random_walk import pair_offsets, pooled_scores, random_walk, shifted_pairs, transition_matrix
-from wsss.runtime import Runtime, seeded
+from wsss.runtime import Runtime
 from wsss.stages.seed import load_cams
 
 log = logging.getLogger(__name__)
@@ -97,26 +97,23 @@ def affinity_loss(
 
 def train_affinity(
     cfg: RefineConfig, data: VocDataset, label_dir: Path, rng_seed: int, runtime: Runtime
-) -> AffinityNet:
-    with seeded(rng_seed, runtime.device):
-        model = AffinityNet(cfg.backbone, cfg.stride)
-        dataset = SegmentationSet(
-            data, data.train_ids, lambda i: label_dir / f"{i}.png", TrainTransform(cfg.train)
+) -> tuple[AffinityNet, TrainStats]:
+    def loss_fn(m: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
+        images, labels = batch
+        embedding = m(images)
+        return affinity_loss(
+            embedding, grid_labels(labels, embedding.shape[-2:], data.num_classes), cfg.radius
         )
-        loader = train_loader(dataset, cfg.train.batch_size, rng_seed, runtime.workers, runtime.cuda)
 
-        def loss_fn(
-            m: torch.nn.Module, batch: tuple[torch.Tensor, ...]
-        ) -> tuple[torch.Tensor, dict[str, float]]:
-            images, labels = batch
-            embedding = m(images)
-            return affinity_loss(
-                embedding, grid_labels(labels, embedding.shape[-2:], data.num_classes), cfg.radius
-            )
-
-        stats = fit(model, loss_fn, loader, cfg.train, runtime, desc="refine")
-    log.info("refine: trained AffinityNet in %.1fs, %.0f img/s", stats.seconds, stats.images_per_second)
-    return model
+    return train_model(
+        lambda: AffinityNet(cfg.backbone, cfg.stride),
+        SegmentationSet(data, data.train_ids, lambda i: label_dir / f"{i}.png", TrainTransform(cfg.train)),
+        loss_fn,
+        cfg.train,
+        runtime,
+        rng_seed,
+        desc="refine",
+    )
 
 
 @torch.no_grad()
@@ -168,7 +165,7 @@ def run(
             total + int((gt != IGNORE_INDEX).sum()),
         )
 
-    model = train_affinity(cfg, data, label_dir, rng_seed, runtime)
+    model, stats = train_affinity(cfg, data, label_dir, rng_seed, runtime)
     torch.save(model.state_dict(), out_dir / "model.pt")
     model.to(runtime.device).eval()
     pseudo = ConfusionMatrix(data.num_classes)
@@ -188,4 +185,5 @@ def run(
         "pseudo_fg_recall": scores.fg_recall,
         "confident_fraction": covered / max(total, 1),  # share of labelled pixels given a confident label
         "confident_accuracy": seed_scores.pixel_accuracy,  # how often those confident labels are right
+        **stats.metrics("refine"),
     }

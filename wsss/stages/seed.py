@@ -17,14 +17,14 @@ from tqdm.auto import tqdm
 
 from wsss import methods
 from wsss.config import SeedConfig
-from wsss.data.torchsets import ClassificationSet, train_loader
+from wsss.data.torchsets import ClassificationSet
 from wsss.data.transforms import TrainTransform, to_tensor
 from wsss.data.voc import VocDataset
-from wsss.loop import fit
+from wsss.loop import TrainStats, train_model
 from wsss.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
 from wsss.models.cam import CamNet
 from wsss.ops.cam import cams_to_mask, multiscale_cams
-from wsss.runtime import Runtime, seeded
+from wsss.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +42,19 @@ def load_cams(seed_dir: Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         return f["keys"].astype(np.int64), f["cams"].astype(np.float32)
 
 
-def train_classifier(cfg: SeedConfig, data: VocDataset, rng_seed: int, runtime: Runtime) -> CamNet:
+def train_classifier(
+    cfg: SeedConfig, data: VocDataset, rng_seed: int, runtime: Runtime
+) -> tuple[CamNet, TrainStats]:
     method = methods.get(cfg.method)
-    with seeded(rng_seed, runtime.device):
-        model = CamNet(cfg.backbone, len(data.class_names))
-        dataset = ClassificationSet(data, data.train_ids, TrainTransform(cfg.train))
-        loader = train_loader(dataset, cfg.train.batch_size, rng_seed, runtime.workers, runtime.cuda)
-        stats = fit(model, lambda m, batch: method.loss(m, *batch), loader, cfg.train, runtime, desc="seed")
-    log.info(
-        "seed: trained %s (%s) in %.1fs, %.0f img/s",
-        cfg.method,
-        cfg.backbone.name,
-        stats.seconds,
-        stats.images_per_second,
+    return train_model(
+        lambda: CamNet(cfg.backbone, len(data.class_names)),
+        ClassificationSet(data, data.train_ids, TrainTransform(cfg.train)),
+        lambda m, batch: method.loss(m, *batch),
+        cfg.train,
+        runtime,
+        rng_seed,
+        desc="seed",
     )
-    return model
 
 
 def _curve_metrics(sweep: ThresholdSweep, at_threshold: ConfusionMatrix, threshold: float) -> dict[str, Any]:
@@ -114,6 +112,6 @@ def run(
     cfg: SeedConfig, data: VocDataset, out_dir: Path, *, rng_seed: int, runtime: Runtime
 ) -> dict[str, Any]:
     """Train, infer and evaluate; returns the stage's metrics."""
-    model = train_classifier(cfg, data, rng_seed, runtime)
+    model, stats = train_classifier(cfg, data, rng_seed, runtime)
     torch.save(model.state_dict(), out_dir / "model.pt")
-    return infer_and_evaluate(model, cfg, data, out_dir, runtime)
+    return {**infer_and_evaluate(model, cfg, data, out_dir, runtime), **stats.metrics("seed")}

@@ -16,14 +16,14 @@ from tqdm.auto import tqdm
 
 from wsss.config import SegmentConfig
 from wsss.data.classes import IGNORE_INDEX, write_mask
-from wsss.data.torchsets import SegmentationSet, train_loader
+from wsss.data.torchsets import SegmentationSet
 from wsss.data.transforms import TrainTransform, resize_image, to_tensor
 from wsss.data.voc import VocDataset
-from wsss.loop import fit
+from wsss.loop import TrainStats, train_model
 from wsss.metrics import ConfusionMatrix
 from wsss.models.deeplab import DeepLabV2
 from wsss.ops.crf import crf_refine, require_crf
-from wsss.runtime import Runtime, seeded
+from wsss.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +45,23 @@ def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.
 
 def train_deeplab(
     cfg: SegmentConfig, data: VocDataset, mask_dir: Path, rng_seed: int, runtime: Runtime
-) -> DeepLabV2:
-    with seeded(rng_seed, runtime.device):
-        model = DeepLabV2(cfg.backbone, data.num_classes, cfg.aspp_rates)
-        dataset = SegmentationSet(
-            data, data.train_ids, lambda i: mask_dir / f"{i}.png", TrainTransform(cfg.train)
-        )
-        loader = train_loader(dataset, cfg.train.batch_size, rng_seed, runtime.workers, runtime.cuda)
+) -> tuple[DeepLabV2, TrainStats]:
+    def loss_fn(m: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
+        images, masks = batch
+        logits = m(images).float()
+        if cfg.balanced_ce:
+            return balanced_cross_entropy(logits, masks), {}
+        return F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX), {}
 
-        def loss_fn(
-            m: torch.nn.Module, batch: tuple[torch.Tensor, ...]
-        ) -> tuple[torch.Tensor, dict[str, float]]:
-            images, masks = batch
-            logits = m(images).float()
-            if cfg.balanced_ce:
-                return balanced_cross_entropy(logits, masks), {}
-            return F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX), {}
-
-        stats = fit(model, loss_fn, loader, cfg.train, runtime, desc="segment")
-    log.info("segment: trained DeepLab in %.1fs, %.0f img/s", stats.seconds, stats.images_per_second)
-    return model
+    return train_model(
+        lambda: DeepLabV2(cfg.backbone, data.num_classes, cfg.aspp_rates),
+        SegmentationSet(data, data.train_ids, lambda i: mask_dir / f"{i}.png", TrainTransform(cfg.train)),
+        loss_fn,
+        cfg.train,
+        runtime,
+        rng_seed,
+        desc="segment",
+    )
 
 
 @torch.no_grad()
@@ -92,7 +89,7 @@ def run(
 ) -> dict[str, Any]:
     if cfg.crf.enabled:
         require_crf("segment.crf.enabled")
-    model = train_deeplab(cfg, data, refine_dir, rng_seed, runtime)
+    model, stats = train_deeplab(cfg, data, refine_dir, rng_seed, runtime)
     torch.save(model.state_dict(), out_dir / "model.pt")
     model.to(runtime.device).eval()
     confusion = ConfusionMatrix(data.num_classes)
@@ -112,4 +109,5 @@ def run(
         "val_iou": list(scores.iou),
         "val_fg_precision": scores.fg_precision,
         "val_fg_recall": scores.fg_recall,
+        **stats.metrics("segment"),
     }
