@@ -149,3 +149,19 @@ def test_remote_store_shared_by_two_nodes(tiny_data_dir: Path, tmp_path: Path) -
     assert not any(o.cached for o in first.stages.values()) and all(o.cached for o in second.stages.values())
     assert str(second.stages["refine"].path).startswith(str(tmp_path / "node-b"))
     assert second.metrics() == first.metrics()
+
+
+def test_dense_crf_in_refine_and_segment(tiny_data_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pydensecrf.densecrf")
+    cfg = tiny_config("refine.crf.enabled=true", "segment.crf.enabled=true", "segment.scales=[1.0,0.75]")
+    result = run_pipeline(
+        cfg,
+        prepare_dataset(cfg, tiny_data_dir, tmp_path / "cache"),
+        StageStore(tmp_path / "s", tmp_path / "c"),
+    )
+    data = open_dataset(tiny_data_dir, cfg.data)
+    confident = result.stages["refine"].path / "confident"
+    assert {p.stem for p in confident.glob("*.png")} == set(data.train_ids)
+    assert result.metrics()["val_miou"] == pytest.approx(
+        _independent_miou(result.stages["segment"].path, tiny_data_dir, data.val_ids, data.num_classes)
+    )

@@ -7,30 +7,24 @@ Layout (the synthetic benchmark writes exactly this):
     cls_labels.npy   (optional) pickled {id: float32[K]} with '2007_000032' or 2007000032 keys
     class_names.txt  (optional) object class names, one per line; VOC's 20 when absent
 
-Every problem is reported as a DataError naming the file. Image-level labels are cached as Parquet.
+Every problem is reported as a DataError naming the file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import pickle
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
 from wsss.config import DataConfig
-from wsss.data.classes import IGNORE_INDEX, read_class_names, read_mask
+from wsss.data.classes import read_class_names, read_mask
+from wsss.data.labels import load_labels
 from wsss.errors import DataError
-
-log = logging.getLogger(__name__)
 
 IMAGE_DIR = "JPEGImages"
 SPLIT_DIR = Path("ImageSets") / "Segmentation"
@@ -191,106 +185,6 @@ def _entries(root: Path, mask_dir: str, splits: dict[str, tuple[str, ...]]) -> d
     return entries
 
 
-def _labels_from_file(path: Path, ids: tuple[str, ...], num_objects: int) -> dict[str, np.ndarray]:
-    try:
-        table = np.load(path, allow_pickle=True).item()
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-        raise DataError(f"{path}: unreadable label file ({exc})") from None
-    if not isinstance(table, dict):
-        raise DataError(f"{path}: expected a pickled dict {{image id: multi-hot vector}}")
-    int_keys = bool(table) and isinstance(next(iter(table)), int | np.integer)
-    out = {}
-    for image_id in ids:
-        # irn stores 2007_000032 as the integer 2007000032; psa, SEAM, CPN use the string.
-        key: object = (
-            int(image_id.replace("_", "")) if int_keys and image_id.replace("_", "").isdigit() else image_id
-        )
-        if key not in table:
-            raise DataError(f"{path}: no labels for image id {image_id!r}")
-        vec = np.asarray(table[key], dtype=np.float32).reshape(-1)
-        if vec.shape[0] != num_objects:
-            raise DataError(
-                f"{path}: labels of {image_id!r} have {vec.shape[0]} entries, expected {num_objects} classes"
-            )
-        out[image_id] = (vec > 0.5).astype(np.float32)
-    return out
-
-
-def _labels_from_masks(
-    dataset_entries: dict[str, _Entry], ids: tuple[str, ...], num_classes: int
-) -> dict[str, np.ndarray]:
-    out = {}
-    for image_id in ids:
-        present = np.unique(read_mask(dataset_entries[image_id].mask, num_classes))
-        vec = np.zeros(num_classes - 1, dtype=np.float32)
-        vec[present[(present > 0) & (present != IGNORE_INDEX)] - 1] = 1.0
-        out[image_id] = vec
-    return out
-
-
-def _cached_labels(
-    cache_file: Path | None, compute: Callable[[], dict[str, np.ndarray]], num_objects: int
-) -> dict[str, np.ndarray]:
-    if cache_file is not None and cache_file.exists():
-        table = pq.read_table(cache_file).to_pydict()
-        out = {}
-        for image_id, present in zip(table["id"], table["classes"], strict=True):
-            vec = np.zeros(num_objects, dtype=np.float32)
-            vec[present] = 1.0
-            out[image_id] = vec
-        return out
-    labels = compute()
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        table = pa.table(
-            {
-                "id": list(labels),
-                "classes": [np.flatnonzero(v).astype(np.int16).tolist() for v in labels.values()],
-            }
-        )
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        pq.write_table(table, tmp)
-        os.replace(tmp, cache_file)
-    return labels
-
-
-def _load_labels(
-    root: Path,
-    cfg: DataConfig,
-    entries: dict[str, _Entry],
-    ids: tuple[str, ...],
-    num_classes: int,
-    cache_dir: Path | None,
-) -> dict[str, np.ndarray]:
-    label_file = root / cfg.cls_labels
-    use_file = cfg.labels == "file" or (cfg.labels == "auto" and label_file.is_file())
-    if cfg.labels == "file" and not label_file.is_file():
-        raise DataError(f"{label_file}: label file not found (data.labels = 'file')")
-    source = label_file if use_file else root / cfg.mask_dir
-    stamp = [str(root.absolute()), str(source), list(ids)]
-    stamp += (
-        [label_file.stat().st_size, label_file.stat().st_mtime_ns]
-        if use_file
-        else [(entries[i].mask_bytes, entries[i].mask.stat().st_mtime_ns) for i in ids]
-    )
-    digest = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
-    cache_file = cache_dir / "labels" / f"{digest}.parquet" if cache_dir is not None else None
-
-    def compute() -> dict[str, np.ndarray]:
-        log.info("reading image-level labels for %d images from %s", len(ids), source)
-        if use_file:
-            return _labels_from_file(label_file, ids, num_classes - 1)
-        return _labels_from_masks(entries, ids, num_classes)
-
-    labels = _cached_labels(cache_file, compute, num_classes - 1)
-    for image_id in ids:
-        if not labels[image_id].any():
-            raise DataError(
-                f"{source}: training image {image_id!r} has no class labels; every training image needs one"
-            )
-    return labels
-
-
 def open_dataset(
     root: str | os.PathLike[str],
     cfg: DataConfig,
@@ -312,5 +206,6 @@ def open_dataset(
     for split in extra_splits:
         splits.setdefault(split, _read_split(root, split, "--split"))
     entries = _entries(root, cfg.mask_dir, splits)
-    labels = _load_labels(root, cfg, entries, splits[cfg.train_split], len(class_names) + 1, cache_dir)
+    masks = {i: (entries[i].mask, entries[i].mask_bytes) for i in splits[cfg.train_split]}
+    labels = load_labels(root, cfg, masks, len(class_names) + 1, cache_dir)
     return VocDataset(root, class_names, cfg, splits, entries, labels)
