@@ -28,12 +28,16 @@ _EXPORTS = {
     "SynthSpec": "wsss.data.synth",
     "generate_synthetic": "wsss.data.synth",
     "StageStore": "wsss.store",
+    "write_stage_report": "wsss.report",
+    "PROVENANCE_KEY": "wsss.config",
+    "RuntimeConfig": "wsss.config",
     "evaluate_masks": "wsss.stages.evaluate",
     "Scores": "wsss.metrics",
     "WsssError": "wsss.errors",
     "ConfigError": "wsss.errors",
     "DataError": "wsss.errors",
     "StoreError": "wsss.errors",
+    "user_message": "wsss.errors",
 }
 _RENAMES = {"generate_synthetic": "generate", "evaluate_masks": "run"}
 

@@ -11,10 +11,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console as _Console
 from rich.table import Table
 
 from wsss.errors import WsssError, user_message
+
+
+def Console(stderr: bool = False) -> _Console:
+    """rich's console, wide enough for our tables when writing to a file or a pipe."""
+    console = _Console(stderr=stderr)
+    return console if console.is_terminal else _Console(stderr=stderr, width=200)
+
 
 log = logging.getLogger("wsss")
 
@@ -29,9 +36,14 @@ def default_cache_dir() -> Path:
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="YAML config file or preset name (default: built-in defaults)")
     p.add_argument(
-        "--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
         help="override config values by dotted key, e.g. --set seed.train.lr=0.05 refine.beta=10",
-    )  # fmt: skip
+    )
 
 
 def _parser() -> argparse.ArgumentParser:

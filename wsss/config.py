@@ -247,6 +247,9 @@ class PipelineConfig:
     rng_seed: int = 0  # seeds every stage; part of every stage key
 
 
+PROVENANCE_KEY = "provenance"
+
+
 def preset_names() -> list[str]:
     return sorted(
         p.name[: -len(".yaml")] for p in resources.files("wsss.presets").iterdir() if p.name.endswith(".yaml")
@@ -273,6 +276,10 @@ def _read_yaml(source: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{label}: the top level must be a mapping of config sections")
+    # Exported configs carry where they came from (experiment, run, metric); it is not configuration.
+    provenance = data.pop(PROVENANCE_KEY, None)
+    if provenance is not None and not isinstance(provenance, dict):
+        raise ConfigError(f"{label}: {PROVENANCE_KEY} must be a mapping")
     return label, data
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from wsss.data.synth import ensure_cached
 from wsss.data.voc import VocDataset, open_dataset
 from wsss.runtime import Runtime, torch_threads
 from wsss.stages import refine, seed, segment
-from wsss.store import StageStore, stage_key
+from wsss.store import Artifact, StageStore, stage_key
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,12 @@ def prepare_dataset(
     return open_dataset(root, cfg.data, cache_dir)
 
 
+Lock = Callable[[str, str], AbstractContextManager[None]]
+
+
 def _stage(
     store: StageStore,
+    lock: Lock,
     name: str,
     key: str,
     meta: dict[str, Any],
@@ -99,16 +104,23 @@ def _stage(
 ) -> StageOutcome:
     start = time.perf_counter()
     artifact = store.lookup(name, key)
-    cached = artifact is not None
     if artifact is None:
-        log.info("%s: computing (key %s)", name, key)
-        with store.build(name, key) as build:
-            metrics = compute(build.path)
-            build.meta |= {**meta, "metrics": metrics, "compute_seconds": time.perf_counter() - start}
-        artifact = build.artifact
-        assert artifact is not None
-    else:
-        log.info("%s: reusing %s", name, artifact.path)
+        with lock(name, key):  # single flight: one builder per key, the others wait and reuse
+            artifact = store.lookup(name, key)
+            if artifact is None:
+                log.info("%s: computing (key %s)", name, key)
+                began = time.perf_counter()
+                with store.build(name, key) as build:
+                    metrics = compute(build.path)
+                    build.meta |= {**meta, "metrics": metrics, "compute_seconds": time.perf_counter() - began}
+                artifact = build.artifact
+                assert artifact is not None
+                return _outcome(name, key, artifact, cached=False, start=start)
+    log.info("%s: reusing %s", name, artifact.path)
+    return _outcome(name, key, artifact, cached=True, start=start)
+
+
+def _outcome(name: str, key: str, artifact: Artifact, cached: bool, start: float) -> StageOutcome:
     return StageOutcome(
         stage=name,
         key=key,
@@ -125,8 +137,14 @@ def run_pipeline(
     data: VocDataset,
     store: StageStore,
     on_stage: Callable[[StageOutcome], None] | None = None,
+    lock: Lock | None = None,
 ) -> PipelineResult:
-    """Run (or reuse) every stage in order; `on_stage` is called as each one finishes."""
+    """Run (or reuse) every stage in order; `on_stage` is called as each one finishes.
+
+    `lock(stage, key)` guards each build so that concurrent runs compute a shared stage once; the
+    default is the store's own lock (a file lock on local stores).
+    """
+    lock = lock or store.lock
     runtime = Runtime.from_config(cfg.runtime)
     outcomes: dict[str, StageOutcome] = {}
     upstream: StageOutcome | None = None
@@ -143,7 +161,7 @@ def run_pipeline(
                 "format_version": _VERSIONS[name],
             }
             compute = _computation(name, cfg, data, upstream, runtime)
-            outcome = _stage(store, name, key, meta, compute)
+            outcome = _stage(store, lock, name, key, meta, compute)
             outcomes[name] = upstream = outcome
             if on_stage is not None:
                 on_stage(outcome)

@@ -13,6 +13,7 @@ downloaded on demand into a local cache.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -106,6 +107,10 @@ class StageStore:
         self.cache_dir = Path(cache_dir).absolute()
         self.location = text
 
+    def uri(self) -> str:
+        """The store's location as a URI another process or node can open."""
+        return self.location if "://" in self.location or not self.is_local else Path(self.root).as_uri()
+
     def _dir(self, stage: str, key: str) -> str:
         return f"{self.root}/{stage}/{key}"
 
@@ -160,6 +165,26 @@ class StageStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise StoreError(f"{remote}: cannot download artifact ({exc})") from None
         return local
+
+    @contextlib.contextmanager
+    def lock(self, stage: str, key: str) -> Iterator[None]:
+        """Exclusive right to build one key, so concurrent trials compute a shared stage once.
+
+        On a local (or NFS-mounted) store this is an fcntl lock on `<stage>/<key>.lock`, released by the
+        kernel even if the holder is killed. Other filesystems have no such primitive: there the lock is
+        a no-op and callers that span machines pass their own (the tuner uses a Ray actor).
+        """
+        if not self.is_local:
+            yield
+            return
+        path = Path(f"{self._dir(stage, key)}.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def build(self, stage: str, key: str) -> Iterator[Build]:

@@ -39,9 +39,15 @@ def test_run_json_then_fully_cached(tiny_data_dir: Path, tmp_path: Path) -> None
     assert first.returncode == 0, first.stderr
     result = json.loads(first.stdout.strip().splitlines()[-1])
     assert set(result) == {
-        "cam_miou", "cam_best_threshold", "cam_miou_best", "cam_fg_precision", "cam_fg_recall",
-        "pseudo_miou", "val_miou", "stages",
-    }  # fmt: skip
+        "cam_miou",
+        "cam_best_threshold",
+        "cam_miou_best",
+        "cam_fg_precision",
+        "cam_fg_recall",
+        "pseudo_miou",
+        "val_miou",
+        "stages",
+    }
     assert set(result["stages"]) == {"seed", "refine", "segment"}
     for stage in result["stages"].values():
         assert {"seconds", "cached", "key", "path"} <= set(stage) and not stage["cached"]

@@ -123,3 +123,12 @@ def test_field_paths_lists_every_leaf() -> None:
     assert "seed.train.lr" in paths and paths["seed.train.lr"] is float
     assert "refine.crf.bilateral_srgb" in paths
     assert "seed.train" not in paths
+
+
+def test_provenance_block_is_carried_not_configured(tmp_path: Path) -> None:
+    path = tmp_path / "best.yaml"
+    path.write_text("provenance: {experiment: demo, run_id: abc, val_miou: 0.5}\nrefine:\n  beta: 9\n")
+    assert load_config(path).refine.beta == 9.0
+    path.write_text("provenance: 3\n")
+    with pytest.raises(ConfigError, match="provenance must be a mapping"):
+        load_config(path)

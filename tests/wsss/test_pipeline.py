@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,25 @@ def test_dense_crf_in_refine_and_segment(tiny_data_dir: Path, tmp_path: Path) ->
     assert result.metrics()["val_miou"] == pytest.approx(
         _independent_miou(result.stages["segment"].path, tiny_data_dir, data.val_ids, data.num_classes)
     )
+
+
+def test_concurrent_identical_runs_compute_each_stage_once(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """Single flight: the second run waits on the store's lock and reuses what the first one built."""
+    cfg = tiny_config("rng_seed=9")
+    data = prepare_dataset(cfg, tiny_data_dir, tmp_path / "cache")
+    results: list[PipelineResult] = []
+
+    def run() -> None:
+        results.append(run_pipeline(cfg, data, StageStore(tmp_path / "store", cache_dir=tmp_path / "cache")))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 2
+    for stage in ("seed", "refine", "segment"):
+        attempts = [p for p in (tmp_path / "store" / stage).glob("*/*") if p.is_dir()]
+        assert len(attempts) == 1, stage
+        assert sorted(r.stages[stage].cached for r in results) == [False, True]
+    assert results[0].metrics() == results[1].metrics()

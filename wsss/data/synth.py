@@ -36,9 +36,27 @@ log = logging.getLogger(__name__)
 
 SPEC_FILE = "synth.json"
 _NAMES = (
-    "ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "jay", "koi",
-    "owl", "pig", "ram", "yak", "boa", "cod", "elk", "emu", "gar", "hog",
-)  # fmt: skip
+    "ant",
+    "bee",
+    "cat",
+    "dog",
+    "eel",
+    "fox",
+    "gnu",
+    "hen",
+    "jay",
+    "koi",
+    "owl",
+    "pig",
+    "ram",
+    "yak",
+    "boa",
+    "cod",
+    "elk",
+    "emu",
+    "gar",
+    "hog",
+)
 MAX_CLASSES = len(_NAMES)
 BODY_HUE_RELIABILITY = 0.75
 SPOT_VISIBILITY = 0.8
