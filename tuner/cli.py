@@ -1,0 +1,291 @@
+"""`wsss-tune`: hyperparameter searches over the whole WSSS pipeline (Ray Tune + Optuna + MLflow)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console as _Console
+from rich.table import Table
+
+import wsss
+
+
+def Console(stderr: bool = False) -> _Console:
+    """rich's console, wide enough for our tables when writing to a file or a pipe."""
+    console = _Console(stderr=stderr)
+    return console if console.is_terminal else _Console(stderr=stderr, width=200)
+
+
+log = logging.getLogger("tuner")
+DEFAULT_STORAGE = "wsss-work"
+
+
+def _tracking_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experiment", required=True, help="MLflow experiment name")
+    p.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        help=f"where the search kept its files (default {DEFAULT_STORAGE})",
+    )
+    p.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else STORAGE/mlflow.db)"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wsss-tune", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser(
+        "search", help="run a search; every trial is a full seed -> refine -> segment pipeline"
+    )
+    s.add_argument("spaces", nargs="+", type=Path, help="method space files, e.g. search_spaces/cam.yaml")
+    s.add_argument("--samples", type=int, required=True, help="number of trials")
+    s.add_argument("--experiment", required=True, help="MLflow experiment name")
+    s.add_argument(
+        "--data", help="VOC-layout dataset folder, the same path on every node (default: synthetic)"
+    )
+    s.add_argument("--concurrency", type=int, default=1, help="trials at once (default 1)")
+    s.add_argument(
+        "--cpus-per-trial", type=float, default=1.0, help="CPUs per trial; torch threads follow it"
+    )
+    s.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions share a GPU")
+    s.add_argument("--address", help="Ray cluster address (default: start Ray on this machine)")
+    s.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        help="folder or URI for Tune state and the stage store "
+        f"(default {DEFAULT_STORAGE}; s3://bucket/prefix or an NFS path on a cluster)",
+    )
+    s.add_argument("--store", help="stage store location (default STORAGE/store)")
+    s.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else STORAGE/mlflow.db)"
+    )
+    s.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    s.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor (default 2)")
+
+    board = sub.add_parser("leaderboard", help="rank an experiment's trials (from MLflow)")
+    _tracking_args(board)
+    board.add_argument("--top", type=int, help="rows to show (per method with --by method)")
+    board.add_argument("--by", choices=["method"], help="rank within each seed method")
+    board.add_argument("--format", default="table", choices=["table", "csv", "parquet", "json"])
+    board.add_argument("--out", type=Path, help="write to this file instead of the terminal")
+
+    export = sub.add_parser("export", help="write a trial's config as YAML for `wsss run`")
+    _tracking_args(export)
+    export.add_argument(
+        "--rank", type=int, default=1, help="leaderboard rank among finished trials (default 1)"
+    )
+    export.add_argument("--out", type=Path, required=True)
+
+    resume = sub.add_parser("resume", help="continue an interrupted search (searcher state included)")
+    _tracking_args(resume)
+
+    demo = sub.add_parser("demo", help="a small local search on synthetic data, start to finish")
+    demo.add_argument(
+        "--workdir", type=Path, default=Path("wsss-demo"), help="where it all goes (default ./wsss-demo)"
+    )
+    demo.add_argument("--samples", type=int, default=6)
+    demo.add_argument("--concurrency", type=int, default=2)
+
+    spaces = sub.add_parser("spaces", help="search-space files").add_subparsers(
+        dest="spaces_command", required=True
+    )
+    check = spaces.add_parser("check", help="validate space files, naming file and key of every problem")
+    check.add_argument("files", nargs="*", type=Path, help="default: search_spaces/*.yaml")
+    return parser
+
+
+def _print_leaderboard(rows: list[dict[str, object]], title: str) -> None:
+    table = Table(title=title)
+    shown = (
+        "rank",
+        "trial",
+        "method",
+        "objective",
+        "cam_miou_best",
+        "pseudo_miou",
+        "val_miou",
+        "status",
+        "compute_seconds",
+        "stages_reused",
+    )
+    for column in shown:
+        table.add_column(
+            column,
+            justify="right" if column not in ("trial", "method", "status", "stages_reused") else "left",
+        )
+    for row in rows:
+        table.add_row(
+            *(
+                "-"
+                if row[c] is None
+                else f"{row[c]:.4f}"
+                if isinstance(row[c], float) and c != "compute_seconds"
+                else str(row[c])
+                for c in shown
+            )
+        )
+    Console().print(table)
+
+
+def _summary(uri: str, experiment: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from tuner.results import leaderboard
+
+    rows = leaderboard(MlflowClient(uri), experiment)
+    spent = sum(r["compute_seconds"] for r in rows)
+    full = sum(r["compute_seconds_without_reuse"] for r in rows)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "pruned", "failed")}
+    _print_leaderboard(
+        rows[:10],
+        f"{experiment}: {counts['finished']} finished, {counts['pruned']} pruned, {counts['failed']} failed",
+    )
+    saved = f" ({100 * (1 - spent / full):.0f}% saved by reusing stages)" if full > 0 else ""
+    print(f"stage compute: {spent:.0f} s spent; {full:.0f} s without reuse{saved}")
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from tuner.search import SearchOptions, run_search
+    from tuner.tracking import resolve_tracking_uri
+
+    options = SearchOptions(
+        space_files=tuple(str(p) for p in args.spaces),
+        samples=args.samples,
+        experiment=args.experiment,
+        data=args.data,
+        concurrency=args.concurrency,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        address=args.address,
+        storage=args.storage,
+        store=args.store,
+        tracking_uri=args.tracking_uri,
+        seed=args.seed,
+        reduction_factor=args.reduction_factor,
+    )
+    run_search(options)
+    uri = resolve_tracking_uri(
+        args.tracking_uri, Path(args.storage) if "://" not in args.storage else Path.cwd()
+    )
+    _summary(uri, args.experiment)
+    return 0
+
+
+def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from mlflow.tracking import MlflowClient
+
+    from tuner.tracking import resolve_tracking_uri
+
+    return MlflowClient(resolve_tracking_uri(args.tracking_uri, Path(args.storage)))
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from tuner.results import leaderboard, write_leaderboard
+
+    rows = leaderboard(_client(args), args.experiment, top=args.top, by=args.by)
+    if args.format == "table":
+        _print_leaderboard(rows, f"{args.experiment}" + (" by method" if args.by else ""))
+        if args.out:
+            write_leaderboard(rows, "csv", args.out)
+        return 0
+    text = write_leaderboard(rows, args.format, args.out)
+    if text is not None:
+        print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from tuner.results import export_config
+
+    provenance = export_config(_client(args), args.experiment, args.rank, args.out)
+    print(
+        f"wrote {args.out}: trial {provenance['trial']} ({provenance['metric']} {provenance['value']:.4f}); "
+        f"run it with: wsss run {args.out} [--data DIR]"
+    )
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from tuner.search import resume_search
+    from tuner.tracking import resolve_tracking_uri
+
+    resume_search(args.experiment, args.tracking_uri, Path(args.storage))
+    _summary(resolve_tracking_uri(args.tracking_uri, Path(args.storage)), args.experiment)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from tuner.demo import demo_options
+    from tuner.results import export_config
+    from tuner.search import run_search
+    from tuner.tracking import resolve_tracking_uri
+
+    options = demo_options(args.workdir, samples=args.samples, concurrency=args.concurrency)
+    run_search(options)
+    uri = resolve_tracking_uri(None, Path(options.storage))
+    _summary(uri, options.experiment)
+    from mlflow.tracking import MlflowClient
+
+    best = args.workdir / "best.yaml"
+    provenance = export_config(MlflowClient(uri), options.experiment, 1, best)
+    print(f"\nbest trial {provenance['trial']}: val mIoU {provenance['value']:.4f}, exported to {best}")
+    print(f"reproduce it:   wsss run {best} --data {options.data} --workdir {options.storage}")
+    print(f"MLflow UI:      mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
+    print(
+        f"leaderboard:    wsss-tune leaderboard --experiment {options.experiment} --storage {options.storage}"
+    )
+    return 0
+
+
+def _cmd_spaces_check(args: argparse.Namespace) -> int:
+    from tuner.spaces import check_files
+
+    files = args.files or sorted(Path("search_spaces").glob("*.yaml"))
+    if not files:
+        print("wsss-tune: error: no space files given and none in ./search_spaces", file=sys.stderr)
+        return 2
+    problems = check_files(files)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"{len(files)} file(s) checked, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("PIL", "urllib3", "alembic", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    commands = {
+        "search": _cmd_search,
+        "leaderboard": _cmd_leaderboard,
+        "export": _cmd_export,
+        "resume": _cmd_resume,
+        "demo": _cmd_demo,
+        "spaces": _cmd_spaces_check,
+    }
+    try:
+        return commands[args.command](args)
+    except wsss.WsssError as exc:
+        lines = getattr(exc, "problems", None) or [wsss.user_message(exc)]
+        for line in lines:
+            print(f"wsss-tune: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wsss-tune: interrupted; continue with `wsss-tune resume --experiment NAME`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Leaderboards and exports, read from MLflow (the child runs of every search in an experiment)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import yaml
+from mlflow.tracking import MlflowClient
+
+import wsss
+from tuner.tracking import ROLE, STATUS
+
+COLUMNS = (
+    "rank",
+    "trial",
+    "method",
+    "objective",
+    "cam_miou_best",
+    "pseudo_miou",
+    "val_miou",
+    "status",
+    "compute_seconds",
+    "compute_seconds_without_reuse",
+    "stages_reused",
+    "space",
+    "run_id",
+)
+_STATUS = {"FINISHED": "finished", "KILLED": "pruned", "FAILED": "failed"}
+
+
+def _row(run: Any) -> dict[str, Any]:
+    metrics, tags = run.data.metrics, run.data.tags
+    return {
+        "trial": run.info.run_name,
+        "method": tags.get("wsss.method", "?"),
+        "objective": metrics.get(tags.get("wsss.metric", "val_miou"))
+        if run.info.status == "FINISHED"
+        else None,
+        "cam_miou_best": metrics.get("cam_miou_best"),
+        "pseudo_miou": metrics.get("pseudo_miou"),
+        "val_miou": metrics.get("val_miou"),
+        "status": tags.get(STATUS) or _STATUS.get(run.info.status, run.info.status.lower()),
+        "compute_seconds": round(metrics.get("compute_seconds", 0.0), 1),
+        "compute_seconds_without_reuse": round(metrics.get("compute_seconds_without_reuse", 0.0), 1),
+        "stages_reused": tags.get("wsss.reused", "-"),
+        "space": tags.get("wsss.space", "?"),
+        "run_id": run.info.run_id,
+        "_mode": tags.get("wsss.mode", "max"),
+        "_start": run.info.start_time,
+    }
+
+
+def leaderboard(
+    client: MlflowClient, experiment: str, top: int | None = None, by: str | None = None
+) -> list[dict[str, Any]]:
+    """Finished trials ranked by their objective (within each method with by='method'), then the
+    pruned and failed ones; runs superseded by a resumed trial are left out."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise wsss.ConfigError(
+            f"--experiment {experiment}: no such MLflow experiment at {client.tracking_uri}"
+        )
+    runs = client.search_runs(
+        [found.experiment_id], filter_string=f"tags.`{ROLE}` = 'trial'", max_results=50000
+    )
+    rows = [_row(r) for r in runs if r.data.tags.get("wsss.superseded") != "true"]
+    if by not in (None, "method"):
+        raise wsss.ConfigError(f"--by {by}: only 'method' is supported")
+
+    def order(row: dict[str, Any]) -> tuple[Any, ...]:
+        finished = row["objective"] is not None
+        sign = -1.0 if row["_mode"] == "max" else 1.0
+        return (row["method"] if by else "", not finished, sign * (row["objective"] or 0.0), row["_start"])
+
+    rows.sort(key=order)
+    ranked, counters = [], {}
+    for row in rows:
+        group = row["method"] if by else ""
+        counters[group] = counters.get(group, 0) + 1
+        if top is None or counters[group] <= top:
+            ranked.append({"rank": counters[group], **{k: row[k] for k in COLUMNS if k != "rank"}})
+    return ranked
+
+
+def to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string()) for c in COLUMNS})
+
+
+def write_leaderboard(rows: list[dict[str, Any]], fmt: str, out: Path | None) -> str | None:
+    """csv/parquet/json to `out` (atomically) or, for csv/json, as text to return."""
+    if fmt == "parquet" and out is None:
+        raise wsss.ConfigError("--format parquet: needs --out FILE")
+    table = to_table(rows)
+    if out is None:
+        if fmt == "json":
+            return json.dumps(rows, indent=1)
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink)
+        return sink.getvalue().to_pybytes().decode()
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    if fmt == "parquet":
+        pq.write_table(table, tmp)
+    elif fmt == "csv":
+        pacsv.write_csv(table, tmp)
+    else:
+        tmp.write_text(json.dumps(rows, indent=1))
+    os.replace(tmp, out)
+    return None
+
+
+def export_config(client: MlflowClient, experiment: str, rank: int, out: Path) -> dict[str, Any]:
+    """Write the rank-th finished trial's config, with its provenance, as YAML `wsss run` accepts."""
+    finished = [r for r in leaderboard(client, experiment) if r["status"] == "finished"]
+    if not 1 <= rank <= len(finished):
+        raise wsss.ConfigError(f"--rank {rank}: the experiment has {len(finished)} finished trial(s)")
+    row = finished[rank - 1]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = yaml.safe_load(
+            Path(client.download_artifacts(row["run_id"], "config.yaml", tmp)).read_text()
+        )
+    config["runtime"] = wsss.to_mapping(wsss.RuntimeConfig())  # where it ran is not part of the result
+    run = client.get_run(row["run_id"])
+    metric = run.data.tags.get("wsss.metric", "val_miou")
+    provenance = {
+        "experiment": experiment,
+        "run_id": row["run_id"],
+        "trial": row["trial"],
+        "search_run_id": run.data.tags.get("mlflow.parentRunId"),
+        "metric": metric,
+        "value": row["objective"],
+        "metrics": {k: row[k] for k in ("cam_miou_best", "pseudo_miou", "val_miou")},
+        "tracking_uri": client.tracking_uri,
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    text = yaml.safe_dump({wsss.PROVENANCE_KEY: provenance, **config}, sort_keys=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    tmp_out.write_text(text)
+    try:
+        wsss.load_config(tmp_out)  # never publish a file `wsss run` would refuse
+    except wsss.ConfigError:
+        tmp_out.unlink()
+        raise
+    os.replace(tmp_out, out)
+    return provenance

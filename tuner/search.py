@@ -1,0 +1,308 @@
+"""A search: Ray Tune runs trials (full pipelines) proposed by Optuna TPE, ASHA prunes at stage
+boundaries, MLflow records a parent run for the search and a child run per trial.
+
+Storage layout under `--storage` (a folder, or s3://, gs://, an NFS path on a cluster):
+    <storage>/store/    the stage store shared by every trial (and by `wsss run --workdir <storage>`)
+    <storage>/tune/     Ray Tune's experiment state, for `wsss-tune resume`
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+import wsss
+from tuner.locks import create_leases
+from tuner.searcher import StageAwareOptunaSearch
+from tuner.spaces import SearchSpace, load_search
+from tuner.tracking import (
+    FINAL_ITERATION,
+    ROLE,
+    RunStatusCallback,
+    close_dangling,
+    ensure_experiment,
+    log_files,
+    log_params,
+    resolve_tracking_uri,
+    set_tags,
+)
+from tuner.trainable import TrialSettings, run_trial
+
+log = logging.getLogger(__name__)
+
+OPTIONS_TAG = "wsss.options"
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    space_files: tuple[str, ...]
+    samples: int
+    experiment: str
+    data: str | None = None
+    concurrency: int = 1
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    address: str | None = None
+    storage: str = "wsss-work"
+    store: str | None = None
+    tracking_uri: str | None = None
+    seed: int = 0
+    reduction_factor: int = 2
+    cache_dir: str | None = None  # node-local cache for trials (None: ~/.cache/wsss on each node)
+
+    def validate(self) -> None:
+        for name, ok in (
+            ("--samples", self.samples >= 1),
+            ("--concurrency", self.concurrency >= 1),
+            ("--cpus-per-trial", self.cpus_per_trial > 0),
+            ("--gpus-per-trial", self.gpus_per_trial >= 0),
+            ("--reduction-factor", self.reduction_factor >= 2),
+        ):
+            if not ok:
+                raise wsss.ConfigError(f"{name}: {getattr(self, name[2:].replace('-', '_'))} is out of range")
+        if not self.experiment:
+            raise wsss.ConfigError("--experiment: give the search a name")
+
+
+def _absolute(location: str) -> str:
+    return location if "://" in location else str(Path(location).absolute())
+
+
+def code_version() -> str:
+    """wsss's version plus the git commit of its checkout, when there is one."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = "unknown"
+    return f"{wsss.__version__}+{sha}"
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, env: dict[str, str], num_cpus: int | None = None) -> Iterator[None]:
+    """Connect to (or start) Ray with `env` in the workers' runtime environment; disconnect afterwards."""
+    if ray.is_initialized():
+        raise wsss.WsssError("Ray is already initialised in this process; run the search in a fresh process")
+    ray.init(
+        address=address,
+        num_cpus=None if address else num_cpus,
+        runtime_env={"env_vars": env},
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _trainable(settings: TrialSettings, options: SearchOptions) -> Any:
+    bound = tune.with_parameters(run_trial, settings=settings)
+    return tune.with_resources(bound, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
+
+
+def _settings(
+    options: SearchOptions, experiment_id: str, parent_run_id: str, lock_actor: str | None
+) -> TrialSettings:
+    root = _absolute(options.storage)
+    return TrialSettings(
+        space_files=tuple(str(Path(f).absolute()) for f in options.space_files),
+        data_dir=_absolute(options.data) if options.data else None,
+        store_uri=_absolute(options.store) if options.store else f"{root}/store",
+        cache_dir=options.cache_dir,
+        experiment_id=experiment_id,
+        parent_run_id=parent_run_id,
+        threads=max(1, int(options.cpus_per_trial)),
+        lock_actor=lock_actor,
+    )
+
+
+def _start_parent(
+    client: MlflowClient, options: SearchOptions, space: SearchSpace, name: str
+) -> tuple[str, str]:
+    workdir = Path(options.storage) if "://" not in options.storage else Path.cwd()
+    experiment_id = ensure_experiment(client, options.experiment, workdir / "mlartifacts")
+    run = client.create_run(experiment_id, run_name=name, tags={ROLE: "search", "wsss.metric": space.metric})
+    params = {
+        "spaces": ",".join(s.name for s in space.spaces),
+        "samples": options.samples,
+        "seed": options.seed,
+        "sampler": "optuna TPESampler(multivariate=True)",
+        "scheduler": f"ASHA(max_t={FINAL_ITERATION}, "
+        f"grace_period=1, reduction_factor={options.reduction_factor})",
+        "metric": space.metric,
+        "mode": space.mode,
+        "concurrency": options.concurrency,
+        "cpus_per_trial": options.cpus_per_trial,
+        "gpus_per_trial": options.gpus_per_trial,
+        "code_version": code_version(),
+        "data": options.data or "synthetic",
+    }
+    log_params(client, run.info.run_id, params)
+    log_files(client, run.info.run_id, sorted({f for s in space.spaces for f in s.files}), "spaces")
+    return experiment_id, run.info.run_id
+
+
+def _searcher(space: SearchSpace, options: SearchOptions, study_name: str) -> StageAwareOptunaSearch:
+    sampler = optuna.samplers.TPESampler(
+        seed=options.seed, multivariate=True, warn_independent_sampling=False
+    )
+    # With a define-by-run space Tune does not pass metric/mode on to the searcher: it needs its own.
+    return StageAwareOptunaSearch(
+        space=space.define,
+        metric="objective",
+        mode=space.mode,
+        sampler=sampler,
+        study_name=study_name,
+        final_iteration=FINAL_ITERATION,
+    )
+
+
+def _tuner(
+    options: SearchOptions, space: SearchSpace, settings: TrialSettings, name: str, uri: str
+) -> tune.Tuner:
+    callback = RunStatusCallback(uri, settings.experiment_id, settings.parent_run_id)
+    return tune.Tuner(
+        _trainable(settings, options),
+        tune_config=tune.TuneConfig(
+            metric="objective",
+            mode=space.mode,
+            search_alg=_searcher(space, options, study_name=name),
+            scheduler=ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=FINAL_ITERATION,
+                grace_period=1,
+                reduction_factor=options.reduction_factor,
+            ),
+            num_samples=options.samples,
+            max_concurrent_trials=options.concurrency,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=f"{_absolute(options.storage)}/tune", callbacks=[callback], verbose=1
+        ),
+    )
+
+
+def _finish(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str) -> None:
+    closed = close_dangling(client, experiment_id, parent_run_id)
+    if closed:
+        log.warning("%d trial run(s) never reported back and were marked FAILED", closed)
+    client.set_terminated(parent_run_id, status)
+
+
+def _run(tuner_factory: Any, options: SearchOptions, uri: str, experiment_id: str, parent_run_id: str) -> str:
+    """Fit inside a Ray session; the parent run ends FINISHED, FAILED or KILLED whatever happens."""
+    client = MlflowClient(uri)
+    status = "FAILED"
+    try:
+        with ray_session(options.address, {"MLFLOW_TRACKING_URI": uri}, num_cpus=None):
+            settings_lock = None
+            store = options.store or f"{_absolute(options.storage)}/store"
+            if "://" in store and not store.startswith("file://"):
+                settings_lock = f"wsss-leases-{parent_run_id}"
+                create_leases(settings_lock)
+            tuner_factory(settings_lock).fit()
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        _finish(client, experiment_id, parent_run_id, status)
+    return parent_run_id
+
+
+def run_search(options: SearchOptions) -> str:
+    """Run a new search; returns the parent run id. Space and option mistakes fail before Ray starts."""
+    options.validate()
+    space = load_search(options.space_files)
+    if options.data:
+        wsss.open_dataset(
+            options.data, wsss.load_config().data
+        )  # a bad --data fails here, not in every trial
+    uri = resolve_tracking_uri(
+        options.tracking_uri, Path(options.storage) if "://" not in options.storage else Path.cwd()
+    )
+    client = MlflowClient(uri)
+    name = f"{options.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+    experiment_id, parent_run_id = _start_parent(client, options, space, name)
+    recorded = asdict(options) | {"tracking_uri": uri, "name": name}
+    set_tags(
+        client,
+        parent_run_id,
+        {OPTIONS_TAG: json.dumps(recorded), "wsss.tune_path": f"{_absolute(options.storage)}/tune/{name}"},
+    )
+
+    def factory(lock_actor: str | None) -> tune.Tuner:
+        return _tuner(options, space, _settings(options, experiment_id, parent_run_id, lock_actor), name, uri)
+
+    return _run(factory, options, uri, experiment_id, parent_run_id)
+
+
+def latest_search(client: MlflowClient, experiment: str) -> Any:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise wsss.ConfigError(
+            f"--experiment {experiment}: no such MLflow experiment at {client.tracking_uri}"
+        )
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.`{ROLE}` = 'search'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        raise wsss.ConfigError(f"--experiment {experiment}: holds no search")
+    return runs[0]
+
+
+def resume_search(experiment: str, tracking_uri: str | None, workdir: Path) -> str:
+    """Continue the experiment's latest search from Tune's saved state (searcher state included)."""
+    uri = resolve_tracking_uri(tracking_uri, workdir)
+    client = MlflowClient(uri)
+    parent = latest_search(client, experiment)
+    recorded = json.loads(parent.data.tags[OPTIONS_TAG])
+    name = recorded.pop("name")
+    options = SearchOptions(
+        **{**recorded, "space_files": tuple(recorded["space_files"]), "tracking_uri": uri}
+    )
+    path = parent.data.tags["wsss.tune_path"]
+    if not tune.Tuner.can_restore(path):
+        raise wsss.ConfigError(f"--experiment {experiment}: no resumable Tune state at {path}")
+    experiment_id, parent_run_id = parent.info.experiment_id, parent.info.run_id
+    for run in client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    ):
+        # Trials cut off by the interruption run again from scratch under new runs (their stages are reused).
+        set_tags(client, run.info.run_id, {"wsss.status": "interrupted", "wsss.superseded": "true"})
+        client.set_terminated(run.info.run_id, "KILLED")
+    client.update_run(parent_run_id, status="RUNNING")
+    log.info("resuming %s from %s", name, path)
+
+    def factory(lock_actor: str | None) -> tune.Tuner:
+        settings = _settings(options, experiment_id, parent_run_id, lock_actor)
+        return tune.Tuner.restore(
+            path, trainable=_trainable(settings, options), resume_unfinished=True, resume_errored=True
+        )
+
+    return _run(factory, options, uri, experiment_id, parent_run_id)

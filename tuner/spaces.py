@@ -1,0 +1,343 @@
+"""Search spaces: YAML files of dotted config keys mapped to typed distributions.
+
+A method space (`search_spaces/cam.yaml`):
+
+    method: cam                          # the seed method; sets seed.method
+    include: [refine.yaml, segment.yaml] # shared stage knobs, relative to this file
+    metric: val_miou                     # cam_miou | cam_miou_best | pseudo_miou | val_miou
+    mode: max                            # max | min
+    fixed: {seed.train.epochs: 16}       # applied to every trial of this space
+    params:
+      seed.train.lr: {float: [0.01, 0.2], log: true}
+      refine.logt: {int: [3, 7]}
+      seed.scales: {categorical: [[1.0], [1.0, 0.5, 1.5, 2.0]]}
+
+An included (shared) file has only `fixed` and `params`. Several method spaces in one search make the
+space itself a categorical choice, each with its own conditional knobs (Optuna define-by-run), while
+the shared knobs are common to all. Every key must be a real config field and every bound and choice
+must give a valid config; problems are reported naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+import wsss
+
+OBJECTIVES = ("cam_miou", "cam_miou_best", "pseudo_miou", "val_miou")
+CHOICE = "space"  # the categorical parameter that picks a method space
+_METHOD_KEYS = {"method", "name", "include", "metric", "mode", "fixed", "params", "description"}
+_SHARED_KEYS = {"fixed", "params", "description"}
+_NOT_SEARCHABLE = {
+    "runtime": "runtime settings do not change results",
+    "data": "the dataset is fixed per search",
+}
+
+
+class SpaceError(wsss.WsssError):
+    """One or more problems in search-space files; each names the file and the key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Param:
+    key: str
+    distribution: BaseDistribution
+    json_choices: bool = False  # list-valued choices travel through Optuna as JSON strings
+
+    def decode(self, value: Any) -> Any:
+        return json.loads(value) if self.json_choices else value
+
+
+@dataclass(frozen=True)
+class Space:
+    """One method space with its includes resolved."""
+
+    name: str
+    method: str
+    metric: str
+    mode: str
+    fixed: dict[str, Any]
+    params: tuple[Param, ...]  # conditional on choosing this space
+    shared: tuple[Param, ...]  # from included files
+    files: tuple[Path, ...]
+
+
+def _read(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        problems.append(f"{path}: no such search-space file")
+        return None
+    except yaml.YAMLError as exc:
+        problems.append(f"{path}: invalid YAML ({getattr(exc, 'problem', exc)})")
+        return None
+    if not isinstance(data, dict):
+        problems.append(
+            f"{path}: must be a mapping with `params` (and `method`, `metric`, ... for a method space)"
+        )
+        return None
+    return data
+
+
+def _config_error(overrides: dict[str, Any]) -> str | None:
+    try:
+        wsss.load_config(None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    except wsss.ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _distribution(path: Path, key: str, spec: Any, field_type: Any, problems: list[str]) -> Param | None:
+    where = f"{path}: {key}"
+    if not isinstance(spec, dict) or len({"float", "int", "categorical"} & set(spec)) != 1:
+        problems.append(
+            f"{where}: expected one of {{float: [low, high]}}, {{int: [low, high]}}, {{categorical: [...]}}"
+        )
+        return None
+    if "categorical" in spec:
+        choices = spec["categorical"]
+        if not isinstance(choices, list) or not choices:
+            problems.append(f"{where}: categorical needs a non-empty list of choices")
+            return None
+        errors = [(choice, error) for choice in choices if (error := _config_error({key: choice}))]
+        if errors:
+            problems.append(f"{where}: choice {errors[0][0]!r} is invalid ({errors[0][1]})")
+            return None
+        if any(isinstance(c, list | dict) for c in choices):
+            return Param(key, CategoricalDistribution([json.dumps(c) for c in choices]), json_choices=True)
+        return Param(key, CategoricalDistribution(choices))
+    kind = "float" if "float" in spec else "int"
+    extra = set(spec) - {kind, "log", "step"}
+    bounds = spec[kind]
+    if extra:
+        problems.append(f"{where}: unknown option(s) {sorted(extra)}; use log and step")
+    elif not (
+        isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, int | float) for b in bounds)
+    ):
+        problems.append(f"{where}: {kind} needs [low, high] numbers, got {bounds!r}")
+    elif field_type not in ((float, int) if kind == "int" else (float,)):
+        problems.append(
+            f"{where}: a {kind} range does not fit this {getattr(field_type, '__name__', field_type)} field"
+        )
+    elif kind == "int" and not all(isinstance(b, int) for b in bounds):
+        problems.append(f"{where}: int bounds must be integers, got {bounds}")
+    elif bounds[0] >= bounds[1]:
+        problems.append(f"{where}: low {bounds[0]} must be below high {bounds[1]}")
+    elif spec.get("log") and bounds[0] <= 0:
+        problems.append(f"{where}: a log range needs low > 0, got {bounds[0]}")
+    elif spec.get("log") and spec.get("step") is not None:
+        problems.append(f"{where}: log and step cannot be combined")
+    elif (error := _config_error({key: bounds[0]}) or _config_error({key: bounds[1]})) is not None:
+        problems.append(f"{where}: range {bounds} leaves the valid values ({error})")
+    else:
+        log, step = bool(spec.get("log", False)), spec.get("step")
+        if kind == "int":
+            return Param(key, IntDistribution(bounds[0], bounds[1], log=log, step=int(step or 1)))
+        return Param(key, FloatDistribution(float(bounds[0]), float(bounds[1]), log=log, step=step))
+    return None
+
+
+def _key_problem(key: Any, fields: dict[str, Any]) -> str | None:
+    if not isinstance(key, str) or key not in fields:
+        return "not a config field (see `wsss config show`)"
+    section = key.split(".")[0]
+    if section in _NOT_SEARCHABLE:
+        return f"not searchable: {_NOT_SEARCHABLE[section]}"
+    if key == "seed.method":
+        return "set by the space's `method:`, not as a parameter"
+    return None
+
+
+def _params(
+    path: Path, data: dict[str, Any], problems: list[str]
+) -> tuple[dict[str, Any], tuple[Param, ...]]:
+    fields = wsss.field_paths(wsss.PipelineConfig)
+    fixed, params = data.get("fixed") or {}, data.get("params") or {}
+    if not isinstance(fixed, dict) or not isinstance(params, dict):
+        problems.append(f"{path}: `fixed` and `params` must be mappings of dotted config keys")
+        return {}, ()
+    for key, value in fixed.items():
+        if (problem := _key_problem(key, fields)) or (problem := _config_error({key: value})):
+            problems.append(
+                f"{path}: {problem}" if problem.startswith(f"{key}:") else f"{path}: {key}: {problem}"
+            )
+    out = []
+    for key, spec in params.items():
+        if (problem := _key_problem(key, fields)) is not None:
+            problems.append(f"{path}: {key}: {problem}")
+        elif key in fixed:
+            problems.append(f"{path}: {key}: both fixed and searched")
+        elif (param := _distribution(path, key, spec, fields[key], problems)) is not None:
+            out.append(param)
+    return dict(fixed), tuple(out)
+
+
+def load_space(path: str | Path) -> Space:
+    """A method space with its includes; raises SpaceError listing every problem found."""
+    path, problems = Path(path), []
+    data = _read(path, problems)
+    if data is None:
+        raise SpaceError(problems)
+    if "method" not in data:
+        problems.append(
+            f"{path}: not a method space (no `method:`); include it from one, e.g. `include: [{path.name}]`"
+        )
+        raise SpaceError(problems)
+    for key in sorted(set(data) - _METHOD_KEYS):
+        problems.append(f"{path}: {key}: unknown key; expected {sorted(_METHOD_KEYS)}")
+    if data["method"] not in wsss.list_methods():
+        problems.append(
+            f"{path}: method: unknown method {data['method']!r}; known: {', '.join(wsss.list_methods())}"
+        )
+    metric, mode = data.get("metric", "val_miou"), data.get("mode", "max")
+    if metric not in OBJECTIVES:
+        problems.append(f"{path}: metric: {metric!r} is not one of {list(OBJECTIVES)}")
+    if mode not in ("max", "min"):
+        problems.append(f"{path}: mode: {mode!r} is not max or min")
+    fixed, params = _params(path, data, problems)
+    shared_fixed, shared, files = {}, [], [path]
+    for name in data.get("include") or []:
+        included = (path.parent / str(name)).resolve()
+        extra = _read(included, problems)
+        if extra is None:
+            continue
+        for key in sorted(set(extra) - _SHARED_KEYS):
+            problems.append(f"{included}: {key}: an included file holds only `fixed` and `params`")
+        more_fixed, more = _params(included, extra, problems)
+        shared_fixed |= more_fixed
+        shared += more
+        files.append(included)
+    clashes = {p.key for p in params} & ({p.key for p in shared} | set(shared_fixed))
+    for key in sorted(clashes):
+        problems.append(f"{path}: {key}: also set by an included file")
+    if problems:
+        raise SpaceError(problems)
+    name = str(data.get("name", path.stem))
+    return Space(
+        name,
+        data["method"],
+        metric,
+        mode,
+        {**shared_fixed, **fixed, "seed.method": data["method"]},
+        params,
+        tuple(shared),
+        tuple(files),
+    )
+
+
+def check_files(paths: Sequence[str | Path]) -> list[str]:
+    """Every problem in the given files (method spaces and included files alike)."""
+    problems: list[str] = []
+    for path in map(Path, paths):
+        data = _read(path, problems)
+        if data is None:
+            continue
+        if "method" in data:
+            try:
+                load_space(path)
+            except SpaceError as exc:
+                problems += exc.problems
+        else:
+            for key in sorted(set(data) - _SHARED_KEYS):
+                problems.append(f"{path}: {key}: unknown key; a shared file holds only `fixed` and `params`")
+            _params(path, data, problems)
+    return list(dict.fromkeys(problems))
+
+
+def _suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(
+            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
+        )
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
+        )
+    assert isinstance(distribution, CategoricalDistribution)
+    return trial.suggest_categorical(name, distribution.choices)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    spaces: tuple[Space, ...]
+
+    @property
+    def metric(self) -> str:
+        return self.spaces[0].metric
+
+    @property
+    def mode(self) -> str:
+        return self.spaces[0].mode
+
+    def _space(self, name: str) -> Space:
+        return next(s for s in self.spaces if s.name == name)
+
+    def define(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Optuna define-by-run: pick a space (if several), then its own knobs, then the shared ones.
+
+        A space's own knobs are named `<space>|<key>` so that two spaces may give one key different ranges.
+        """
+        names = [s.name for s in self.spaces]
+        space = self._space(trial.suggest_categorical(CHOICE, names) if len(names) > 1 else names[0])
+        for param in space.params:
+            _suggest(trial, f"{space.name}|{param.key}", param.distribution)
+        for param in space.shared:
+            _suggest(trial, param.key, param.distribution)
+        return {CHOICE: space.name}
+
+    def overrides(self, config: dict[str, Any]) -> dict[str, Any]:
+        """A trial's dotted config overrides from its Tune config."""
+        space = self._space(config[CHOICE])
+        out = dict(space.fixed)
+        for param in space.params:
+            out[param.key] = param.decode(config[f"{space.name}|{param.key}"])
+        for param in space.shared:
+            out[param.key] = param.decode(config[param.key])
+        return out
+
+
+def load_search(paths: Sequence[str | Path]) -> SearchSpace:
+    """Method spaces for one search: one metric and mode, unique names, consistent shared knobs."""
+    if not paths:
+        raise SpaceError(["give at least one method space, e.g. search_spaces/cam.yaml"])
+    spaces, problems = [], []
+    for path in paths:
+        try:
+            spaces.append(load_space(path))
+        except SpaceError as exc:
+            problems += exc.problems
+    if problems:
+        raise SpaceError(problems)
+    first = spaces[0]
+    for space in spaces[1:]:
+        if (space.metric, space.mode) != (first.metric, first.mode):
+            problems.append(
+                f"{space.files[0]}: metric/mode {space.metric}/{space.mode} differ from "
+                f"{first.files[0]}'s {first.metric}/{first.mode}"
+            )
+    names = [s.name for s in spaces]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"{name}: several spaces share this name; give each a distinct `name:`")
+    shared: dict[str, tuple[BaseDistribution, Path]] = {}
+    for space in spaces:
+        for param in space.shared:
+            seen = shared.setdefault(param.key, (param.distribution, space.files[0]))
+            if seen[0] != param.distribution:
+                problems.append(
+                    f"{space.files[0]}: {param.key}: shared knob with a different range than in {seen[1]}"
+                )
+    if problems:
+        raise SpaceError(problems)
+    return SearchSpace(tuple(spaces))
