@@ -90,8 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--workdir", type=Path, default=Path("wsss-demo"), help="where it all goes (default ./wsss-demo)"
     )
-    demo.add_argument("--samples", type=int, default=6)
-    demo.add_argument("--concurrency", type=int, default=2)
+    demo.add_argument("--samples", type=int, default=6, help="trials (default 6)")
+    demo.add_argument("--concurrency", type=int, default=2, help="trials at once (default 2)")
+    demo.add_argument("--train", type=int, default=200, help="synthetic train images (default 200)")
+    demo.add_argument("--val", type=int, default=50, help="synthetic val images (default 50)")
+    demo.add_argument("--size", type=int, default=128, help="synthetic image size (default 128)")
 
     spaces = sub.add_parser("spaces", help="search-space files").add_subparsers(
         dest="spaces_command", required=True
@@ -227,7 +230,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from tuner.search import run_search
     from tuner.tracking import resolve_tracking_uri
 
-    options = demo_options(args.workdir, samples=args.samples, concurrency=args.concurrency)
+    spec = wsss.SynthSpec(train=args.train, val=args.val, size=args.size, classes=6, seed=0)
+    options = demo_options(args.workdir, samples=args.samples, concurrency=args.concurrency, data=spec)
     run_search(options)
     uri = resolve_tracking_uri(None, Path(options.storage))
     _summary(uri, options.experiment)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -23,6 +24,10 @@ def demo_options(
             f"{DEMO_SPACE}: the demo space is missing; run the demo from a checkout (pip install -e .)"
         )
     data_dir = workdir / "demo-data"
+    if (data_dir / "synth.json").exists() and wsss.SynthSpec(
+        **json.loads((data_dir / "synth.json").read_text())
+    ) != data:
+        raise wsss.ConfigError(f"{data_dir}: holds demo data of another size; use another --workdir")
     if not (data_dir / "synth.json").exists():
         log.info("generating demo data in %s", data_dir)
         wsss.generate_synthetic(data, data_dir)

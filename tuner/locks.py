@@ -39,7 +39,8 @@ class KeyLeases:
 
 
 def create_leases(name: str) -> ray.actor.ActorHandle:
-    """The lease actor for one search (named, so every trial on every node finds it)."""
+    """The lease actor for one search (named, so every trial on every node finds it). Keep the returned
+    handle for as long as the search runs: Ray ends a non-detached actor when its creator drops it."""
     return KeyLeases.options(name=name, get_if_exists=True).remote()  # type: ignore[attr-defined]
 
 

@@ -32,6 +32,7 @@ from tuner.tracking import (
     FINAL_ITERATION,
     ROLE,
     RunStatusCallback,
+    child_runs,
     close_dangling,
     ensure_experiment,
     log_files,
@@ -203,7 +204,21 @@ def _tuner(
     )
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """Tune stopped on Ctrl-C (it returns normally then); the search can be resumed."""
+
+
+def _supersede_running(client: MlflowClient, experiment_id: str, parent_run_id: str) -> None:
+    """Trials cut off by an interruption run again on resume, under new runs (their stages are reused)."""
+    for run in child_runs(client, experiment_id, parent_run_id):
+        if run.info.status == "RUNNING":
+            set_tags(client, run.info.run_id, {"wsss.status": "interrupted", "wsss.superseded": "true"})
+            client.set_terminated(run.info.run_id, "KILLED")
+
+
 def _finish(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str) -> None:
+    if status == "KILLED":
+        _supersede_running(client, experiment_id, parent_run_id)
     closed = close_dangling(client, experiment_id, parent_run_id)
     if closed:
         log.warning("%d trial run(s) never reported back and were marked FAILED", closed)
@@ -216,12 +231,16 @@ def _run(tuner_factory: Any, options: SearchOptions, uri: str, experiment_id: st
     status = "FAILED"
     try:
         with ray_session(options.address, {"MLFLOW_TRACKING_URI": uri}, num_cpus=None):
-            settings_lock = None
             store = options.store or f"{_absolute(options.storage)}/store"
-            if "://" in store and not store.startswith("file://"):
-                settings_lock = f"wsss-leases-{parent_run_id}"
-                create_leases(settings_lock)
-            tuner_factory(settings_lock).fit()
+            lock_actor, leases = None, None
+            if "://" in store and not store.startswith("file://"):  # no file locks on object stores
+                lock_actor = f"wsss-leases-{parent_run_id}"
+                leases = create_leases(lock_actor)  # held here: Ray ends an actor once its handles are gone
+            results = tuner_factory(lock_actor).fit()
+            del leases
+        if results.num_terminated + results.num_errors < options.samples:
+            status = "KILLED"
+            raise SearchInterrupted()
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -289,13 +308,7 @@ def resume_search(experiment: str, tracking_uri: str | None, workdir: Path) -> s
     if not tune.Tuner.can_restore(path):
         raise wsss.ConfigError(f"--experiment {experiment}: no resumable Tune state at {path}")
     experiment_id, parent_run_id = parent.info.experiment_id, parent.info.run_id
-    for run in client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
-    ):
-        # Trials cut off by the interruption run again from scratch under new runs (their stages are reused).
-        set_tags(client, run.info.run_id, {"wsss.status": "interrupted", "wsss.superseded": "true"})
-        client.set_terminated(run.info.run_id, "KILLED")
+    _supersede_running(client, experiment_id, parent_run_id)  # if the driver died without settling them
     client.update_run(parent_run_id, status="RUNNING")
     log.info("resuming %s from %s", name, path)
 

@@ -50,7 +50,7 @@ class TrialSettings:
     space_files: tuple[str, ...]
     data_dir: str | None
     store_uri: str
-    cache_dir: str | None  # node-local; None = ~/.cache/wsss on whichever node runs the trial
+    cache_dir: str | None  # node-local; None = wsss.default_cache_dir() on whichever node runs the trial
     experiment_id: str
     parent_run_id: str
     threads: int
@@ -65,7 +65,7 @@ def trial_config(settings: TrialSettings, config: dict[str, Any]) -> tuple[str, 
 
 
 def _cache_dir(settings: TrialSettings) -> Path:
-    return Path(settings.cache_dir) if settings.cache_dir else Path.home() / ".cache" / "wsss"
+    return Path(settings.cache_dir) if settings.cache_dir else wsss.default_cache_dir()
 
 
 class _TrialLog:

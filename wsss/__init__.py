@@ -20,6 +20,7 @@ _EXPORTS = {
     "list_methods": "wsss.methods",
     "run_pipeline": "wsss.pipeline",
     "prepare_dataset": "wsss.pipeline",
+    "default_cache_dir": "wsss.pipeline",
     "PipelineResult": "wsss.pipeline",
     "StageOutcome": "wsss.pipeline",
     "STAGES": "wsss.pipeline",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,13 +23,6 @@ def Console(stderr: bool = False) -> _Console:
 
 
 log = logging.getLogger("wsss")
-
-
-def default_cache_dir() -> Path:
-    """$WSSS_CACHE_DIR, else $XDG_CACHE_HOME/wsss, else ~/.cache/wsss."""
-    if os.environ.get("WSSS_CACHE_DIR"):
-        return Path(os.environ["WSSS_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "wsss"
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -204,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     logging.getLogger("PIL").setLevel(logging.WARNING)
+    from wsss.pipeline import default_cache_dir
+
     cache_dir = args.cache_dir or default_cache_dir()
     try:
         if args.command == "run":

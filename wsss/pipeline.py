@@ -83,6 +83,13 @@ class PipelineResult:
         }
 
 
+def default_cache_dir() -> Path:
+    """$WSSS_CACHE_DIR, else $XDG_CACHE_HOME/wsss, else ~/.cache/wsss (synthetic data, label caches)."""
+    if os.environ.get("WSSS_CACHE_DIR"):
+        return Path(os.environ["WSSS_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "wsss"
+
+
 def prepare_dataset(
     cfg: PipelineConfig, data_dir: str | os.PathLike[str] | None, cache_dir: Path
 ) -> VocDataset:

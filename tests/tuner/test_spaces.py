@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+import wsss
+from tests.tuner.conftest import write_space
+from tuner.spaces import CHOICE, SpaceError, check_files, load_search, load_space
+
+REPO_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+@pytest.mark.parametrize("path", sorted(REPO_SPACES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_space_is_valid(path: Path) -> None:
+    assert check_files([path]) == []
+
+
+def test_every_method_has_a_space() -> None:
+    """A new method is a file in wsss/methods plus one in search_spaces (the contract of DESIGN.md)."""
+    methods_with_spaces = {yaml.safe_load(p.read_text()).get("method") for p in REPO_SPACES.glob("*.yaml")}
+    assert set(wsss.list_methods()) <= methods_with_spaces
+
+
+def test_every_searched_key_builds_a_config() -> None:
+    space = load_search([REPO_SPACES / "cam.yaml"])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(10):
+        trial = study.ask()
+        config = {**trial.params, **space.define(trial)}
+        overrides = space.overrides({**trial.params, **config})
+        cfg = wsss.load_config(
+            None, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in overrides.items()]
+        )
+        assert cfg.seed.method == "cam"
+        assert (
+            isinstance(cfg.seed.scales, tuple) and cfg.seed.scales[0] == 1.0
+        )  # list choices come back as lists
+
+
+def _problems(tmp_path: Path, body: dict, include: dict | None = None) -> list[str]:
+    for name, content in (include or {}).items():
+        (tmp_path / name).write_text(yaml.safe_dump(content))
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"method": "cam", **body}))
+    return check_files([path])
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            {"params": {"seed.train.lrr": {"float": [0.1, 0.2]}}},
+            "space.yaml: seed.train.lrr: not a config field",
+        ),
+        (
+            {"params": {"runtime.threads": {"int": [1, 4]}}},
+            "runtime.threads: not searchable: runtime settings",
+        ),
+        (
+            {"params": {"data.mask_dir": {"categorical": ["SegmentationClass"]}}},
+            "data.mask_dir: not searchable",
+        ),
+        ({"params": {"seed.method": {"categorical": ["cam"]}}}, "seed.method: set by the space's `method:`"),
+        ({"params": {"refine.beta": {"float": [4, 2]}}}, "refine.beta: low 4 must be below high 2"),
+        (
+            {"params": {"refine.beta": {"float": [0, 2], "log": True}}},
+            "refine.beta: a log range needs low > 0",
+        ),
+        (
+            {"params": {"refine.beta": {"float": [1, 2], "lgo": True}}},
+            "refine.beta: unknown option(s) ['lgo']",
+        ),
+        ({"params": {"refine.beta": {"uniform": [1, 2]}}}, "refine.beta: expected one of"),
+        ({"params": {"seed.train.epochs": {"float": [1, 4]}}}, "a float range does not fit this int field"),
+        ({"params": {"seed.train.epochs": {"int": [1.5, 4]}}}, "int bounds must be integers"),
+        (
+            {"params": {"seed.train.lr": {"float": [-0.1, 0.2]}}},
+            "seed.train.lr: range [-0.1, 0.2] leaves the valid values",
+        ),
+        ({"params": {"segment.balanced_ce": {"categorical": [True, 3]}}}, "choice 3 is invalid"),
+        ({"params": {"seed.scales": {"categorical": []}}}, "categorical needs a non-empty list"),
+        ({"fixed": {"seed.train.lr": 0}}, "space.yaml: seed.train.lr: must be > 0"),
+        (
+            {"fixed": {"refine.beta": 2}, "params": {"refine.beta": {"float": [1, 3]}}},
+            "refine.beta: both fixed and searched",
+        ),
+        ({"metric": "miou"}, "metric: 'miou' is not one of"),
+        ({"mode": "maximise"}, "mode: 'maximise' is not max or min"),
+        ({"method": "nope"}, "method: unknown method 'nope'"),
+        ({"paramz": {}}, "paramz: unknown key"),
+        ({"include": ["missing.yaml"]}, "missing.yaml: no such search-space file"),
+    ],
+)
+def test_problems_name_the_file_and_key(tmp_path: Path, body: dict, expected: str) -> None:
+    problems = _problems(tmp_path, body)
+    assert any(expected in p for p in problems), problems
+    assert all(p.startswith(str(tmp_path)) for p in problems)
+
+
+def test_included_file_problems_name_that_file(tmp_path: Path) -> None:
+    problems = _problems(
+        tmp_path,
+        {"include": ["shared.yaml"], "params": {"refine.beta": {"float": [2, 3]}}},
+        include={
+            "shared.yaml": {"params": {"refine.logtt": {"int": [1, 2]}, "refine.beta": {"float": [4, 8]}}}
+        },
+    )
+    assert any(
+        p.startswith(str(tmp_path / "shared.yaml")) and "refine.logtt: not a config field" in p
+        for p in problems
+    )
+    assert any("space.yaml: refine.beta: also set by an included file" in p for p in problems)
+
+
+def test_broken_yaml_and_shared_files_checked_alone(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("params: [unclosed\n")
+    (tmp_path / "shared.yaml").write_text(
+        yaml.safe_dump({"params": {"refine.nope": {"int": [1, 2]}}, "metric": "x"})
+    )
+    problems = check_files([tmp_path / "broken.yaml", tmp_path / "shared.yaml"])
+    assert any("broken.yaml: invalid YAML" in p for p in problems)
+    assert any("shared.yaml: metric: unknown key; a shared file holds only" in p for p in problems)
+    assert any("shared.yaml: refine.nope: not a config field" in p for p in problems)
+    with pytest.raises(SpaceError, match="not a method space"):
+        load_space(tmp_path / "shared.yaml")
+
+
+def test_conditional_multi_space_search(tmp_path: Path) -> None:
+    """Two method spaces: the space is a categorical choice and each brings only its own knobs."""
+    shutil.copy(REPO_SPACES / "refine.yaml", tmp_path / "refine.yaml")
+    fast = write_space(
+        tmp_path, "fast", params={"seed.train.lr": {"float": [0.1, 0.2]}}, include=["refine.yaml"]
+    )
+    slow = write_space(
+        tmp_path,
+        "slow",
+        params={
+            "seed.train.lr": {"float": [0.001, 0.01], "log": True},
+            "seed.train.weight_decay": {"categorical": [1.0e-4, 5.0e-4]},
+        },
+        include=["refine.yaml"],
+    )
+    search = load_search([fast, slow])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(20):
+        trial = study.ask()
+        constants = search.define(trial)
+        overrides = search.overrides({**trial.params, **constants})
+        seen.add(constants[CHOICE])
+        assert trial.params[CHOICE] == constants[CHOICE]
+        assert "refine.beta" in trial.params  # shared knobs in every branch
+        if constants[CHOICE] == "fast":
+            assert set(trial.params) - {CHOICE} == {
+                "fast|seed.train.lr",
+                *(k for k in trial.params if k.startswith("refine.")),
+            }
+            assert 0.1 <= overrides["seed.train.lr"] <= 0.2 and "seed.train.weight_decay" not in overrides
+        else:
+            assert (
+                "slow|seed.train.weight_decay" in trial.params and 0.001 <= overrides["seed.train.lr"] <= 0.01
+            )
+        study.tell(trial, 0.5)
+    assert seen == {"fast", "slow"}
+
+
+def test_search_level_consistency(tmp_path: Path) -> None:
+    a = write_space(tmp_path, "a")
+    b = write_space(tmp_path, "b", metric="pseudo_miou")
+    with pytest.raises(SpaceError, match="metric/mode pseudo_miou/max differ"):
+        load_search([a, b])
+    with pytest.raises(SpaceError, match="several spaces share this name"):
+        load_search([a, a])
+
+
+def test_cli_spaces_check(tmp_path: Path) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "tuner.cli", "spaces", "check", *map(str, sorted(REPO_SPACES.glob("*.yaml")))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0 and "0 problem(s)" in ok.stdout, ok.stderr
+    (tmp_path / "bad.yaml").write_text(
+        yaml.safe_dump({"method": "cam", "params": {"refine.beta": {"float": [4, 2]}}})
+    )
+    bad = subprocess.run(
+        [sys.executable, "-m", "tuner.cli", "spaces", "check", str(tmp_path / "bad.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1 and "1 problem(s)" in bad.stdout
+    assert f"{tmp_path / 'bad.yaml'}: refine.beta: low 4 must be below high 2" in bad.stderr
