@@ -155,7 +155,7 @@ def _summary(uri: str, experiment: str) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from tuner.search import SearchOptions, run_search
+    from tuner.search import SearchOptions, local_workdir, run_search
     from tuner.tracking import resolve_tracking_uri
 
     options = SearchOptions(
@@ -174,9 +174,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         reduction_factor=args.reduction_factor,
     )
     run_search(options)
-    uri = resolve_tracking_uri(
-        args.tracking_uri, Path(args.storage) if "://" not in args.storage else Path.cwd()
-    )
+    uri = resolve_tracking_uri(args.tracking_uri, local_workdir(args.storage))
     _summary(uri, args.experiment)
     return 0
 
@@ -184,9 +182,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from mlflow.tracking import MlflowClient
 
+    from tuner.search import local_workdir
     from tuner.tracking import resolve_tracking_uri
 
-    return MlflowClient(resolve_tracking_uri(args.tracking_uri, Path(args.storage)))
+    return MlflowClient(resolve_tracking_uri(args.tracking_uri, local_workdir(args.storage)))
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -216,24 +215,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from tuner.search import resume_search
+    from tuner.search import local_workdir, resume_search
     from tuner.tracking import resolve_tracking_uri
 
-    resume_search(args.experiment, args.tracking_uri, Path(args.storage))
-    _summary(resolve_tracking_uri(args.tracking_uri, Path(args.storage)), args.experiment)
+    resume_search(args.experiment, args.tracking_uri, local_workdir(args.storage))
+    _summary(resolve_tracking_uri(args.tracking_uri, local_workdir(args.storage)), args.experiment)
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tuner.demo import demo_options
     from tuner.results import export_config
-    from tuner.search import run_search
+    from tuner.search import local_workdir, run_search
     from tuner.tracking import resolve_tracking_uri
 
     spec = wsss.SynthSpec(train=args.train, val=args.val, size=args.size, classes=6, seed=0)
     options = demo_options(args.workdir, samples=args.samples, concurrency=args.concurrency, data=spec)
     run_search(options)
-    uri = resolve_tracking_uri(None, Path(options.storage))
+    uri = resolve_tracking_uri(None, local_workdir(options.storage))
     _summary(uri, options.experiment)
     from mlflow.tracking import MlflowClient
 

@@ -39,5 +39,7 @@ def demo_options(
         concurrency=concurrency,
         cpus_per_trial=1.0,
         storage=str(workdir.absolute()),
-        seed=0,
+        # With sampler seeds 0 and 1 Optuna's first six draws all pick one seed learning rate; seed 2
+        # uses both, so the demo shows two seed configurations each computed once and then reused.
+        seed=2,
     )

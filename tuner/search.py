@@ -82,6 +82,12 @@ def _absolute(location: str) -> str:
     return location if "://" in location else str(Path(location).absolute())
 
 
+def local_workdir(storage: str) -> Path:
+    """Where local files of a search go (the default MLflow database, artifacts): the storage folder,
+    or the current folder when the storage is remote."""
+    return Path(storage) if "://" not in storage else Path.cwd()
+
+
 def code_version() -> str:
     """wsss's version plus the git commit of its checkout, when there is one."""
     try:
@@ -99,13 +105,12 @@ def code_version() -> str:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, env: dict[str, str], num_cpus: int | None = None) -> Iterator[None]:
+def ray_session(address: str | None, env: dict[str, str]) -> Iterator[None]:
     """Connect to (or start) Ray with `env` in the workers' runtime environment; disconnect afterwards."""
     if ray.is_initialized():
         raise wsss.WsssError("Ray is already initialised in this process; run the search in a fresh process")
     ray.init(
         address=address,
-        num_cpus=None if address else num_cpus,
         runtime_env={"env_vars": env},
         include_dashboard=False,
         logging_level=logging.WARNING,
@@ -141,8 +146,9 @@ def _settings(
 def _start_parent(
     client: MlflowClient, options: SearchOptions, space: SearchSpace, name: str
 ) -> tuple[str, str]:
-    workdir = Path(options.storage) if "://" not in options.storage else Path.cwd()
-    experiment_id = ensure_experiment(client, options.experiment, workdir / "mlartifacts")
+    experiment_id = ensure_experiment(
+        client, options.experiment, local_workdir(options.storage) / "mlartifacts"
+    )
     run = client.create_run(experiment_id, run_name=name, tags={ROLE: "search", "wsss.metric": space.metric})
     params = {
         "spaces": ",".join(s.name for s in space.spaces),
@@ -230,7 +236,7 @@ def _run(tuner_factory: Any, options: SearchOptions, uri: str, experiment_id: st
     client = MlflowClient(uri)
     status = "FAILED"
     try:
-        with ray_session(options.address, {"MLFLOW_TRACKING_URI": uri}, num_cpus=None):
+        with ray_session(options.address, {"MLFLOW_TRACKING_URI": uri}):
             store = options.store or f"{_absolute(options.storage)}/store"
             lock_actor, leases = None, None
             if "://" in store and not store.startswith("file://"):  # no file locks on object stores
@@ -250,17 +256,21 @@ def _run(tuner_factory: Any, options: SearchOptions, uri: str, experiment_id: st
     return parent_run_id
 
 
+def _prepare_data(space: SearchSpace, options: SearchOptions) -> None:
+    """Open (or generate) each dataset the spaces use: bad data fails here rather than in every trial,
+    and on one machine the synthetic benchmark is generated once, not by racing trials."""
+    cache = Path(options.cache_dir) if options.cache_dir else wsss.default_cache_dir()
+    for method_space in space.spaces:
+        data_keys = [f"{k}={json.dumps(v)}" for k, v in method_space.fixed.items() if k.startswith("data.")]
+        wsss.prepare_dataset(wsss.load_config(None, data_keys), options.data, cache)
+
+
 def run_search(options: SearchOptions) -> str:
     """Run a new search; returns the parent run id. Space and option mistakes fail before Ray starts."""
     options.validate()
     space = load_search(options.space_files)
-    if options.data:
-        wsss.open_dataset(
-            options.data, wsss.load_config().data
-        )  # a bad --data fails here, not in every trial
-    uri = resolve_tracking_uri(
-        options.tracking_uri, Path(options.storage) if "://" not in options.storage else Path.cwd()
-    )
+    _prepare_data(space, options)
+    uri = resolve_tracking_uri(options.tracking_uri, local_workdir(options.storage))
     client = MlflowClient(uri)
     name = f"{options.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
     experiment_id, parent_run_id = _start_parent(client, options, space, name)

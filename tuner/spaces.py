@@ -36,10 +36,6 @@ OBJECTIVES = ("cam_miou", "cam_miou_best", "pseudo_miou", "val_miou")
 CHOICE = "space"  # the categorical parameter that picks a method space
 _METHOD_KEYS = {"method", "name", "include", "metric", "mode", "fixed", "params", "description"}
 _SHARED_KEYS = {"fixed", "params", "description"}
-_NOT_SEARCHABLE = {
-    "runtime": "runtime settings do not change results",
-    "data": "the dataset is fixed per search",
-}
 
 
 class SpaceError(wsss.WsssError):
@@ -149,12 +145,14 @@ def _distribution(path: Path, key: str, spec: Any, field_type: Any, problems: li
     return None
 
 
-def _key_problem(key: Any, fields: dict[str, Any]) -> str | None:
+def _key_problem(key: Any, fields: dict[str, Any], searched: bool) -> str | None:
     if not isinstance(key, str) or key not in fields:
         return "not a config field (see `wsss config show`)"
     section = key.split(".")[0]
-    if section in _NOT_SEARCHABLE:
-        return f"not searchable: {_NOT_SEARCHABLE[section]}"
+    if section == "runtime":
+        return "not searchable: runtime settings do not change results; the tuner sets them per trial"
+    if section == "data" and searched:
+        return "not searchable: the dataset is fixed per search (set data.* under `fixed`)"
     if key == "seed.method":
         return "set by the space's `method:`, not as a parameter"
     return None
@@ -169,13 +167,13 @@ def _params(
         problems.append(f"{path}: `fixed` and `params` must be mappings of dotted config keys")
         return {}, ()
     for key, value in fixed.items():
-        if (problem := _key_problem(key, fields)) or (problem := _config_error({key: value})):
+        if (problem := _key_problem(key, fields, searched=False)) or (problem := _config_error({key: value})):
             problems.append(
                 f"{path}: {problem}" if problem.startswith(f"{key}:") else f"{path}: {key}: {problem}"
             )
     out = []
     for key, spec in params.items():
-        if (problem := _key_problem(key, fields)) is not None:
+        if (problem := _key_problem(key, fields, searched=True)) is not None:
             problems.append(f"{path}: {key}: {problem}")
         elif key in fixed:
             problems.append(f"{path}: {key}: both fixed and searched")

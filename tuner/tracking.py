@@ -90,6 +90,17 @@ def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str | No
     return list(client.search_runs([experiment_id], filter_string=query, max_results=50000))
 
 
+def _error_line(trial: Any) -> str:
+    """The last line of the trial's error (the exception and its message), as Ray recorded it."""
+    try:
+        error = trial.get_pickled_error() or trial.get_error()
+    except (OSError, EOFError, ValueError, TypeError):
+        error = None
+    if error is None:
+        return "the trial failed (see its error.txt in the Tune experiment folder)"
+    return wsss.user_message(getattr(error, "cause", None) or error).strip().splitlines()[-1]
+
+
 class RunStatusCallback(tune.Callback):
     """Ends each trial's child run FINISHED, FAILED or KILLED (pruned) once Tune reports it done.
 
@@ -103,10 +114,7 @@ class RunStatusCallback(tune.Callback):
         self.settle(trial.trial_id, str(trial), trial.last_result or {}, error=None)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        error = getattr(trial, "error_message", None) or "trial failed"
-        self.settle(
-            trial.trial_id, str(trial), trial.last_result or {}, error=str(error).strip().splitlines()[-1]
-        )
+        self.settle(trial.trial_id, str(trial), trial.last_result or {}, error=_error_line(trial))
 
     def settle(self, trial_id: str, trial_name: str, last_result: dict[str, Any], error: str | None) -> None:
         client = MlflowClient(self.tracking_uri)
@@ -123,7 +131,9 @@ class RunStatusCallback(tune.Callback):
         else:
             status, label = "FINISHED", "finished"
         for run in runs:
-            tags = {STATUS: label} | ({"wsss.error": error[:5000]} if error else {})
+            tags = {STATUS: label}
+            if error and "wsss.error" not in run.data.tags:  # the worker's own message is the better one
+                tags["wsss.error"] = error[:5000]
             set_tags(client, run.info.run_id, tags)
             current = run.info.status
             if current == "RUNNING" or (current not in ("FINISHED", status)):

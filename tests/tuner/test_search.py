@@ -163,3 +163,31 @@ def test_export_then_wsss_run_reproduces_the_trial(
         summary = json.loads(result.stdout.strip().splitlines()[-1])
         assert summary["val_miou"] == pytest.approx(expected, abs=1e-9)
         assert all(stage["cached"] is cached for stage in summary["stages"].values())
+
+
+def test_a_crashing_trial_ends_failed_and_the_search_goes_on(
+    mlflow_server: str, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """A trial whose training diverges raises; its run ends FAILED with the reason, the search finishes."""
+    space = write_space(tmp_path, "diverge", params={"seed.train.lr": {"categorical": [1.0e12]}})
+    options = SearchOptions(
+        space_files=(str(space),),
+        samples=1,
+        experiment="crash-test",
+        data=str(tiny_data_dir),
+        storage=str(tmp_path / "storage"),
+        tracking_uri=mlflow_server,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    parent = run_search(options)
+    client = MlflowClient(mlflow_server)
+    assert client.get_run(parent).info.status == "FINISHED"
+    experiment = client.get_experiment_by_name("crash-test")
+    (child,) = client.search_runs([experiment.experiment_id], "tags.`wsss.role` = 'trial'")
+    assert child.info.status == "FAILED" and child.data.tags["wsss.status"] == "failed"
+    assert (
+        "loss became" in child.data.tags["wsss.error"]
+        and "lower seed.train.lr" in child.data.tags["wsss.error"]
+    )
+    rows = leaderboard(client, "crash-test")
+    assert [(r["status"], r["objective"]) for r in rows] == [("failed", None)]

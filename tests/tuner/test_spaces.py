@@ -198,3 +198,20 @@ def test_cli_spaces_check(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1 and "1 problem(s)" in bad.stdout
     assert f"{tmp_path / 'bad.yaml'}: refine.beta: low 4 must be below high 2" in bad.stderr
+
+
+def test_data_settings_may_be_fixed_but_not_searched(tmp_path: Path) -> None:
+    """A VOC search fixes data.mask_dir / train_split for all its trials; searching them is refused."""
+    assert (
+        _problems(
+            tmp_path, {"fixed": {"data.mask_dir": "SegmentationClassAug", "data.train_split": "train_aug"}}
+        )
+        == []
+    )
+    assert any(
+        "set data.* under `fixed`" in p
+        for p in _problems(tmp_path, {"params": {"data.train_split": {"categorical": ["a"]}}})
+    )
+    assert any(
+        "runtime.workers: not searchable" in p for p in _problems(tmp_path, {"fixed": {"runtime.workers": 2}})
+    )
