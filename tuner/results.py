@@ -126,7 +126,8 @@ def export_config(client: MlflowClient, experiment: str, rank: int, out: Path) -
         config = yaml.safe_load(
             Path(client.download_artifacts(row["run_id"], "config.yaml", tmp)).read_text()
         )
-    config["runtime"] = wsss.to_mapping(wsss.RuntimeConfig())  # where it ran is not part of the result
+    # Keep the trial's thread count: torch's CPU results depend on it, so a fresh run matches exactly.
+    config["runtime"] = {**config.get("runtime", {}), "progress": True}
     run = client.get_run(row["run_id"])
     metric = run.data.tags.get("wsss.metric", "val_miou")
     provenance = {

@@ -64,6 +64,15 @@ def trial_config(settings: TrialSettings, config: dict[str, Any]) -> tuple[str, 
     return config[CHOICE], wsss.load_config(None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
 
 
+def stage_objective(stage: str, so_far: dict[str, float], metric: str) -> float:
+    """What ASHA and Optuna see after `stage`: the stage's proxy, then the search metric at the end.
+
+    `so_far` holds every metric of the stages finished so far (the search metric may come from an
+    earlier stage, e.g. pseudo_miou).
+    """
+    return so_far[STAGE_PROXY[stage]] if stage in STAGE_PROXY else so_far[metric]
+
+
 def _cache_dir(settings: TrialSettings) -> Path:
     return Path(settings.cache_dir) if settings.cache_dir else wsss.default_cache_dir()
 
@@ -74,6 +83,7 @@ class _TrialLog:
     def __init__(self, client: MlflowClient, run_id: str, data: Any, metric: str) -> None:
         self.client, self.run_id, self.data, self.metric = client, run_id, data, metric
         self.outcomes: dict[str, Any] = {}
+        self.so_far: dict[str, float] = {}
         self.spent = self.without_reuse = 0.0
 
     def reused(self) -> list[str]:
@@ -94,7 +104,8 @@ class _TrialLog:
             "compute_seconds": self.spent,
             "compute_seconds_without_reuse": self.without_reuse,
         }
-        metrics["objective"] = metrics[STAGE_PROXY.get(outcome.stage, self.metric)]
+        self.so_far |= metrics
+        metrics["objective"] = stage_objective(outcome.stage, self.so_far, self.metric)
         log_metrics(self.client, self.run_id, metrics, step=step, timestamp=int(time.time() * 1000))
         tags = {"wsss.reused": ",".join(self.reused()) or "-", f"wsss.key.{outcome.stage}": outcome.key}
         set_tags(self.client, self.run_id, tags)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -138,6 +139,8 @@ def test_export_then_wsss_run_reproduces_the_trial(
     best = tmp_path / "best.yaml"
     provenance = export_config(search["client"], "search-test", 1, best)
     expected = provenance["metrics"]["val_miou"]
+    exported = yaml.safe_load(best.read_text())
+    assert exported["runtime"]["threads"] == 1 and exported["runtime"]["progress"] is True  # the trial's threads
     for workdir, cached in ((Path(search["options"].storage), True), (tmp_path / "fresh", False)):
         result = subprocess.run(
             [
