@@ -140,7 +140,7 @@ def test_export_then_wsss_run_reproduces_the_trial(
     provenance = export_config(search["client"], "search-test", 1, best)
     expected = provenance["metrics"]["val_miou"]
     exported = yaml.safe_load(best.read_text())
-    assert exported["runtime"]["threads"] == 1 and exported["runtime"]["progress"] is True  # the trial's threads
+    assert exported["runtime"]["threads"] == 1 and exported["runtime"]["progress"] is True
     for workdir, cached in ((Path(search["options"].storage), True), (tmp_path / "fresh", False)):
         result = subprocess.run(
             [
