@@ -104,36 +104,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cell(column: str, value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and column != "compute_seconds":
+        return f"{value:.4f}"
+    return str(value)
+
+
 def _print_leaderboard(rows: list[dict[str, object]], title: str) -> None:
+    from tuner.results import TABLE_COLUMNS
+
     table = Table(title=title)
-    shown = (
-        "rank",
-        "trial",
-        "method",
-        "objective",
-        "cam_miou_best",
-        "pseudo_miou",
-        "val_miou",
-        "status",
-        "compute_seconds",
-        "stages_reused",
-    )
-    for column in shown:
-        table.add_column(
-            column,
-            justify="right" if column not in ("trial", "method", "status", "stages_reused") else "left",
-        )
+    for column in TABLE_COLUMNS:
+        left = column in ("trial", "method", "status", "stages_reused")
+        table.add_column(column, justify="left" if left else "right")
     for row in rows:
-        table.add_row(
-            *(
-                "-"
-                if row[c] is None
-                else f"{row[c]:.4f}"
-                if isinstance(row[c], float) and c != "compute_seconds"
-                else str(row[c])
-                for c in shown
-            )
-        )
+        table.add_row(*(_cell(c, row[c]) for c in TABLE_COLUMNS))
     Console().print(table)
 
 
@@ -183,9 +170,9 @@ def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from mlflow.tracking import MlflowClient
 
     from tuner.search import local_workdir
-    from tuner.tracking import resolve_tracking_uri
+    from tuner.tracking import existing_tracking_uri
 
-    return MlflowClient(resolve_tracking_uri(args.tracking_uri, local_workdir(args.storage)))
+    return MlflowClient(existing_tracking_uri(args.tracking_uri, local_workdir(args.storage)))
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:

@@ -33,6 +33,8 @@ COLUMNS = (
     "space",
     "run_id",
 )
+# What the terminal table shows; files get every column.
+TABLE_COLUMNS = tuple(c for c in COLUMNS if c not in ("compute_seconds_without_reuse", "space", "run_id"))
 _STATUS = {"FINISHED": "finished", "KILLED": "pruned", "FAILED": "failed"}
 
 

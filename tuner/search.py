@@ -35,6 +35,7 @@ from tuner.tracking import (
     child_runs,
     close_dangling,
     ensure_experiment,
+    existing_tracking_uri,
     log_files,
     log_params,
     resolve_tracking_uri,
@@ -306,7 +307,7 @@ def latest_search(client: MlflowClient, experiment: str) -> Any:
 
 def resume_search(experiment: str, tracking_uri: str | None, workdir: Path) -> str:
     """Continue the experiment's latest search from Tune's saved state (searcher state included)."""
-    uri = resolve_tracking_uri(tracking_uri, workdir)
+    uri = existing_tracking_uri(tracking_uri, workdir)
     client = MlflowClient(uri)
     parent = latest_search(client, experiment)
     recorded = json.loads(parent.data.tags[OPTIONS_TAG])

@@ -45,6 +45,18 @@ def resolve_tracking_uri(given: str | None, workdir: Path) -> str:
     return uri
 
 
+def existing_tracking_uri(given: str | None, workdir: Path) -> str:
+    """The tracking URI for reading an earlier search: a sqlite database must already exist (reading
+    must not leave an empty one behind)."""
+    uri = resolve_tracking_uri(given, workdir)
+    database = Path(uri.removeprefix("sqlite:///"))
+    if uri.startswith("sqlite:///") and not database.is_file():
+        raise wsss.ConfigError(
+            f"{database}: no MLflow database; pass the search's --storage or --tracking-uri"
+        )
+    return uri
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_dir: Path) -> str:
     """The experiment's id, creating it if needed. With a database URI artifacts go to `artifact_dir`;
     with a tracking server they go where the server says (proxied with --serve-artifacts)."""

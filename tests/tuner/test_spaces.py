@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -177,27 +175,6 @@ def test_search_level_consistency(tmp_path: Path) -> None:
         load_search([a, b])
     with pytest.raises(SpaceError, match="several spaces share this name"):
         load_search([a, a])
-
-
-def test_cli_spaces_check(tmp_path: Path) -> None:
-    ok = subprocess.run(
-        [sys.executable, "-m", "tuner.cli", "spaces", "check", *map(str, sorted(REPO_SPACES.glob("*.yaml")))],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert ok.returncode == 0 and "0 problem(s)" in ok.stdout, ok.stderr
-    (tmp_path / "bad.yaml").write_text(
-        yaml.safe_dump({"method": "cam", "params": {"refine.beta": {"float": [4, 2]}}})
-    )
-    bad = subprocess.run(
-        [sys.executable, "-m", "tuner.cli", "spaces", "check", str(tmp_path / "bad.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert bad.returncode == 1 and "1 problem(s)" in bad.stdout
-    assert f"{tmp_path / 'bad.yaml'}: refine.beta: low 4 must be below high 2" in bad.stderr
 
 
 def test_data_settings_may_be_fixed_but_not_searched(tmp_path: Path) -> None:

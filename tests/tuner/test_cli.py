@@ -1,0 +1,56 @@
+"""`wsss-tune` as a user runs it (the search commands themselves are exercised in test_search/test_resume)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+def test_cli_spaces_check(tmp_path: Path) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "tuner.cli", "spaces", "check", *map(str, sorted(REPO_SPACES.glob("*.yaml")))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0 and "0 problem(s)" in ok.stdout, ok.stderr
+    (tmp_path / "bad.yaml").write_text(
+        yaml.safe_dump({"method": "cam", "params": {"refine.beta": {"float": [4, 2]}}})
+    )
+    bad = subprocess.run(
+        [sys.executable, "-m", "tuner.cli", "spaces", "check", str(tmp_path / "bad.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1 and "1 problem(s)" in bad.stdout
+    assert f"{tmp_path / 'bad.yaml'}: refine.beta: low 4 must be below high 2" in bad.stderr
+
+
+def test_reading_commands_do_not_create_databases(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tuner.cli",
+            "leaderboard",
+            "--experiment",
+            "x",
+            "--storage",
+            str(tmp_path / "none"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+    )
+    assert (
+        result.returncode == 2 and "no MLflow database" in result.stderr and "Traceback" not in result.stderr
+    )
+    assert not (tmp_path / "none").exists()
