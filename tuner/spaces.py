@@ -72,7 +72,7 @@ class Space:
 
 def _read(path: Path, problems: list[str]) -> dict[str, Any] | None:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = wsss.load_yaml(path.read_text())
     except FileNotFoundError:
         problems.append(f"{path}: no such search-space file")
         return None
@@ -87,15 +87,19 @@ def _read(path: Path, problems: list[str]) -> dict[str, Any] | None:
     return data
 
 
-def _config_error(overrides: dict[str, Any]) -> str | None:
+def _config_error(overrides: dict[str, Any], method: str | None) -> str | None:
+    """The error a config with these overrides (and this seed method) would raise, if any."""
+    items = ({"seed.method": method} if method else {}) | overrides
     try:
-        wsss.load_config(None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+        wsss.load_config(None, [f"{k}={json.dumps(v)}" for k, v in items.items()])
     except wsss.ConfigError as exc:
         return str(exc)
     return None
 
 
-def _distribution(path: Path, key: str, spec: Any, field_type: Any, problems: list[str]) -> Param | None:
+def _distribution(
+    path: Path, key: str, spec: Any, field_type: Any, method: str | None, problems: list[str]
+) -> Param | None:
     where = f"{path}: {key}"
     if not isinstance(spec, dict) or len({"float", "int", "categorical"} & set(spec)) != 1:
         problems.append(
@@ -107,7 +111,7 @@ def _distribution(path: Path, key: str, spec: Any, field_type: Any, problems: li
         if not isinstance(choices, list) or not choices:
             problems.append(f"{where}: categorical needs a non-empty list of choices")
             return None
-        errors = [(choice, error) for choice in choices if (error := _config_error({key: choice}))]
+        errors = [(choice, error) for choice in choices if (error := _config_error({key: choice}, method))]
         if errors:
             problems.append(f"{where}: choice {errors[0][0]!r} is invalid ({errors[0][1]})")
             return None
@@ -135,7 +139,9 @@ def _distribution(path: Path, key: str, spec: Any, field_type: Any, problems: li
         problems.append(f"{where}: a log range needs low > 0, got {bounds[0]}")
     elif spec.get("log") and spec.get("step") is not None:
         problems.append(f"{where}: log and step cannot be combined")
-    elif (error := _config_error({key: bounds[0]}) or _config_error({key: bounds[1]})) is not None:
+    elif (
+        error := _config_error({key: bounds[0]}, method) or _config_error({key: bounds[1]}, method)
+    ) is not None:
         problems.append(f"{where}: range {bounds} leaves the valid values ({error})")
     else:
         log, step = bool(spec.get("log", False)), spec.get("step")
@@ -159,15 +165,17 @@ def _key_problem(key: Any, fields: dict[str, Any], searched: bool) -> str | None
 
 
 def _params(
-    path: Path, data: dict[str, Any], problems: list[str]
+    path: Path, data: dict[str, Any], problems: list[str], method: str | None
 ) -> tuple[dict[str, Any], tuple[Param, ...]]:
-    fields = wsss.field_paths(wsss.PipelineConfig)
+    fields = wsss.config_fields(method)
     fixed, params = data.get("fixed") or {}, data.get("params") or {}
     if not isinstance(fixed, dict) or not isinstance(params, dict):
         problems.append(f"{path}: `fixed` and `params` must be mappings of dotted config keys")
         return {}, ()
     for key, value in fixed.items():
-        if (problem := _key_problem(key, fields, searched=False)) or (problem := _config_error({key: value})):
+        if (problem := _key_problem(key, fields, searched=False)) or (
+            problem := _config_error({key: value}, method)
+        ):
             problems.append(
                 f"{path}: {problem}" if problem.startswith(f"{key}:") else f"{path}: {key}: {problem}"
             )
@@ -177,7 +185,7 @@ def _params(
             problems.append(f"{path}: {key}: {problem}")
         elif key in fixed:
             problems.append(f"{path}: {key}: both fixed and searched")
-        elif (param := _distribution(path, key, spec, fields[key], problems)) is not None:
+        elif (param := _distribution(path, key, spec, fields[key], method, problems)) is not None:
             out.append(param)
     return dict(fixed), tuple(out)
 
@@ -204,7 +212,8 @@ def load_space(path: str | Path) -> Space:
         problems.append(f"{path}: metric: {metric!r} is not one of {list(OBJECTIVES)}")
     if mode not in ("max", "min"):
         problems.append(f"{path}: mode: {mode!r} is not max or min")
-    fixed, params = _params(path, data, problems)
+    method = data["method"] if data["method"] in wsss.list_methods() else None
+    fixed, params = _params(path, data, problems, method)
     shared_fixed, shared, files = {}, [], [path]
     for name in data.get("include") or []:
         included = (path.parent / str(name)).resolve()
@@ -213,7 +222,7 @@ def load_space(path: str | Path) -> Space:
             continue
         for key in sorted(set(extra) - _SHARED_KEYS):
             problems.append(f"{included}: {key}: an included file holds only `fixed` and `params`")
-        more_fixed, more = _params(included, extra, problems)
+        more_fixed, more = _params(included, extra, problems, method)
         shared_fixed |= more_fixed
         shared += more
         files.append(included)
@@ -250,7 +259,7 @@ def check_files(paths: Sequence[str | Path]) -> list[str]:
         else:
             for key in sorted(set(data) - _SHARED_KEYS):
                 problems.append(f"{path}: {key}: unknown key; a shared file holds only `fixed` and `params`")
-            _params(path, data, problems)
+            _params(path, data, problems, None)
     return list(dict.fromkeys(problems))
 
 

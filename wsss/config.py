@@ -16,7 +16,15 @@ from typing import Any, Literal
 
 import yaml
 
-from wsss.configio import deep_merge, from_mapping, parse_overrides, to_mapping
+from wsss.configio import (
+    RESOLVE_TYPE,
+    deep_merge,
+    field_paths,
+    from_mapping,
+    load_yaml,
+    parse_overrides,
+    to_mapping,
+)
 from wsss.data.synth import SynthSpec
 from wsss.errors import ConfigError
 
@@ -111,9 +119,17 @@ def _scales_ok(scales: tuple[float, ...], path: str) -> None:
     )
 
 
+def _method_params(values: dict[str, Any]) -> type:
+    from wsss.methods import get
+
+    return get(values["method"]).Config
+
+
 @dataclass(frozen=True)
 class SeedConfig:
     method: str = "cam"  # a module of wsss.methods; `wsss methods` lists them
+    # The method's own knobs, typed by its `Config` class (e.g. seed.params.alpha for mixup).
+    params: Any = field(default=None, metadata={RESOLVE_TYPE: _method_params})
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=16, lr=0.05))
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)  # multi-scale CAM inference (psa, irn)
@@ -121,15 +137,16 @@ class SeedConfig:
     bg_threshold: float = 0.15  # constant background score for CAM mIoU (irn/SC-CAM 0.15, psa 0.2)
     sweep_step: float = 0.01  # threshold sweep step for the best-threshold CAM mIoU (SEAM/CPN)
 
-    def validate(self, path: str) -> None:
-        from wsss.methods import list_methods
+    def __post_init__(self) -> None:
+        # None means the method's defaults; keep one canonical form so that equal configs hash equally.
+        expected = _method_params({"method": self.method})
+        if self.params is None:
+            object.__setattr__(self, "params", expected())
+        elif not isinstance(self.params, expected):
+            owner = f"method {self.method!r}"
+            raise ConfigError(f"seed.params: {type(self.params).__name__} is not the config of {owner}")
 
-        known = list_methods()
-        _check(
-            self.method in known,
-            f"{path}.method",
-            f"unknown method {self.method!r}; known: {', '.join(known)}",
-        )
+    def validate(self, path: str) -> None:
         _scales_ok(self.scales, f"{path}.scales")
         _check(
             0 <= self.bg_threshold <= 1,
@@ -267,7 +284,7 @@ def _read_yaml(source: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
         presets = ", ".join(preset_names())
         raise ConfigError(f"{source}: no such config file or preset (presets: {presets})")
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -299,6 +316,13 @@ def load_config(
         return from_mapping(PipelineConfig, data)
     except ConfigError as exc:
         raise ConfigError(f"{label}: {exc}" if source is not None else str(exc)) from None
+
+
+def config_fields(method: str | None = None) -> dict[str, Any]:
+    """Every settable dotted key and its type; with a method, its `seed.params.*` keys too."""
+    if method is None:
+        return field_paths(PipelineConfig)
+    return field_paths(PipelineConfig, resolved={"seed.params": _method_params({"method": method})})
 
 
 def dump_config(cfg: PipelineConfig) -> str:

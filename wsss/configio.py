@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,30 @@ import yaml
 from wsss.errors import ConfigError
 
 T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader reading floats as YAML 1.2 does: `1e-5` is a number, not the string
+    YAML 1.1 makes of it (which would turn `--set seed.train.lr=1e-5` into a type error)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text (config files, --set values, search spaces) with YAML 1.2 numbers."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def _describe(value: Any) -> str:
@@ -85,7 +110,10 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
 def _unknown_key(cls: type, key: str, path: str) -> ConfigError:
     names = [f.name for f in dataclasses.fields(cls)]
     hint = difflib.get_close_matches(key, names, n=1)
-    suggestion = f"; did you mean '{_join(path, hint[0])}'?" if hint else f"; known keys: {', '.join(names)}"
+    if hint:
+        suggestion = f"; did you mean '{_join(path, hint[0])}'?"
+    else:
+        suggestion = f"; known keys: {', '.join(names)}" if names else f"; {cls.__name__} has no settings"
     return ConfigError(f"{_join(path, key)}: unknown key{suggestion}")
 
 
@@ -93,15 +121,36 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
+RESOLVE_TYPE = "resolve_type"  # field metadata: (values of the earlier fields) -> the field's dataclass type
+
+
 def from_mapping(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
-    """Build `cls` from `data`, keeping defaults for absent keys; unknown keys and bad types raise."""
+    """Build `cls` from `data`, keeping defaults for absent keys; unknown keys and bad types raise.
+
+    A field whose metadata has RESOLVE_TYPE takes its type from the fields before it, e.g. the seed
+    stage's `params`, typed by the chosen method's own config class.
+    """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    values = {}
-    for key, value in data.items():
+    for key in data:
         if not isinstance(key, str) or key not in fields:
             raise _unknown_key(cls, str(key), path)
-        tp = hints[key]
+    values: dict[str, Any] = {}
+    for key, f in fields.items():
+        resolve = f.metadata.get(RESOLVE_TYPE)
+        if resolve is not None:
+            # The resolver sees what has been read so far and the defaults of everything else.
+            current = {k: values[k] if k in values else _default(fields[k]) for k in fields if k != key}
+            tp = resolve(current)
+            given = data.get(key) or {}
+            if not isinstance(given, Mapping):
+                expected = f"expected a mapping of {tp.__name__} fields"
+                raise ConfigError(f"{_join(path, key)}: {expected}, got {_describe(given)}")
+            values[key] = from_mapping(tp, given, _join(path, key))
+            continue
+        if key not in data:
+            continue
+        tp, value = hints[key], data[key]
         if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
             # A partial section overrides the parent's default for it, not the section class's defaults:
             # `seed.train.lr` must keep the seed stage's own epochs.
@@ -147,7 +196,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. seed.train.lr=0.05")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError:
             raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
         set_dotted(nested, key, value)
@@ -175,13 +224,22 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def field_paths(cls: type, prefix: str = "") -> dict[str, Any]:
-    """Every leaf field of a config dataclass as {dotted path: type}, for search-space validation."""
+def field_paths(cls: type, prefix: str = "", resolved: Mapping[str, type] | None = None) -> dict[str, Any]:
+    """Every leaf field of a config dataclass as {dotted path: type}, for search-space validation.
+
+    `resolved` gives the types of RESOLVE_TYPE fields by dotted path (e.g. {"seed.params": MixupConfig});
+    such fields are left out when not given.
+    """
     out: dict[str, Any] = {}
+    resolved = resolved or {}
+    dynamic = {f.name for f in dataclasses.fields(cls) if RESOLVE_TYPE in f.metadata}  # type: ignore[arg-type]
     for name, tp in typing.get_type_hints(cls).items():
         path = _join(prefix, name)
-        if dataclasses.is_dataclass(tp):
-            out |= field_paths(tp, path)
+        if name in dynamic:
+            if path in resolved:
+                out |= field_paths(resolved[path], path, resolved)
+        elif dataclasses.is_dataclass(tp):
+            out |= field_paths(tp, path, resolved)
         else:
             out[path] = tp
     return out

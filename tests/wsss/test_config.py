@@ -132,3 +132,29 @@ def test_provenance_block_is_carried_not_configured(tmp_path: Path) -> None:
     path.write_text("provenance: 3\n")
     with pytest.raises(ConfigError, match="provenance must be a mapping"):
         load_config(path)
+
+
+def test_exponent_numbers_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    """PyYAML (YAML 1.1) reads `1e-5` as a string; configs, --set and space files read it as a number."""
+    assert load_config(None, ["seed.train.lr=1e-5"]).seed.train.lr == 1e-5
+    path = tmp_path / "c.yaml"
+    path.write_text("seed:\n  train:\n    weight_decay: 5e-4\n")
+    assert load_config(path).seed.train.weight_decay == 5e-4
+
+
+def test_method_params_follow_the_method(tmp_path: Path) -> None:
+    cfg = load_config(None, ["seed.method=mixup", "seed.params.alpha=0.5"])
+    assert type(cfg.seed.params).__name__ == "MixupConfig" and cfg.seed.params.alpha == 0.5
+    assert load_config(None, ["seed.method=fmix"]).seed.params.decay_power == 3.0  # the method's defaults
+    with pytest.raises(ConfigError, match=r"seed\.params\.alpha: unknown key; NoParams has no settings"):
+        load_config(None, ["seed.params.alpha=0.5"])  # cam has no knobs of its own
+    with pytest.raises(
+        ConfigError, match=r"seed\.params\.alpah: unknown key; did you mean 'seed\.params\.alpha'"
+    ):
+        load_config(None, ["seed.method=mixup", "seed.params.alpah=0.5"])
+    with pytest.raises(ConfigError, match=r"seed\.params\.alpha: must be > 0"):
+        load_config(None, ["seed.method=mixup", "seed.params.alpha=0"])
+    path = tmp_path / "m.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+    assert digest(cfg.seed) != digest(load_config(None, ["seed.method=mixup"]).seed)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,3 +38,26 @@ class CamNet(SplitParams):
 
     def cams(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.classifier(self.features(x)))
+
+    @property
+    def stage_names(self) -> list[str] | None:
+        """The backbone modules that end each stage, in order; None if the backbone is not sequential."""
+        layers = getattr(self.backbone, "return_layers", None)
+        return list(layers) if layers is not None and hasattr(self.backbone, "items") else None
+
+    def logits_and_cams_mixed(
+        self, x: torch.Tensor, stage: int, mix: Callable[[torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Manifold Mixup's hook (Verma et al. 2019): apply `mix` to the hidden state after backbone
+        stage `stage` (0 = the input image), then finish the forward pass."""
+        if stage == 0:
+            return self.logits_and_cams(mix(x))
+        names = self.stage_names
+        if names is None or not 1 <= stage <= len(names):
+            raise ValueError(f"stage {stage} is not a stage of this backbone ({len(names or [])} stages)")
+        for name, module in self.backbone.items():  # type: ignore[operator]
+            x = module(x)
+            if name == names[stage - 1]:
+                x = mix(x)
+        maps = self.classifier(x)
+        return maps.mean(dim=(2, 3)), maps

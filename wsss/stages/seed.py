@@ -46,10 +46,16 @@ def train_classifier(
     cfg: SeedConfig, data: VocDataset, rng_seed: int, runtime: Runtime
 ) -> tuple[CamNet, TrainStats]:
     method = methods.get(cfg.method)
+
+    def build() -> CamNet:
+        model = CamNet(cfg.backbone, len(data.class_names))
+        method.check(cfg.params, model)  # e.g. a mixing layer the backbone does not have
+        return model
+
     return train_model(
-        lambda: CamNet(cfg.backbone, len(data.class_names)),
+        build,
         ClassificationSet(data, data.train_ids, TrainTransform(cfg.train)),
-        lambda m, batch: method.loss(m, *batch),
+        lambda m, batch: method.loss(m, *batch, cfg.params),
         cfg.train,
         runtime,
         rng_seed,

@@ -1,0 +1,100 @@
+"""The seed-method contract, run over every method in wsss/methods (the optuna/timm pattern): a new
+method gets these tests without writing any."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import tiny_config
+from tuner.spaces import check_files
+from wsss.config import load_config
+from wsss.configio import to_mapping
+from wsss.data.torchsets import ClassificationSet, train_loader
+from wsss.data.transforms import TrainTransform
+from wsss.loop import fit
+from wsss.methods import SeedMethod, get, list_methods
+from wsss.models.cam import CamNet
+from wsss.pipeline import prepare_dataset, run_pipeline
+from wsss.runtime import Runtime, seeded
+from wsss.store import StageStore
+
+SPACES = Path(__file__).resolve().parents[3] / "search_spaces"
+CPU = Runtime(torch.device("cpu"), progress=False)
+METHODS = list_methods()
+
+
+def test_the_mixing_methods_are_there() -> None:
+    assert {"cam", "mixup", "fmix", "manifold_mixup"} <= set(METHODS)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_config_loads_from_yaml(name: str, tmp_path: Path) -> None:
+    method = get(name)
+    assert isinstance(method, SeedMethod) and method.name == name and method.description
+    defaults = to_mapping(method.Config())
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"seed": {"method": name, "params": defaults}}))
+    cfg = load_config(path)
+    assert isinstance(cfg.seed.params, method.Config) and to_mapping(cfg.seed.params) == defaults
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_loss_is_finite_with_gradients_and_one_step_trains(
+    name: str, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_config(f"seed.method={name}")
+    method = get(name)
+    data = prepare_dataset(cfg, tiny_data_dir, tmp_path)
+    with seeded(0, CPU.device):
+        model = CamNet(cfg.seed.backbone, len(data.class_names))
+        method.check(cfg.seed.params, model)
+        images = torch.randn(4, 3, 48, 48)
+        labels = torch.tensor([[1.0, 0, 0], [0, 1, 1], [0, 0, 1], [1, 1, 0]])
+        loss, parts = method.loss(model, images, labels, cfg.seed.params)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert all(isinstance(v, float) for v in parts.values())
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+    train = cfg.seed.train
+    loader = train_loader(ClassificationSet(data, data.train_ids, TrainTransform(train)), 4, 0, 0, False)
+    one_epoch = type(train)(
+        **{
+            **to_mapping(train),
+            "epochs": 1,
+            "resize_long": tuple(train.resize_long),
+            "lr_mults": tuple(train.lr_mults),
+            "color_jitter": tuple(train.color_jitter),
+        }
+    )
+    before = [p.detach().clone() for p in model.parameters()]
+    stats = fit(model, lambda m, b: method.loss(m, *b, cfg.seed.params), loader, one_epoch, CPU, "seed")
+    assert stats.steps == len(loader) and all(map(lambda x: x == x, stats.epoch_losses))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_search_space_exists_and_passes_the_check(name: str) -> None:
+    path = SPACES / f"{name}.yaml"
+    assert path.is_file(), f"every method needs search_spaces/{name}.yaml"
+    assert yaml.safe_load(path.read_text())["method"] == name
+    assert check_files([path]) == []
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_tiny_pipeline_run_completes(name: str, tiny_data_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(f"seed.method={name}")
+    result = run_pipeline(
+        cfg, prepare_dataset(cfg, tiny_data_dir, tmp_path), StageStore(tmp_path / "s", tmp_path / "c")
+    )
+    summary = result.summary()
+    assert all(0.0 <= summary[k] <= 1.0 for k in ("cam_miou_best", "pseudo_miou", "val_miou"))
+    manifest = json.loads((tmp_path / "s" / "seed" / result.stages["seed"].key / "manifest.json").read_text())
+    assert manifest["config"]["method"] == name
