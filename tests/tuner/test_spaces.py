@@ -192,3 +192,22 @@ def test_data_settings_may_be_fixed_but_not_searched(tmp_path: Path) -> None:
     assert any(
         "runtime.workers: not searchable" in p for p in _problems(tmp_path, {"fixed": {"runtime.workers": 2}})
     )
+
+
+def test_all_method_spaces_search_together() -> None:
+    """cam, mixup, fmix and manifold_mixup in one search: the method is a choice with its own knobs."""
+    files = [REPO_SPACES / f"{m}.yaml" for m in ("cam", "mixup", "fmix", "manifold_mixup")]
+    search = load_search(files)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    methods = set()
+    for _ in range(40):
+        trial = study.ask()
+        constants = search.define(trial)
+        overrides = search.overrides({**trial.params, **constants})
+        dotted = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in overrides.items()]
+        cfg = wsss.load_config(None, dotted)
+        methods.add(cfg.seed.method)
+        if cfg.seed.method == "manifold_mixup":
+            assert isinstance(cfg.seed.params.layers, tuple)
+        study.tell(trial, 0.5)
+    assert methods == {"cam", "mixup", "fmix", "manifold_mixup"}
