@@ -23,7 +23,7 @@ from ray import tune
 
 import wsss
 from tuner.locks import ActorLock
-from tuner.spaces import CHOICE, load_search
+from tuner.spaces import CHOICE, SearchSpace, load_search
 from tuner.tracking import (
     PARENT_TAG,
     ROLE,
@@ -57,9 +57,9 @@ class TrialSettings:
     lock_actor: str | None  # lease actor for stores without file locks (object stores)
 
 
-def trial_config(settings: TrialSettings, config: dict[str, Any]) -> tuple[str, Any]:
+def trial_config(search: SearchSpace, settings: TrialSettings, config: dict[str, Any]) -> tuple[str, Any]:
     """(space name, resolved wsss config) for a Tune config; torch threads follow the trial's CPUs."""
-    overrides = load_search(settings.space_files).overrides(config)
+    overrides = search.overrides(config)
     overrides |= {"runtime.threads": settings.threads, "runtime.progress": False}
     return config[CHOICE], wsss.load_config(None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
 
@@ -118,8 +118,8 @@ class _TrialLog:
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     """The Tune trainable (bound to `settings` with tune.with_parameters)."""
     context = tune.get_context()
-    space, cfg = trial_config(settings, config)
     search = load_search(settings.space_files)
+    space, cfg = trial_config(search, settings, config)
     client = MlflowClient()  # MLFLOW_TRACKING_URI comes from the Ray runtime environment
     tags = {
         PARENT_TAG: settings.parent_run_id,
