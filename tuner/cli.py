@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("spaces", nargs="+", type=Path, help="method space files, e.g. search_spaces/cam.yaml")
     s.add_argument("--samples", type=int, required=True, help="number of trials")
     s.add_argument("--experiment", required=True, help="MLflow experiment name")
+    s.add_argument("--config", help="base config the spaces override: a YAML file or a preset (e.g. voc12)")
     s.add_argument(
         "--data", help="VOC-layout dataset folder, the same path on every node (default: synthetic)"
     )
@@ -159,6 +160,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         seed=args.seed,
         reduction_factor=args.reduction_factor,
+        config=args.config,
     )
     run_search(options)
     uri = resolve_tracking_uri(args.tracking_uri, local_workdir(args.storage))

@@ -63,6 +63,7 @@ class SearchOptions:
     tracking_uri: str | None = None
     seed: int = 0
     reduction_factor: int = 2
+    config: str | None = None  # base config (preset name or YAML file) that the spaces override
     cache_dir: str | None = None  # node-local cache for trials (None: ~/.cache/wsss on each node)
 
     def validate(self) -> None:
@@ -81,6 +82,13 @@ class SearchOptions:
 
 def _absolute(location: str) -> str:
     return location if "://" in location else str(Path(location).absolute())
+
+
+def _base_config(config: str | None) -> str | None:
+    """A preset name as it is, a YAML path made absolute (trials run in their own folders)."""
+    if config is None or config in wsss.preset_names():
+        return config
+    return str(Path(config).absolute())
 
 
 def local_workdir(storage: str) -> Path:
@@ -141,6 +149,7 @@ def _settings(
         parent_run_id=parent_run_id,
         threads=max(1, int(options.cpus_per_trial)),
         lock_actor=lock_actor,
+        base_config=_base_config(options.config),
     )
 
 
@@ -165,6 +174,7 @@ def _start_parent(
         "gpus_per_trial": options.gpus_per_trial,
         "code_version": code_version(),
         "data": options.data or "synthetic",
+        "base_config": options.config or "defaults",
     }
     log_params(client, run.info.run_id, params)
     log_files(client, run.info.run_id, sorted({f for s in space.spaces for f in s.files}), "spaces")
@@ -263,12 +273,14 @@ def _prepare_data(space: SearchSpace, options: SearchOptions) -> None:
     cache = Path(options.cache_dir) if options.cache_dir else wsss.default_cache_dir()
     for method_space in space.spaces:
         data_keys = [f"{k}={json.dumps(v)}" for k, v in method_space.fixed.items() if k.startswith("data.")]
-        wsss.prepare_dataset(wsss.load_config(None, data_keys), options.data, cache)
+        wsss.prepare_dataset(wsss.load_config(_base_config(options.config), data_keys), options.data, cache)
 
 
 def run_search(options: SearchOptions) -> str:
     """Run a new search; returns the parent run id. Space and option mistakes fail before Ray starts."""
     options.validate()
+    if options.config is not None:
+        wsss.load_config(options.config)  # a bad base config fails here, naming its file and key
     space = load_search(options.space_files)
     _prepare_data(space, options)
     uri = resolve_tracking_uri(options.tracking_uri, local_workdir(options.storage))

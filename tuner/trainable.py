@@ -55,13 +55,15 @@ class TrialSettings:
     parent_run_id: str
     threads: int
     lock_actor: str | None  # lease actor for stores without file locks (object stores)
+    base_config: str | None = None  # a preset name or an absolute YAML path the spaces override
 
 
 def trial_config(search: SearchSpace, settings: TrialSettings, config: dict[str, Any]) -> tuple[str, Any]:
     """(space name, resolved wsss config) for a Tune config; torch threads follow the trial's CPUs."""
     overrides = search.overrides(config)
     overrides |= {"runtime.threads": settings.threads, "runtime.progress": False}
-    return config[CHOICE], wsss.load_config(None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    dotted = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    return config[CHOICE], wsss.load_config(settings.base_config, dotted)
 
 
 def stage_objective(stage: str, so_far: dict[str, float], metric: str) -> float:

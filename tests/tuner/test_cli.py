@@ -54,3 +54,29 @@ def test_reading_commands_do_not_create_databases(tmp_path: Path) -> None:
         result.returncode == 2 and "no MLflow database" in result.stderr and "Traceback" not in result.stderr
     )
     assert not (tmp_path / "none").exists()
+
+
+def test_bad_base_config_fails_before_ray_starts(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("seed:\n  train:\n    lrr: 0.1\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tuner.cli",
+            "search",
+            str(REPO_SPACES / "cam.yaml"),
+            "--samples",
+            "1",
+            "--experiment",
+            "x",
+            "--config",
+            str(tmp_path / "base.yaml"),
+            "--storage",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "base.yaml: seed.train.lrr: unknown key; did you mean 'seed.train.lr'?" in result.stderr

@@ -171,8 +171,13 @@ def test_export_then_wsss_run_reproduces_the_trial(
 def test_a_crashing_trial_ends_failed_and_the_search_goes_on(
     mlflow_server: str, tiny_data_dir: Path, tmp_path: Path
 ) -> None:
-    """A trial whose training diverges raises; its run ends FAILED with the reason, the search finishes."""
-    space = write_space(tmp_path, "diverge", params={"seed.train.lr": {"categorical": [1.0e12]}})
+    """A trial whose training diverges raises; its run ends FAILED with the reason, the search finishes.
+
+    The diverging learning rate comes from the base config (--config), which the space overrides.
+    """
+    space = write_space(tmp_path, "diverge", params={"refine.beta": {"float": [4.0, 16.0]}})
+    base = tmp_path / "base.yaml"
+    base.write_text("seed:\n  train:\n    lr: 1.0e12\n")
     options = SearchOptions(
         space_files=(str(space),),
         samples=1,
@@ -181,6 +186,7 @@ def test_a_crashing_trial_ends_failed_and_the_search_goes_on(
         storage=str(tmp_path / "storage"),
         tracking_uri=mlflow_server,
         cache_dir=str(tmp_path / "cache"),
+        config=str(base),
     )
     parent = run_search(options)
     client = MlflowClient(mlflow_server)
