@@ -64,7 +64,7 @@ def leaderboard(
     client: MlflowClient, experiment: str, top: int | None = None, by: str | None = None
 ) -> list[dict[str, Any]]:
     """Finished trials ranked by their objective (within each method with by='method'), then the
-    pruned and failed ones; runs superseded by a resumed trial are left out."""
+    pruned and failed ones, furthest stage first; runs superseded by a resumed trial are left out."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise wsss.ConfigError(
@@ -74,17 +74,32 @@ def leaderboard(
         [found.experiment_id], filter_string=f"tags.`{ROLE}` = 'trial'", max_results=50000
     )
     rows = [_row(r) for r in runs if r.data.tags.get("wsss.superseded") != "true"]
+    return rank_rows(rows, top, by)
+
+
+# Stage metrics in pipeline order: how far an unfinished trial got, and how well it did there.
+_STAGE_METRICS = ("cam_miou_best", "pseudo_miou")
+
+
+def _order(row: dict[str, Any], by: str | None) -> tuple[Any, ...]:
+    group = row["method"] if by else ""
+    if row["objective"] is not None:
+        sign = -1.0 if row["_mode"] == "max" else 1.0
+        return (group, 0, 0, sign * row["objective"], row["_start"])
+    # Pruned and failed trials: the ones that got further first, then the better at their last
+    # stage (stage metrics are mIoUs, higher is better whatever the search's mode).
+    reached = [row[m] for m in _STAGE_METRICS if row.get(m) is not None]
+    return (group, 1, -len(reached), -(reached[-1] if reached else 0.0), row["_start"])
+
+
+def rank_rows(
+    rows: list[dict[str, Any]], top: int | None = None, by: str | None = None
+) -> list[dict[str, Any]]:
+    """Rank leaderboard rows: finished by objective, then unfinished by progress and last stage metric."""
     if by not in (None, "method"):
         raise wsss.ConfigError(f"--by {by}: only 'method' is supported")
-
-    def order(row: dict[str, Any]) -> tuple[Any, ...]:
-        finished = row["objective"] is not None
-        sign = -1.0 if row["_mode"] == "max" else 1.0
-        return (row["method"] if by else "", not finished, sign * (row["objective"] or 0.0), row["_start"])
-
-    rows.sort(key=order)
     ranked, counters = [], {}
-    for row in rows:
+    for row in sorted(rows, key=lambda r: _order(r, by)):
         group = row["method"] if by else ""
         counters[group] = counters.get(group, 0) + 1
         if top is None or counters[group] <= top:
