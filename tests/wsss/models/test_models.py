@@ -31,6 +31,37 @@ def test_cam_net_shapes_and_logits_are_pooled_maps(stride: int) -> None:
     assert model.classifier.bias is None
 
 
+def test_manifold_hook_mixes_once_at_the_chosen_stage_and_finishes_the_pass() -> None:
+    model = CamNet(TINY, num_classes=3).eval()
+    x = torch.randn(2, 3, 64, 64)
+    logits, maps = model.logits_and_cams(x)
+    stages = model.stage_names
+    assert stages is not None and len(stages) == 5
+    seen: list[tuple[int, ...]] = []
+
+    def record(h: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(h.shape))
+        return h
+
+    with torch.no_grad():
+        for stage in range(len(stages) + 1):
+            mixed_logits, mixed_maps = model.logits_and_cams_mixed(x, stage, record)
+            assert torch.allclose(mixed_logits, logits, atol=1e-5)  # identity mix = plain pass
+            assert torch.allclose(mixed_maps, maps, atol=1e-5)
+        assert len(seen) == len(stages) + 1 and seen[0] == (2, 3, 64, 64)
+        assert len({shape[1] for shape in seen[1:]}) > 1  # hidden states, not the input again
+
+        # Stage 0 mixes the images; a deeper stage mixes features, which a nonlinear net tells apart.
+        def half(h: torch.Tensor) -> torch.Tensor:
+            return 0.5 * h + 0.5 * h.flip(0)
+
+        at_input = model.logits_and_cams_mixed(x, 0, half)[0]
+        assert torch.allclose(at_input, model.logits_and_cams(half(x))[0], atol=1e-5)
+        assert not torch.allclose(model.logits_and_cams_mixed(x, 3, half)[0], at_input, atol=1e-4)
+    with pytest.raises(ValueError, match="stage 6 is not a stage"):
+        model.logits_and_cams_mixed(x, 6, record)
+
+
 def test_frozen_bn_has_no_trainable_norms_and_eval_reaches_every_module() -> None:
     model = CamNet(BackboneConfig(name="test_resnet", frozen_bn=True), num_classes=3)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
