@@ -182,9 +182,8 @@ def _start_parent(
 
 
 def _searcher(space: SearchSpace, options: SearchOptions, study_name: str) -> StageAwareOptunaSearch:
-    sampler = optuna.samplers.TPESampler(
-        seed=options.seed, multivariate=True, warn_independent_sampling=False
-    )
+    # Optuna 5 no longer warns about independent sampling by default (the flag is deprecated).
+    sampler = optuna.samplers.TPESampler(seed=options.seed, multivariate=True)
     # With a define-by-run space Tune does not pass metric/mode on to the searcher: it needs its own.
     return StageAwareOptunaSearch(
         space=space.define,
