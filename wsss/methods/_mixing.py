@@ -13,7 +13,10 @@ from wsss.errors import ConfigError
 LAMBDA_ENT, LAMBDA_CON = 0.02, 2e-4
 
 
-def check_weights(lambda_ent: float, lambda_con: float, path: str) -> None:
+def check_mixing(alpha: float, lambda_ent: float, lambda_con: float, path: str) -> None:
+    """The knobs every mixing method has: the Beta parameter and the two regulariser weights."""
+    if alpha <= 0:
+        raise ConfigError(f"{path}.alpha: must be > 0, got {alpha}")
     if lambda_ent < 0:
         raise ConfigError(f"{path}.lambda_ent: must be >= 0, got {lambda_ent}")
     if lambda_con < 0:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from wsss.errors import ConfigError
-from wsss.methods._mixing import LAMBDA_CON, LAMBDA_ENT, check_weights, mixing_loss
+from wsss.methods._mixing import LAMBDA_CON, LAMBDA_ENT, check_mixing, mixing_loss
 from wsss.methods.base import SeedMethod
 from wsss.models.cam import CamNet
 
@@ -25,13 +25,11 @@ class FMixConfig:
     lambda_con: float = LAMBDA_CON
 
     def validate(self, path: str) -> None:
-        if self.alpha <= 0:
-            raise ConfigError(f"{path}.alpha: must be > 0, got {self.alpha}")
+        check_mixing(self.alpha, self.lambda_ent, self.lambda_con, path)
         if self.decay_power <= 0:
             raise ConfigError(f"{path}.decay_power: must be > 0, got {self.decay_power}")
         if not 0 <= self.max_soft <= 0.5:
             raise ConfigError(f"{path}.max_soft: must be within [0, 0.5], got {self.max_soft}")
-        check_weights(self.lambda_ent, self.lambda_con, path)
 
 
 def low_frequency_noise(rng: np.random.Generator, shape: tuple[int, int], decay_power: float) -> np.ndarray:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from wsss.errors import ConfigError
-from wsss.methods._mixing import LAMBDA_CON, LAMBDA_ENT, beta, check_weights, mixing_loss
+from wsss.methods._mixing import LAMBDA_CON, LAMBDA_ENT, beta, check_mixing, mixing_loss
 from wsss.methods.base import SeedMethod
 from wsss.models.cam import CamNet
 
@@ -22,11 +22,9 @@ class ManifoldMixupConfig:
     lambda_con: float = LAMBDA_CON
 
     def validate(self, path: str) -> None:
-        if self.alpha <= 0:
-            raise ConfigError(f"{path}.alpha: must be > 0, got {self.alpha}")
+        check_mixing(self.alpha, self.lambda_ent, self.lambda_con, path)
         if not self.layers or min(self.layers) < 0 or len(set(self.layers)) != len(self.layers):
             raise ConfigError(f"{path}.layers: need distinct stage numbers >= 0, got {list(self.layers)}")
-        check_weights(self.lambda_ent, self.lambda_con, path)
 
 
 class ManifoldMixup(SeedMethod):
