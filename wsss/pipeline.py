@@ -93,9 +93,10 @@ def default_cache_dir() -> Path:
 def prepare_dataset(
     cfg: PipelineConfig, data_dir: str | os.PathLike[str] | None, cache_dir: Path
 ) -> VocDataset:
-    """The dataset at `data_dir`, or the embedded synthetic benchmark (generated once into `cache_dir`)."""
+    """The dataset at `data_dir`, or the embedded synthetic benchmark (generated once into `cache_dir`),
+    checked before any stage spends compute on it (see wsss.data.validate)."""
     root = Path(data_dir) if data_dir is not None else ensure_cached(cfg.data.synthetic, cache_dir / "data")
-    return open_dataset(root, cfg.data, cache_dir)
+    return open_dataset(root, cfg.data, cache_dir, workers=cfg.runtime.threads or os.cpu_count() or 1)
 
 
 Lock = Callable[[str, str], AbstractContextManager[None]]

@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,18 +16,44 @@ import pyarrow.parquet as pq
 
 from wsss.config import DataConfig
 from wsss.data.classes import IGNORE_INDEX, read_mask
+from wsss.data.safe_npy import UnsafeFileError, load_npy
 from wsss.errors import DataError
 
 log = logging.getLogger(__name__)
 
 
+def _label_vector(path: Path, image_id: str, value: object, num_objects: int) -> np.ndarray:
+    """One image's entry as a float32 vector; anything but a flat list or array of numbers is refused."""
+    if isinstance(value, np.ndarray):
+        ok = value.dtype.kind in "biuf"
+    else:
+        ok = isinstance(value, list | tuple) and all(
+            isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, str) for v in value
+        )
+    if not ok:
+        kind = type(value).__name__
+        raise DataError(f"{path}: labels of {image_id!r} are not a vector of numbers ({kind})")
+    vec = np.asarray(value, dtype=np.float32).reshape(-1)
+    if vec.shape[0] != num_objects:
+        raise DataError(
+            f"{path}: labels of {image_id!r} have {vec.shape[0]} entries, expected {num_objects} classes"
+        )
+    return vec
+
+
 def _labels_from_file(path: Path, ids: tuple[str, ...], num_objects: int) -> dict[str, np.ndarray]:
+    """psa/irn `cls_labels.npy`, read without unpickling anything but NumPy arrays (see safe_npy)."""
     try:
-        table = np.load(path, allow_pickle=True).item()
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        table = load_npy(path)
+    except UnsafeFileError as exc:
         raise DataError(f"{path}: unreadable label file ({exc})") from None
+    except Exception as exc:  # untrusted bytes: any failure to parse them is the file's problem
+        raise DataError(f"{path}: unreadable label file ({type(exc).__name__}: {exc})") from None
     if not isinstance(table, dict):
-        raise DataError(f"{path}: expected a pickled dict {{image id: multi-hot vector}}")
+        raise DataError(f"{path}: expected a dict {{image id: multi-hot vector}} saved with np.save")
+    bad_key = next((k for k in table if not isinstance(k, str | int | np.integer)), None)
+    if bad_key is not None:
+        raise DataError(f"{path}: keys must be image ids (str or int), found {type(bad_key).__name__}")
     int_keys = bool(table) and isinstance(next(iter(table)), int | np.integer)
     out = {}
     for image_id in ids:
@@ -38,11 +63,7 @@ def _labels_from_file(path: Path, ids: tuple[str, ...], num_objects: int) -> dic
         )
         if key not in table:
             raise DataError(f"{path}: no labels for image id {image_id!r}")
-        vec = np.asarray(table[key], dtype=np.float32).reshape(-1)
-        if vec.shape[0] != num_objects:
-            raise DataError(
-                f"{path}: labels of {image_id!r} have {vec.shape[0]} entries, expected {num_objects} classes"
-            )
+        vec = _label_vector(path, image_id, table[key], num_objects)
         out[image_id] = (vec > 0.5).astype(np.float32)
     return out
 
@@ -57,17 +78,27 @@ def _labels_from_masks(masks: dict[str, tuple[Path, int]], num_classes: int) -> 
     return out
 
 
-def _cached_labels(
-    cache_file: Path | None, compute: Callable[[], dict[str, np.ndarray]], num_objects: int
-) -> dict[str, np.ndarray]:
-    if cache_file is not None and cache_file.exists():
+def _read_cache(cache_file: Path, num_objects: int) -> dict[str, np.ndarray] | None:
+    try:
         table = pq.read_table(cache_file).to_pydict()
         out = {}
         for image_id, present in zip(table["id"], table["classes"], strict=True):
             vec = np.zeros(num_objects, dtype=np.float32)
             vec[present] = 1.0
             out[image_id] = vec
-        return out
+    except (OSError, KeyError, ValueError, IndexError, TypeError, pa.ArrowException) as exc:
+        log.warning("ignoring unreadable label cache %s (%s); reading the labels again", cache_file, exc)
+        return None
+    return out
+
+
+def _cached_labels(
+    cache_file: Path | None, compute: Callable[[], dict[str, np.ndarray]], num_objects: int
+) -> dict[str, np.ndarray]:
+    if cache_file is not None and cache_file.exists():
+        cached = _read_cache(cache_file, num_objects)
+        if cached is not None:
+            return cached
     labels = compute()
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -83,20 +114,30 @@ def _cached_labels(
     return labels
 
 
+# Bumped whenever what a cached label table means changes.
+_CACHE_VERSION = 2
+
+
 def load_labels(
-    root: Path, cfg: DataConfig, masks: dict[str, tuple[Path, int]], num_classes: int, cache_dir: Path | None
+    root: Path,
+    cfg: DataConfig,
+    masks: dict[str, tuple[Path, int]],
+    class_names: tuple[str, ...],
+    cache_dir: Path | None,
 ) -> dict[str, np.ndarray]:
     """Multi-hot labels of the ids in `masks` ({id: (mask path, size)}), from the label file or the masks.
 
-    Cached as Parquet under `cache_dir`, keyed on the source's sizes and modification times.
+    Cached as Parquet under `cache_dir`, keyed on everything that defines them: the source's sizes and
+    modification times, the ids and the class names (a changed class list is a different label space).
     """
     ids = tuple(masks)
+    num_classes = len(class_names) + 1
     label_file = root / cfg.cls_labels
     use_file = cfg.labels == "file" or (cfg.labels == "auto" and label_file.is_file())
     if cfg.labels == "file" and not label_file.is_file():
         raise DataError(f"{label_file}: label file not found (data.labels = 'file')")
     source = label_file if use_file else root / cfg.mask_dir
-    stamp: list[object] = [str(root.absolute()), str(source), list(ids)]
+    stamp: list[object] = [_CACHE_VERSION, str(root.absolute()), str(source), list(ids), list(class_names)]
     if use_file:
         stamp += [label_file.stat().st_size, label_file.stat().st_mtime_ns]
     else:

@@ -24,6 +24,7 @@ from PIL import Image
 from wsss.config import DataConfig
 from wsss.data.classes import read_class_names, read_mask
 from wsss.data.labels import load_labels
+from wsss.data.validate import validate_dataset
 from wsss.errors import DataError
 
 IMAGE_DIR = "JPEGImages"
@@ -32,11 +33,13 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 @dataclass(frozen=True)
-class _Entry:
+class Entry:
     image: Path
     mask: Path
     image_bytes: int
     mask_bytes: int
+    image_mtime_ns: int
+    mask_mtime_ns: int
 
 
 class VocDataset:
@@ -48,7 +51,7 @@ class VocDataset:
         class_names: tuple[str, ...],
         cfg: DataConfig,
         splits: dict[str, tuple[str, ...]],
-        entries: dict[str, _Entry],
+        entries: dict[str, Entry],
         labels: dict[str, np.ndarray],
     ) -> None:
         self.root = root
@@ -76,6 +79,9 @@ class VocDataset:
         if split not in self._splits:
             raise DataError(f"{self.root / SPLIT_DIR / (split + '.txt')}: split {split!r} was not loaded")
         return self._splits[split]
+
+    def entry(self, image_id: str) -> Entry:
+        return self._entries[image_id]
 
     def image_path(self, image_id: str) -> Path:
         return self._entries[image_id].image
@@ -150,17 +156,19 @@ def _read_split(root: Path, split: str, key: str) -> tuple[str, ...]:
     return tuple(ids)
 
 
-def _scan(folder: Path, suffixes: tuple[str, ...]) -> dict[str, tuple[Path, int]]:
-    found: dict[str, tuple[Path, int]] = {}
+def _scan(folder: Path, suffixes: tuple[str, ...]) -> dict[str, tuple[Path, int, int]]:
+    """{stem: (path, size, mtime_ns)} of the regular files with these suffixes."""
+    found: dict[str, tuple[Path, int, int]] = {}
     with os.scandir(folder) as it:
         for entry in it:
             stem, suffix = os.path.splitext(entry.name)
-            if suffix.lower() in suffixes and stem not in found:
-                found[stem] = (Path(entry.path), entry.stat().st_size)
+            if suffix.lower() in suffixes and stem not in found and entry.is_file():
+                stat = entry.stat()
+                found[stem] = (Path(entry.path), stat.st_size, stat.st_mtime_ns)
     return found
 
 
-def _entries(root: Path, mask_dir: str, splits: dict[str, tuple[str, ...]]) -> dict[str, _Entry]:
+def _entries(root: Path, mask_dir: str, splits: dict[str, tuple[str, ...]]) -> dict[str, Entry]:
     for folder in (root / IMAGE_DIR, root / mask_dir):
         if not folder.is_dir():
             raise DataError(
@@ -180,8 +188,9 @@ def _entries(root: Path, mask_dir: str, splits: dict[str, tuple[str, ...]]) -> d
                 raise DataError(
                     f"{root / mask_dir / (image_id + '.png')}: missing mask for id listed in {split_file}"
                 )
-            (image, image_bytes), (mask, mask_bytes) = images[image_id], masks[image_id]
-            entries[image_id] = _Entry(image, mask, image_bytes, mask_bytes)
+            image, image_bytes, image_mtime = images[image_id]
+            mask, mask_bytes, mask_mtime = masks[image_id]
+            entries[image_id] = Entry(image, mask, image_bytes, mask_bytes, image_mtime, mask_mtime)
     return entries
 
 
@@ -190,8 +199,10 @@ def open_dataset(
     cfg: DataConfig,
     cache_dir: Path | None = None,
     extra_splits: tuple[str, ...] = (),
+    workers: int = 1,
 ) -> VocDataset:
-    """Check the layout and load splits and labels; raise DataError naming the first problem found.
+    """Check the layout, load splits and labels, and check every listed image and mask (on `workers`
+    threads, cached under `cache_dir`); raise DataError naming the first problem found.
 
     The train and val splits of `cfg` are always loaded; `extra_splits` adds others (for evaluation).
     """
@@ -207,5 +218,7 @@ def open_dataset(
         splits.setdefault(split, _read_split(root, split, "--split"))
     entries = _entries(root, cfg.mask_dir, splits)
     masks = {i: (entries[i].mask, entries[i].mask_bytes) for i in splits[cfg.train_split]}
-    labels = load_labels(root, cfg, masks, len(class_names) + 1, cache_dir)
-    return VocDataset(root, class_names, cfg, splits, entries, labels)
+    labels = load_labels(root, cfg, masks, class_names, cache_dir)
+    dataset = VocDataset(root, class_names, cfg, splits, entries, labels)
+    validate_dataset(dataset, splits, cache_dir, workers)
+    return dataset

@@ -188,3 +188,18 @@ def test_palette_png_mask_round_trip(tmp_path: Path) -> None:
     write_mask(tmp_path / "m.png", mask)
     image = Image.open(tmp_path / "m.png")
     assert image.mode == "P" and np.array_equal(np.asarray(image), mask)
+
+
+def test_label_cache_follows_the_class_names(data_copy: Path, tmp_path: Path) -> None:
+    """A changed class_names.txt is another label space: the cached labels are not reused."""
+    cache = tmp_path / "cache"
+    for labels in ("file", "masks"):
+        assert open_dataset(data_copy, DataConfig(labels=labels), cache).num_classes == 4
+    names = data_copy / "class_names.txt"
+    names.write_text("ant\nbee\ncat\ndog\n")  # extended: a class with no images yet
+    extended = open_dataset(data_copy, DataConfig(labels="masks"), cache)
+    assert extended.labels(extended.train_ids[0]).shape == (4,)
+    assert "have 3 entries, expected 4 classes" in _error(data_copy, tmp_path, DataConfig(labels="file"))
+    names.write_text("ant\nbee\n")  # shrunk: masks now hold ids that are no class
+    message = _error(data_copy, tmp_path, DataConfig(labels="masks"))
+    assert "outside the classes 0..2 and 255" in message
