@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import safetensors.torch
 import timm
 import torch
 from timm.layers import freeze_batch_norm_2d
@@ -14,6 +15,36 @@ from wsss.config import BackboneConfig
 from wsss.errors import ConfigError, WsssError
 
 log = logging.getLogger(__name__)
+
+
+def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a local `.safetensors` or torch checkpoint, never unpickling anything but
+    tensors (torch.load with weights_only=True); any other content is a ConfigError naming the file.
+
+    Training checkpoints that wrap the weights (`{"state_dict": ...}`, `{"model": ...}`) are unwrapped.
+    """
+    where = f"backbone.weights: {path}"
+    if not path.is_file():
+        raise ConfigError(f"{where}: no such checkpoint file")
+    try:
+        if path.suffix == ".safetensors":
+            checkpoint: object = safetensors.torch.load_file(str(path), device="cpu")
+        else:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # untrusted bytes: any failure to parse them is the file's problem
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{where}: not a loadable weights-only checkpoint ({reason[:300]})") from None
+    for wrapper in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
+            checkpoint = checkpoint[wrapper]
+            break
+    if (
+        not isinstance(checkpoint, dict)
+        or not checkpoint
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in checkpoint.items())
+    ):
+        raise ConfigError(f"{where}: not a state dict (a mapping of parameter names to tensors)")
+    return checkpoint
 
 
 def create_backbone(cfg: BackboneConfig) -> nn.Module:
@@ -26,9 +57,7 @@ def create_backbone(cfg: BackboneConfig) -> nn.Module:
         raise ConfigError(f"backbone.name: unknown timm model {cfg.name!r}")
     overlay = {}
     if cfg.weights:
-        if not Path(cfg.weights).is_file():
-            raise ConfigError(f"backbone.weights: {cfg.weights}: no such checkpoint file")
-        overlay = {"pretrained_cfg_overlay": {"file": str(cfg.weights)}}
+        overlay = {"pretrained_cfg_overlay": {"state_dict": load_checkpoint(Path(cfg.weights))}}
     try:
         model = timm.create_model(
             cfg.name,
@@ -37,7 +66,12 @@ def create_backbone(cfg: BackboneConfig) -> nn.Module:
             output_stride=cfg.output_stride,
             **overlay,
         )
-    except (RuntimeError, TypeError, ValueError, AssertionError) as exc:
+    except (RuntimeError, TypeError, ValueError, AssertionError, KeyError) as exc:
+        if cfg.weights and "features" not in str(exc):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"backbone.weights: {cfg.weights}: its tensors do not fit {cfg.name!r} ({first[:300]})"
+            ) from None
         if cfg.pretrained and "features" not in str(exc):
             raise WsssError(
                 f"backbone.pretrained: could not load ImageNet weights for {cfg.name!r} ({exc}); without hub "

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import timm
 import torch
 from torch import nn
@@ -114,6 +115,48 @@ def test_pretrained_weights_from_a_local_file(tmp_path: Path) -> None:
         create_backbone(
             BackboneConfig(name="test_resnet", pretrained=True, weights=str(tmp_path / "missing.pth"))
         )
+
+
+class _RunsAShellCommand:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def _local_weights(path: Path) -> BackboneConfig:
+    return BackboneConfig(name="test_resnet", pretrained=True, weights=str(path))
+
+
+def test_weights_files_that_are_not_checkpoints(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    torch.save({"conv1.weight": _RunsAShellCommand(marker)}, tmp_path / "evil.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"\x80\x04 not really a checkpoint")
+    (tmp_path / "text.pth").write_text("weights")
+    torch.save({"epoch": 3}, tmp_path / "no_tensors.pth")
+    other = timm.create_model("resnet18", pretrained=False)
+    torch.save(other.state_dict(), tmp_path / "resnet18.pth")
+    cases = {
+        "evil.pth": "not a loadable weights-only checkpoint",
+        "garbage.pth": "not a loadable weights-only checkpoint",
+        "text.pth": "not a loadable weights-only checkpoint",
+        "no_tensors.pth": "not a state dict",
+        "resnet18.pth": "its tensors do not fit 'test_resnet'",
+    }
+    for name, message in cases.items():
+        with pytest.raises(ConfigError, match=rf"backbone\.weights: .*{name}: {message}"):
+            create_backbone(_local_weights(tmp_path / name))
+    assert not marker.exists()
+
+
+def test_wrapped_and_safetensors_checkpoints_load(tmp_path: Path) -> None:
+    source = timm.create_model("test_resnet", pretrained=False)
+    torch.save({"epoch": 3, "state_dict": source.state_dict()}, tmp_path / "train.pth")
+    safetensors.torch.save_file(source.state_dict(), str(tmp_path / "weights.safetensors"))
+    for name in ("train.pth", "weights.safetensors"):
+        loaded = create_backbone(_local_weights(tmp_path / name)).state_dict()
+        assert all(torch.equal(v, loaded[k]) for k, v in source.state_dict().items() if k in loaded)
 
 
 def test_pretrained_without_hub_access_says_what_to_do(tmp_path: Path) -> None:
