@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console as _Console
 from rich.table import Table
 
-from wsss.errors import WsssError, user_message
+from wsss.errors import ConfigError, WsssError, user_message
 
 
 def Console(stderr: bool = False) -> _Console:
@@ -89,6 +89,24 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_args(show)
 
     sub.add_parser("methods", help="list the seed (CAM) methods")
+
+    store = sub.add_parser("store", help="the stage store").add_subparsers(
+        dest="store_command", required=True
+    )
+    clean = store.add_parser(
+        "clean", help="remove what builds that did not finish left behind (never a published artifact)"
+    )
+    clean.add_argument(
+        "--workdir", type=Path, default=Path("wsss-work"), help="working folder (default: ./wsss-work)"
+    )
+    clean.add_argument("--store", help="stage store folder or URI (default: WORKDIR/store)")
+    clean.add_argument(
+        "--older-than-hours",
+        type=float,
+        default=48.0,
+        help="on object stores, also remove unpublished attempts started this long ago (default 48)",
+    )
+    clean.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     return parser
 
 
@@ -181,6 +199,19 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_store_clean(args: argparse.Namespace) -> int:
+    from wsss.store import StageStore
+
+    if args.older_than_hours < 0:
+        raise ConfigError(f"--older-than-hours: must be >= 0, got {args.older_than_hours}")
+    store = StageStore(args.store or args.workdir / "store", cache_dir=args.workdir / "cache")
+    removed = store.clean(args.older_than_hours * 3600, dry_run=args.dry_run)
+    for path in removed:
+        print(("would remove " if args.dry_run else "removed ") + path)
+    print(f"{len(removed)} leftover(s) of unfinished builds in {store.location}")
+    return 0
+
+
 def _cmd_methods() -> int:
     from wsss.methods import get, list_methods
 
@@ -208,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_eval(args, cache_dir)
         if args.command == "config":
             return _cmd_config_show(args)
+        if args.command == "store":
+            return _cmd_store_clean(args)
         return _cmd_methods()
     except WsssError as exc:
         print(f"wsss: error: {user_message(exc)}", file=sys.stderr)

@@ -105,6 +105,7 @@ Lock = Callable[[str, str], AbstractContextManager[None]]
 def _stage(
     store: StageStore,
     lock: Lock,
+    exclusive: bool,
     name: str,
     key: str,
     meta: dict[str, Any],
@@ -118,7 +119,7 @@ def _stage(
             if artifact is None:
                 log.info("%s: computing (key %s)", name, key)
                 began = time.perf_counter()
-                with store.build(name, key) as build:
+                with store.build(name, key, exclusive=exclusive) as build:
                     metrics = compute(build.path)
                     build.meta |= {**meta, "metrics": metrics, "compute_seconds": time.perf_counter() - began}
                 artifact = build.artifact
@@ -149,9 +150,11 @@ def run_pipeline(
 ) -> PipelineResult:
     """Run (or reuse) every stage in order; `on_stage` is called as each one finishes.
 
-    `lock(stage, key)` guards each build so that concurrent runs compute a shared stage once; the
-    default is the store's own lock (a file lock on local stores).
+    `lock(stage, key)` guards each build so that concurrent runs compute a shared stage once; a lock
+    given here must be exclusive across every process that builds into the store (the tuner's lease
+    actor). The default is the store's own lock: a file lock on local stores, none on object stores.
     """
+    exclusive = lock is not None or store.is_local
     lock = lock or store.lock
     runtime = Runtime.from_config(cfg.runtime)
     outcomes: dict[str, StageOutcome] = {}
@@ -169,7 +172,7 @@ def run_pipeline(
                 "format_version": _VERSIONS[name],
             }
             compute = _computation(name, cfg, data, upstream, runtime)
-            outcome = _stage(store, lock, name, key, meta, compute)
+            outcome = _stage(store, lock, exclusive, name, key, meta, compute)
             outcomes[name] = upstream = outcome
             if on_stage is not None:
                 on_stage(outcome)

@@ -32,6 +32,7 @@ import pyarrow.fs as pafs
 
 from wsss.configio import to_mapping
 from wsss.errors import StoreError
+from wsss.store_debris import clean_store, new_attempt_name, remove_if_empty, remove_stale_attempts
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,11 @@ class StageStore:
         """The store's location as a URI another process or node can open."""
         return self.location if "://" in self.location or not self.is_local else Path(self.root).as_uri()
 
-    def _dir(self, stage: str, key: str) -> str:
+    def key_dir(self, stage: str, key: str) -> str:
         return f"{self.root}/{stage}/{key}"
 
-    def _read_manifest(self, stage: str, key: str) -> dict[str, Any] | None:
-        path = f"{self._dir(stage, key)}/{MANIFEST}"
+    def read_manifest(self, stage: str, key: str) -> dict[str, Any] | None:
+        path = f"{self.key_dir(stage, key)}/{MANIFEST}"
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             return None
         try:
@@ -131,10 +132,10 @@ class StageStore:
 
     def lookup(self, stage: str, key: str) -> Artifact | None:
         """The published artifact, available locally, or None (never a partial one)."""
-        manifest = self._read_manifest(stage, key)
+        manifest = self.read_manifest(stage, key)
         if manifest is None:
             return None
-        remote = f"{self._dir(stage, key)}/{manifest['attempt']}"
+        remote = f"{self.key_dir(stage, key)}/{manifest['attempt']}"
         if self.is_local:
             local = Path(remote)
             missing = [f for f in manifest.get("files", {}) if not (local / f).is_file()]
@@ -177,7 +178,7 @@ class StageStore:
         if not self.is_local:
             yield
             return
-        path = Path(f"{self._dir(stage, key)}.lock")
+        path = Path(f"{self.key_dir(stage, key)}.lock")
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -186,14 +187,24 @@ class StageStore:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    @property
+    def staging_dir(self) -> Path:
+        """Where this node builds artifacts of a remote store before uploading them."""
+        return self.cache_dir / "staging"
+
     @contextlib.contextmanager
-    def build(self, stage: str, key: str) -> Iterator[Build]:
-        """A fresh directory to build into; published when the block exits cleanly, removed otherwise."""
-        attempt = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    def build(self, stage: str, key: str, exclusive: bool = False) -> Iterator[Build]:
+        """A fresh directory to build into; published when the block exits cleanly, removed otherwise.
+
+        Attempts that killed builders left behind are removed first: every unpublished one when the
+        caller holds an exclusive lock on the key (`exclusive`), else those whose builder is known dead.
+        """
+        remove_stale_attempts(self, stage, key, exclusive)
+        attempt = new_attempt_name()
         if self.is_local:
-            path = Path(self._dir(stage, key)) / attempt
+            path = Path(self.key_dir(stage, key)) / attempt
         else:
-            path = self.cache_dir / "staging" / f"{stage}-{key}-{attempt}"
+            path = self.staging_dir / f"{stage}-{key}-{attempt}"
         path.mkdir(parents=True)
         build = Build(path)
         try:
@@ -201,7 +212,13 @@ class StageStore:
             build.artifact = self._publish(stage, key, attempt, build)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
+            if self.is_local:
+                remove_if_empty(Path(self.key_dir(stage, key)))
             raise
+
+    def clean(self, older_than: float = 48 * 3600, dry_run: bool = False) -> list[str]:
+        """Remove the debris of builds that did not finish (see wsss.store_debris.clean_store)."""
+        return clean_store(self, older_than, dry_run)
 
     def _publish(self, stage: str, key: str, attempt: str, build: Build) -> Artifact:
         existing = self.lookup(stage, key)
@@ -220,7 +237,7 @@ class StageStore:
         }
         local = build.path
         if not self.is_local:
-            remote = f"{self._dir(stage, key)}/{attempt}"
+            remote = f"{self.key_dir(stage, key)}/{attempt}"
             self.fs.create_dir(remote, recursive=True)  # implicit on object stores, needed elsewhere
             pafs.copy_files(
                 str(build.path),
@@ -231,7 +248,7 @@ class StageStore:
             local = self.cache_dir / "store" / stage / f"{key}-{attempt}"
             local.parent.mkdir(parents=True, exist_ok=True)
             os.replace(build.path, local)
-        final = f"{self._dir(stage, key)}/{MANIFEST}"
+        final = f"{self.key_dir(stage, key)}/{MANIFEST}"
         tmp = f"{final}.{attempt}.tmp"
         with self.fs.open_output_stream(tmp) as stream:
             stream.write(json.dumps(manifest, indent=1).encode())
