@@ -41,8 +41,9 @@ _EXPORTS = {
     "DataError": "wsss.errors",
     "StoreError": "wsss.errors",
     "user_message": "wsss.errors",
+    "SYNTHETIC_DATA": "wsss.provenance",
 }
-_RENAMES = {"generate_synthetic": "generate", "evaluate_masks": "run"}
+_RENAMES = {"generate_synthetic": "generate", "evaluate_masks": "run", "SYNTHETIC_DATA": "SYNTHETIC"}
 
 __all__ = sorted(_EXPORTS)
 

@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--json", action="store_true", help="print one JSON object with the metrics as the last line"
     )
+    run.add_argument(
+        "--allow-other-data",
+        action="store_true",
+        help="run an exported config on data other than the trial's (its fingerprint differs)",
+    )
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="write the synthetic benchmark in VOC layout")
@@ -136,8 +141,11 @@ def _cmd_run(args: argparse.Namespace, cache_dir: Path) -> int:
     cfg = load_config(args.config, overrides)  # config mistakes are reported before torch is imported
 
     from wsss import StageStore, prepare_dataset, run_pipeline
+    from wsss.provenance import check_same_data, data_location, recorded_data
 
-    data = prepare_dataset(cfg, args.data, cache_dir)
+    recorded = recorded_data(args.config) if args.config is not None else None
+    data = prepare_dataset(cfg, data_location(recorded, args.data), cache_dir)
+    check_same_data(recorded, data, args.allow_other_data)
     store = StageStore(args.store or args.workdir / "store", cache_dir=args.workdir / "cache")
     log.info(
         "data %s (%d train, %d val, %d classes); store %s",

@@ -273,7 +273,8 @@ def preset_names() -> list[str]:
     )
 
 
-def _read_yaml(source: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
+def _read_yaml(source: str | os.PathLike[str]) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """(label for messages, config mapping, provenance mapping or None) of a config file or preset."""
     path = Path(source)
     if path.is_file():
         label, text = str(path), path.read_text()
@@ -297,7 +298,13 @@ def _read_yaml(source: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
     provenance = data.pop(PROVENANCE_KEY, None)
     if provenance is not None and not isinstance(provenance, dict):
         raise ConfigError(f"{label}: {PROVENANCE_KEY} must be a mapping")
-    return label, data
+    return label, data, provenance
+
+
+def read_provenance(source: str | os.PathLike[str]) -> tuple[str, dict[str, Any] | None]:
+    """(label, provenance) of a config: where an exported config came from, None for other configs."""
+    label, _, provenance = _read_yaml(source)
+    return label, provenance
 
 
 def load_config(
@@ -308,7 +315,7 @@ def load_config(
     data: dict[str, Any] = {}
     label = "config"
     if source is not None:
-        label, data = _read_yaml(source)
+        label, data, _ = _read_yaml(source)
     if overrides:
         extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
         data = deep_merge(data, extra)
