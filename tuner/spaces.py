@@ -43,7 +43,12 @@ class SpaceError(wsss.WsssError):
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
-        self.problems = problems
+        self.problems = list(problems)
+
+    def __reduce__(self) -> tuple[type, tuple[list[str]]]:
+        # Ray pickles a trial's error to the driver; the default would rebuild it from the joined
+        # message, and iterating that string gives one character per "problem".
+        return type(self), (self.problems,)
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,21 @@ def _config_error(overrides: dict[str, Any], method: str | None) -> str | None:
     return None
 
 
+def _step_problem(kind: str, step: Any, bounds: list[float]) -> str | None:
+    """What is wrong with a range's `step` (absent is fine), e.g. 0, which Optuna cannot use."""
+    if step is None:
+        return None
+    if kind == "int" and (isinstance(step, bool) or not isinstance(step, int)):
+        return f"step must be a positive integer for an int range, got {step!r}"
+    if isinstance(step, bool) or not isinstance(step, int | float):
+        return f"step must be a positive number, got {step!r}"
+    if step <= 0:
+        return f"step must be > 0, got {step}"
+    if step > bounds[1] - bounds[0]:
+        return f"step {step} is larger than the range {bounds}"
+    return None
+
+
 def _distribution(
     path: Path, key: str, spec: Any, field_type: Any, method: str | None, problems: list[str]
 ) -> Param | None:
@@ -139,6 +159,8 @@ def _distribution(
         problems.append(f"{where}: a log range needs low > 0, got {bounds[0]}")
     elif spec.get("log") and spec.get("step") is not None:
         problems.append(f"{where}: log and step cannot be combined")
+    elif (step_problem := _step_problem(kind, spec.get("step"), bounds)) is not None:
+        problems.append(f"{where}: {step_problem}")
     elif (
         error := _config_error({key: bounds[0]}, method) or _config_error({key: bounds[1]}, method)
     ) is not None:
@@ -146,7 +168,8 @@ def _distribution(
     else:
         log, step = bool(spec.get("log", False)), spec.get("step")
         if kind == "int":
-            return Param(key, IntDistribution(bounds[0], bounds[1], log=log, step=int(step or 1)))
+            return Param(key, IntDistribution(bounds[0], bounds[1], log=log, step=step or 1))
+        step = None if step is None else float(step)
         return Param(key, FloatDistribution(float(bounds[0]), float(bounds[1]), log=log, step=step))
     return None
 

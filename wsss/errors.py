@@ -29,6 +29,9 @@ def user_message(exc: BaseException) -> str:
     Errors raised inside DataLoader worker processes come back re-wrapped by torch with the worker's
     traceback in the message; the original one-line message is the last line of that text.
     """
+    problems = getattr(exc, "problems", None)  # several problems found at once (search spaces)
+    if isinstance(problems, list) and problems:
+        return "; ".join(str(p).strip() for p in problems)
     text = str(exc).strip()
     if "Original Traceback" in text:
         last = text.splitlines()[-1]

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import pickle
 import shutil
 from pathlib import Path
 
 import optuna
 import pytest
+import ray
 import yaml
 
 import wsss
@@ -83,6 +85,12 @@ def _problems(tmp_path: Path, body: dict, include: dict | None = None) -> list[s
         ),
         ({"params": {"segment.balanced_ce": {"categorical": [True, 3]}}}, "choice 3 is invalid"),
         ({"params": {"seed.scales": {"categorical": []}}}, "categorical needs a non-empty list"),
+        ({"params": {"refine.logt": {"int": [2, 6], "step": 0}}}, "refine.logt: step must be > 0, got 0"),
+        ({"params": {"refine.beta": {"float": [2, 6], "step": 0}}}, "refine.beta: step must be > 0, got 0"),
+        ({"params": {"refine.beta": {"float": [2, 6], "step": -0.5}}}, "step must be > 0, got -0.5"),
+        ({"params": {"refine.logt": {"int": [2, 6], "step": 1.5}}}, "step must be a positive integer"),
+        ({"params": {"refine.beta": {"float": [2, 6], "step": "1"}}}, "step must be a positive number"),
+        ({"params": {"refine.beta": {"float": [2, 6], "step": 5}}}, "step 5 is larger than the range"),
         ({"fixed": {"seed.train.lr": 0}}, "space.yaml: seed.train.lr: must be > 0"),
         (
             {"fixed": {"refine.beta": 2}, "params": {"refine.beta": {"float": [1, 3]}}},
@@ -211,3 +219,22 @@ def test_all_method_spaces_search_together() -> None:
             assert isinstance(cfg.seed.params.layers, tuple)
         study.tell(trial, 0.5)
     assert methods == {"cam", "mixup", "fmix", "manifold_mixup"}
+
+
+def test_valid_steps_reach_optuna(tmp_path: Path) -> None:
+    path = write_space(
+        tmp_path,
+        params={"refine.logt": {"int": [2, 6], "step": 2}, "refine.beta": {"float": [2, 6], "step": 1}},
+    )
+    (space,) = load_search([path]).spaces
+    steps = {p.key: p.distribution.step for p in space.params}
+    assert steps == {"refine.logt": 2, "refine.beta": 1.0}
+
+
+def test_space_errors_survive_pickling_as_ray_sends_them() -> None:
+    """Ray pickles a trial's exception to the driver; the problems must arrive whole, not one
+    character per line."""
+    error = SpaceError(["a.yaml: refine.beta: low 4 must be below high 2", "a.yaml: mode: 'x' is not max"])
+    again = pickle.loads(ray.cloudpickle.dumps(error))
+    assert again.problems == error.problems and str(again) == str(error)
+    assert wsss.user_message(again) == "; ".join(error.problems)
