@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     _tracking_args(board)
     board.add_argument("--top", type=int, help="rows to show (per method with --by method)")
     board.add_argument("--by", choices=["method"], help="rank within each seed method")
+    board.add_argument(
+        "--all-attempts",
+        action="store_true",
+        help="also list earlier attempts of resumed or retried trials (default: one row per trial)",
+    )
     board.add_argument("--format", default="table", choices=["table", "csv", "parquet", "json"])
     board.add_argument("--out", type=Path, help="write to this file instead of the terminal")
 
@@ -82,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--rank", type=int, default=1, help="leaderboard rank among finished trials (default 1)"
     )
+    export.add_argument("--run-id", help="export this trial run instead (any row of the leaderboard)")
     export.add_argument("--out", type=Path, required=True)
 
     resume = sub.add_parser("resume", help="continue an interrupted search (searcher state included)")
@@ -180,7 +186,9 @@ def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from tuner.results import leaderboard, write_leaderboard
 
-    rows = leaderboard(_client(args), args.experiment, top=args.top, by=args.by)
+    rows = leaderboard(
+        _client(args), args.experiment, top=args.top, by=args.by, all_attempts=args.all_attempts
+    )
     if args.format == "table":
         _print_leaderboard(rows, f"{args.experiment}" + (" by method" if args.by else ""))
         if args.out:
@@ -195,11 +203,10 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from tuner.results import export_config
 
-    provenance = export_config(_client(args), args.experiment, args.rank, args.out)
-    print(
-        f"wrote {args.out}: trial {provenance['trial']} ({provenance['metric']} {provenance['value']:.4f}); "
-        f"run it with: wsss run {args.out} [--data DIR]"
-    )
+    provenance = export_config(_client(args), args.experiment, args.rank, args.out, run_id=args.run_id)
+    value = provenance["value"]
+    score = f"{provenance['metric']} {value:.4f}" if value is not None else provenance["status"]
+    print(f"wrote {args.out}: trial {provenance['trial']} ({score}); run it with: wsss run {args.out}")
     return 0
 
 
@@ -273,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines = getattr(exc, "problems", None) or [wsss.user_message(exc)]
         for line in lines:
             print(f"wsss-tune: error: {line}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_status", 2)
     except KeyboardInterrupt:
         print("wsss-tune: interrupted; continue with `wsss-tune resume --experiment NAME`", file=sys.stderr)
         return 130

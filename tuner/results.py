@@ -13,10 +13,20 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import yaml
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import wsss
-from tuner.tracking import ROLE, STATUS
+from tuner.tracking import (
+    ATTEMPT,
+    DATA_FINGERPRINT,
+    DATA_LOCATION,
+    PARENT_TAG,
+    ROLE,
+    STATUS,
+    SUPERSEDED,
+    TRIAL_ID,
+)
 
 COLUMNS = (
     "rank",
@@ -31,10 +41,16 @@ COLUMNS = (
     "compute_seconds_without_reuse",
     "stages_reused",
     "space",
+    "attempt",
+    "superseded",
     "run_id",
 )
 # What the terminal table shows; files get every column.
-TABLE_COLUMNS = tuple(c for c in COLUMNS if c not in ("compute_seconds_without_reuse", "space", "run_id"))
+TABLE_COLUMNS = tuple(
+    c
+    for c in COLUMNS
+    if c not in ("compute_seconds_without_reuse", "space", "attempt", "superseded", "run_id")
+)
 _STATUS = {"FINISHED": "finished", "KILLED": "pruned", "FAILED": "failed"}
 
 
@@ -54,17 +70,35 @@ def _row(run: Any) -> dict[str, Any]:
         "compute_seconds_without_reuse": round(metrics.get("compute_seconds_without_reuse", 0.0), 1),
         "stages_reused": tags.get("wsss.reused", "-"),
         "space": tags.get("wsss.space", "?"),
+        "attempt": int(tags.get(ATTEMPT, "1")) if tags.get(ATTEMPT, "1").isdigit() else 1,
+        "superseded": tags.get(SUPERSEDED) == "true",
         "run_id": run.info.run_id,
         "_mode": tags.get("wsss.mode", "max"),
         "_start": run.info.start_time,
+        "_trial": (tags.get(PARENT_TAG), tags.get(TRIAL_ID) or run.info.run_id),
     }
 
 
+def latest_attempts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per trial of each search: its current attempt (not superseded, latest started)."""
+    latest: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        seen = latest.get(row["_trial"])
+        if seen is None or (not row["superseded"], row["_start"]) > (not seen["superseded"], seen["_start"]):
+            latest[row["_trial"]] = row
+    return list(latest.values())
+
+
 def leaderboard(
-    client: MlflowClient, experiment: str, top: int | None = None, by: str | None = None
+    client: MlflowClient,
+    experiment: str,
+    top: int | None = None,
+    by: str | None = None,
+    all_attempts: bool = False,
 ) -> list[dict[str, Any]]:
     """Finished trials ranked by their objective (within each method with by='method'), then the
-    pruned and failed ones, furthest stage first; runs superseded by a resumed trial are left out."""
+    pruned and failed ones, furthest stage first. One row per trial, its latest attempt; earlier
+    attempts of resumed or retried trials (superseded runs) too with `all_attempts`."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise wsss.ConfigError(
@@ -73,8 +107,8 @@ def leaderboard(
     runs = client.search_runs(
         [found.experiment_id], filter_string=f"tags.`{ROLE}` = 'trial'", max_results=50000
     )
-    rows = [_row(r) for r in runs if r.data.tags.get("wsss.superseded") != "true"]
-    return rank_rows(rows, top, by)
+    rows = [_row(r) for r in runs]
+    return rank_rows(rows if all_attempts else latest_attempts(rows), top, by)
 
 
 # Stage metrics in pipeline order: how far an unfinished trial got, and how well it did there.
@@ -133,31 +167,65 @@ def write_leaderboard(rows: list[dict[str, Any]], fmt: str, out: Path | None) ->
     return None
 
 
-def export_config(client: MlflowClient, experiment: str, rank: int, out: Path) -> dict[str, Any]:
-    """Write the rank-th finished trial's config, with its provenance, as YAML `wsss run` accepts."""
+def _exportable_run(client: MlflowClient, experiment: str, rank: int, run_id: str | None) -> tuple[Any, Any]:
+    """(leaderboard row or None, MLflow run) of `--run-id`, or of the rank-th finished trial."""
+    if run_id is not None:
+        found = client.get_experiment_by_name(experiment)
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            run = None
+        if found is None or run is None or run.info.experiment_id != found.experiment_id:
+            raise wsss.ConfigError(f"--run-id {run_id}: no such trial run in experiment {experiment!r}")
+        if run.data.tags.get(ROLE) != "trial":
+            raise wsss.ConfigError(f"--run-id {run_id}: not a trial run (it is the search's own run)")
+        return _row(run), run
     finished = [r for r in leaderboard(client, experiment) if r["status"] == "finished"]
     if not 1 <= rank <= len(finished):
         raise wsss.ConfigError(f"--rank {rank}: the experiment has {len(finished)} finished trial(s)")
     row = finished[rank - 1]
+    return row, client.get_run(row["run_id"])
+
+
+def export_config(
+    client: MlflowClient, experiment: str, rank: int, out: Path, run_id: str | None = None
+) -> dict[str, Any]:
+    """Write a trial's config (the rank-th finished trial, or the run `run_id` of any listed row), with
+    its provenance and the data it ran on, as YAML `wsss run` accepts."""
+    row, run = _exportable_run(client, experiment, rank, run_id)
     with tempfile.TemporaryDirectory() as tmp:
-        config = yaml.safe_load(
-            Path(client.download_artifacts(row["run_id"], "config.yaml", tmp)).read_text()
-        )
+        try:
+            local = client.download_artifacts(run.info.run_id, "config.yaml", tmp)
+            config = yaml.safe_load(Path(local).read_text())
+        except (MlflowException, OSError) as exc:
+            raise wsss.ConfigError(
+                f"run {run.info.run_id} ({row['trial']}, {row['status']}): no config.yaml to export; the "
+                f"trial ended before logging it ({str(exc).splitlines()[0][:200]})"
+            ) from None
+        except yaml.YAMLError:
+            raise wsss.ConfigError(
+                f"run {run.info.run_id}: its config.yaml artifact is not valid YAML"
+            ) from None
+    if not isinstance(config, dict):
+        raise wsss.ConfigError(f"run {run.info.run_id}: its config.yaml artifact is not a config mapping")
     # Keep the trial's thread count: torch's CPU results depend on it, so a fresh run matches exactly.
     config["runtime"] = {**config.get("runtime", {}), "progress": True}
-    run = client.get_run(row["run_id"])
-    metric = run.data.tags.get("wsss.metric", "val_miou")
+    tags = run.data.tags
+    metric = tags.get("wsss.metric", "val_miou")
     provenance = {
         "experiment": experiment,
-        "run_id": row["run_id"],
+        "run_id": run.info.run_id,
         "trial": row["trial"],
-        "search_run_id": run.data.tags.get("mlflow.parentRunId"),
+        "search_run_id": tags.get(PARENT_TAG),
+        "status": row["status"],
         "metric": metric,
         "value": row["objective"],
         "metrics": {k: row[k] for k in ("cam_miou_best", "pseudo_miou", "val_miou")},
         "tracking_uri": client.tracking_uri,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if DATA_FINGERPRINT in tags:  # trials of earlier versions did not record their data
+        provenance["data"] = {"fingerprint": tags[DATA_FINGERPRINT], "location": tags.get(DATA_LOCATION)}
     text = yaml.safe_dump({wsss.PROVENANCE_KEY: provenance, **config}, sort_keys=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_name(f".{out.name}.tmp{os.getpid()}")

@@ -13,6 +13,7 @@ import json
 import logging
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from tuner.spaces import SearchSpace, load_search
 from tuner.tracking import (
     FINAL_ITERATION,
     ROLE,
+    STATUS,
+    SUPERSEDED,
     RunStatusCallback,
     child_runs,
     close_dangling,
@@ -224,11 +227,40 @@ class SearchInterrupted(KeyboardInterrupt):
     """Tune stopped on Ctrl-C (it returns normally then); the search can be resumed."""
 
 
+class SearchFailed(wsss.WsssError):
+    """The search ran to its end, but no trial finished (exit status 1: not a usage error)."""
+
+    exit_status = 1
+
+
+def _failure_summary(client: MlflowClient, experiment_id: str, parent_run_id: str) -> str | None:
+    """None if a trial finished; else one line with the counts and the most common trial error,
+    also recorded on the parent run (tags wsss.error and wsss.trial_errors)."""
+    runs = [
+        r for r in child_runs(client, experiment_id, parent_run_id) if r.data.tags.get(SUPERSEDED) != "true"
+    ]
+    if any(r.info.status == "FINISHED" for r in runs):
+        return None
+    errors = Counter(
+        r.data.tags.get("wsss.error", "unknown error (see the trial's error.txt in the Tune folder)")
+        for r in runs
+        if r.info.status != "KILLED"
+    )
+    failed = sum(errors.values())
+    summary = f"no trial finished ({failed} failed, {len(runs) - failed} pruned, of {len(runs)})"
+    if errors:
+        cause, count = errors.most_common(1)[0]
+        summary += f"; most common cause ({count} of {failed} failed): {cause}"
+    counts = json.dumps([{"error": e, "trials": n} for e, n in errors.most_common()])
+    set_tags(client, parent_run_id, {"wsss.error": summary[:5000], "wsss.trial_errors": counts[:5000]})
+    return summary
+
+
 def _supersede_running(client: MlflowClient, experiment_id: str, parent_run_id: str) -> None:
     """Trials cut off by an interruption run again on resume, under new runs (their stages are reused)."""
     for run in child_runs(client, experiment_id, parent_run_id):
         if run.info.status == "RUNNING":
-            set_tags(client, run.info.run_id, {"wsss.status": "interrupted", "wsss.superseded": "true"})
+            set_tags(client, run.info.run_id, {STATUS: "interrupted", SUPERSEDED: "true"})
             client.set_terminated(run.info.run_id, "KILLED")
 
 
@@ -257,6 +289,9 @@ def _run(tuner_factory: Any, options: SearchOptions, uri: str, experiment_id: st
         if results.num_terminated + results.num_errors < options.samples:
             status = "KILLED"
             raise SearchInterrupted()
+        failure = _failure_summary(client, experiment_id, parent_run_id)
+        if failure is not None:
+            raise SearchFailed(failure)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

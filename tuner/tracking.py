@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
 ROLE, TRIAL_ID, STATUS = "wsss.role", "wsss.trial_id", "wsss.status"
+# A trial that runs again (resumed, retried) gets a new run; the earlier ones are marked superseded.
+ATTEMPT, SUPERSEDED = "wsss.attempt", "wsss.superseded"
+DATA_FINGERPRINT, DATA_LOCATION = "wsss.data.fingerprint", "wsss.data.location"
 FINAL_ITERATION = len(("seed", "refine", "segment"))
 _BATCH_METRICS, _BATCH_PARAMS = 1000, 100  # MLflow's log_batch limits
 
@@ -129,12 +132,24 @@ class RunStatusCallback(tune.Callback):
         self.settle(trial.trial_id, str(trial), trial.last_result or {}, error=_error_line(trial))
 
     def settle(self, trial_id: str, trial_name: str, last_result: dict[str, Any], error: str | None) -> None:
+        """End the current attempt's run if it is still RUNNING (a pruned trial cannot end its own).
+
+        Runs that have ended keep their status: the worker knows better how its run ended, and runs of
+        earlier attempts (superseded) are history, never rewritten.
+        """
         client = MlflowClient(self.tracking_uri)
-        query = f"tags.`{TRIAL_ID}` = '{trial_id}' and tags.`{PARENT_TAG}` = '{self.parent_run_id}'"
-        runs = client.search_runs([self.experiment_id], filter_string=query)
-        if not runs:  # it failed before it could open a run: record it anyway, so nothing goes missing
-            tags = {ROLE: "trial", TRIAL_ID: trial_id, PARENT_TAG: self.parent_run_id}
-            runs = [client.create_run(self.experiment_id, run_name=trial_name, tags=tags)]
+        runs = attempts(client, self.experiment_id, self.parent_run_id, trial_id)
+        current = [r for r in runs if r.data.tags.get(SUPERSEDED) != "true"]
+        if current:
+            run = max(current, key=lambda r: r.info.start_time)
+        else:  # this attempt failed before it could open a run: record it anyway, so nothing goes missing
+            tags = {
+                ROLE: "trial",
+                TRIAL_ID: trial_id,
+                PARENT_TAG: self.parent_run_id,
+                ATTEMPT: str(len(runs) + 1),
+            }
+            run = client.create_run(self.experiment_id, run_name=trial_name, tags=tags)
         reached = int(last_result.get("training_iteration", 0) or 0)
         if error is not None:
             status, label = "FAILED", "failed"
@@ -142,14 +157,19 @@ class RunStatusCallback(tune.Callback):
             status, label = "KILLED", "pruned"
         else:
             status, label = "FINISHED", "finished"
-        for run in runs:
-            tags = {STATUS: label}
-            if error and "wsss.error" not in run.data.tags:  # the worker's own message is the better one
-                tags["wsss.error"] = error[:5000]
-            set_tags(client, run.info.run_id, tags)
-            current = run.info.status
-            if current == "RUNNING" or (current not in ("FINISHED", status)):
-                client.set_terminated(run.info.run_id, status)
+        if run.info.status != "RUNNING":
+            return
+        tags = {STATUS: label}
+        if error and "wsss.error" not in run.data.tags:  # the worker's own message is the better one
+            tags["wsss.error"] = error[:5000]
+        set_tags(client, run.info.run_id, tags)
+        client.set_terminated(run.info.run_id, status)
+
+
+def attempts(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str) -> list[Any]:
+    """Every run of one trial of one search: one per attempt."""
+    query = f"tags.`{TRIAL_ID}` = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    return list(client.search_runs([experiment_id], filter_string=query))
 
 
 def close_dangling(client: MlflowClient, experiment_id: str, parent_run_id: str) -> int:

@@ -25,10 +25,15 @@ import wsss
 from tuner.locks import ActorLock
 from tuner.spaces import CHOICE, SearchSpace, load_search
 from tuner.tracking import (
+    ATTEMPT,
+    DATA_FINGERPRINT,
+    DATA_LOCATION,
     PARENT_TAG,
     ROLE,
     STATUS,
+    SUPERSEDED,
     TRIAL_ID,
+    attempts,
     flatten,
     log_files,
     log_metrics,
@@ -117,32 +122,49 @@ class _TrialLog:
         return metrics
 
 
+def _open_run(client: MlflowClient, settings: TrialSettings, context: Any) -> str:
+    """This attempt's child run. Runs of earlier attempts of the same trial (a resumed or retried
+    trial) keep their status and are marked superseded, so every trial has one current run."""
+    trial_id = context.get_trial_id()
+    earlier = attempts(client, settings.experiment_id, settings.parent_run_id, trial_id)
+    tags = {PARENT_TAG: settings.parent_run_id, ROLE: "trial", TRIAL_ID: trial_id}
+    tags[ATTEMPT] = str(len(earlier) + 1)
+    name = context.get_trial_name()
+    run_id = client.create_run(settings.experiment_id, run_name=name, tags=tags).info.run_id
+    for run in earlier:
+        if run.data.tags.get(SUPERSEDED) != "true":
+            set_tags(client, run.info.run_id, {SUPERSEDED: "true", "wsss.superseded_by": run_id})
+        if run.info.status == "RUNNING":  # its process is gone: it was cut off, not finished
+            set_tags(client, run.info.run_id, {STATUS: "interrupted"})
+            client.set_terminated(run.info.run_id, "KILLED")
+    return run_id
+
+
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     """The Tune trainable (bound to `settings` with tune.with_parameters)."""
     context = tune.get_context()
-    search = load_search(settings.space_files)
-    space, cfg = trial_config(search, settings, config)
     client = MlflowClient()  # MLFLOW_TRACKING_URI comes from the Ray runtime environment
-    tags = {
-        PARENT_TAG: settings.parent_run_id,
-        ROLE: "trial",
-        TRIAL_ID: context.get_trial_id(),
-        "wsss.space": space,
-        "wsss.method": cfg.seed.method,
-        "wsss.metric": search.metric,
-        "wsss.mode": search.mode,
-        "wsss.node": ray.get_runtime_context().get_node_id(),
-    }
-    run_id = client.create_run(
-        settings.experiment_id, run_name=context.get_trial_name(), tags=tags
-    ).info.run_id
+    run_id = _open_run(client, settings, context)  # first, so that every failure below is recorded
     try:
+        search = load_search(settings.space_files)
+        space, cfg = trial_config(search, settings, config)
+        tags = {
+            "wsss.space": space,
+            "wsss.method": cfg.seed.method,
+            "wsss.metric": search.metric,
+            "wsss.mode": search.mode,
+            "wsss.node": ray.get_runtime_context().get_node_id(),
+        }
+        set_tags(client, run_id, tags)
         log_params(client, run_id, flatten(wsss.to_mapping(cfg)))
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "config.yaml").write_text(wsss.dump_config(cfg))
             client.log_artifact(run_id, str(Path(tmp) / "config.yaml"))
         cache = _cache_dir(settings)
         data = wsss.prepare_dataset(cfg, settings.data_dir, cache)
+        # What an exported config needs to know it is run on the same data (wsss.provenance).
+        location = settings.data_dir or wsss.SYNTHETIC_DATA
+        set_tags(client, run_id, {DATA_FINGERPRINT: data.fingerprint, DATA_LOCATION: location})
         store = wsss.StageStore(settings.store_uri, cache_dir=cache / "store")
         lock = ActorLock(settings.lock_actor) if settings.lock_actor else None
         trial_log = _TrialLog(client, run_id, data, search.metric)

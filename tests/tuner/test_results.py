@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import wsss
-from tuner.results import rank_rows
+from tuner.results import latest_attempts, rank_rows
 
 
 def _row(
@@ -25,9 +25,12 @@ def _row(
         "compute_seconds_without_reuse": 1.0,
         "stages_reused": "-",
         "space": method,
+        "attempt": 1,
+        "superseded": False,
         "run_id": trial,
         "_mode": "max",
         "_start": start,
+        "_trial": ("search", trial),
     }
 
 
@@ -78,3 +81,14 @@ def test_by_method_ranks_within_each_method_and_top_cuts_each_group() -> None:
 def test_unknown_grouping_is_a_config_error() -> None:
     with pytest.raises(wsss.ConfigError, match="--by trial"):
         rank_rows(ROWS, by="trial")
+
+
+def test_one_row_per_trial_its_latest_attempt() -> None:
+    first = {**_row("t1", "cam", 1), "status": "failed", "superseded": True, "run_id": "r1"}
+    second = {**_row("t1", "cam", 5, 0.4), "attempt": 2, "run_id": "r2"}
+    # A superseded run is never the current one, even with a later start (clock skew between nodes).
+    skewed = {**_row("t2", "cam", 9), "superseded": True, "run_id": "r3"}
+    current = {**_row("t2", "cam", 8, 0.3), "attempt": 2, "run_id": "r4"}
+    other_search = {**_row("t1", "cam", 2, 0.2), "_trial": ("another search", "t1"), "run_id": "r5"}
+    rows = latest_attempts([first, second, skewed, current, other_search])
+    assert sorted(r["run_id"] for r in rows) == ["r2", "r4", "r5"]

@@ -12,18 +12,21 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from tests.tuner.conftest import write_space
+from tuner.results import leaderboard
 from tuner.searcher import StageAwareOptunaSearch
 
 SAMPLES = 6
 
 
-def _ended_trials(uri: str) -> int:
+def _trial_states(uri: str) -> tuple[int, int]:
+    """(ended, running) trial runs so far."""
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("resume-test")
     if experiment is None:
-        return 0
+        return 0, 0
     runs = client.search_runs([experiment.experiment_id], "tags.`wsss.role` = 'trial'")
-    return sum(r.info.status != "RUNNING" for r in runs)
+    running = sum(r.info.status == "RUNNING" for r in runs)
+    return len(runs) - running, running
 
 
 def _attempts(store: Path) -> dict[str, list[str]]:
@@ -64,10 +67,10 @@ def test_interrupted_search_resumes_without_recomputing_stored_stages(
         env=env,
     )
     deadline = time.monotonic() + 240
-    while _ended_trials(uri) < 2:
+    while (states := _trial_states(uri))[0] < 2 or states[1] == 0:  # Ctrl-C while a trial runs
         assert search.poll() is None, search.stdout.read() if search.stdout else ""
         assert time.monotonic() < deadline, "the search did not get going"
-        time.sleep(0.3)
+        time.sleep(0.1)
     search.send_signal(signal.SIGINT)
     out, _ = search.communicate(timeout=120)
     assert search.returncode == 130, out
@@ -76,7 +79,7 @@ def test_interrupted_search_resumes_without_recomputing_stored_stages(
     experiment = client.get_experiment_by_name("resume-test")
     parent = client.search_runs([experiment.experiment_id], "tags.`wsss.role` = 'search'")[0]
     assert parent.info.status == "KILLED"
-    ended_before = _ended_trials(uri)
+    ended_before = _trial_states(uri)[0]
     assert 2 <= ended_before < SAMPLES
     before = _attempts(storage / "store")
 
@@ -91,6 +94,12 @@ def test_interrupted_search_resumes_without_recomputing_stored_stages(
     runs = client.search_runs([experiment.experiment_id], "tags.`wsss.role` = 'trial'")
     current = [r for r in runs if r.data.tags.get("wsss.superseded") != "true"]
     assert len(current) == SAMPLES and {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
+    superseded = [r for r in runs if r.data.tags.get("wsss.superseded") == "true"]
+    assert superseded  # the trials cut off by Ctrl-C ran again under new runs...
+    for run in superseded:  # ...and their own runs were not rewritten as FINISHED by the rerun
+        assert run.info.status == "KILLED" and run.data.tags["wsss.status"] == "interrupted"
+    assert len(leaderboard(client, "resume-test")) == SAMPLES  # one row per trial
+    assert len(leaderboard(client, "resume-test", all_attempts=True)) == len(runs)
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
     after = _attempts(storage / "store")
     assert all(after[key] == attempts for key, attempts in before.items())  # nothing stored was rebuilt

@@ -14,7 +14,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+import wsss
 from tests.tuner.conftest import write_space
+from tuner.cli import main as tune_main
 from tuner.results import export_config, leaderboard, write_leaderboard
 from tuner.search import SearchOptions, run_search
 from tuner.searcher import StageAwareOptunaSearch
@@ -141,7 +143,13 @@ def test_export_then_wsss_run_reproduces_the_trial(
     expected = provenance["metrics"]["val_miou"]
     exported = yaml.safe_load(best.read_text())
     assert exported["runtime"]["threads"] == 1 and exported["runtime"]["progress"] is True
-    for workdir, cached in ((Path(search["options"].storage), True), (tmp_path / "fresh", False)):
+    fingerprint = wsss.open_dataset(tiny_data_dir, wsss.load_config().data, tmp_path / "c").fingerprint
+    assert exported["provenance"]["data"] == {"fingerprint": fingerprint, "location": str(tiny_data_dir)}
+    # Without --data the export's own record of the data is used; with it, the fingerprint is checked.
+    for workdir, cached, data in (
+        (Path(search["options"].storage), True, []),
+        (tmp_path / "fresh", False, ["--data", str(tiny_data_dir)]),
+    ):
         result = subprocess.run(
             [
                 sys.executable,
@@ -152,8 +160,7 @@ def test_export_then_wsss_run_reproduces_the_trial(
                 "-q",
                 "run",
                 str(best),
-                "--data",
-                str(tiny_data_dir),
+                *data,
                 "--workdir",
                 str(workdir),
                 "--json",
@@ -168,35 +175,41 @@ def test_export_then_wsss_run_reproduces_the_trial(
         assert all(stage["cached"] is cached for stage in summary["stages"].values())
 
 
-def test_a_crashing_trial_ends_failed_and_the_search_goes_on(
-    mlflow_server: str, tiny_data_dir: Path, tmp_path: Path
+def test_a_search_where_no_trial_finishes_fails_and_names_the_cause(
+    mlflow_server: str, tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A trial whose training diverges raises; its run ends FAILED with the reason, the search finishes.
+    """Trials whose training diverges raise; each run ends FAILED with the reason, and a search in
+    which no trial finished exits 1 with its parent run FAILED and the most common cause named.
 
     The diverging learning rate comes from the base config (--config), which the space overrides.
     """
     space = write_space(tmp_path, "diverge", params={"refine.beta": {"float": [4.0, 16.0]}})
     base = tmp_path / "base.yaml"
     base.write_text("seed:\n  train:\n    lr: 1.0e12\n")
-    options = SearchOptions(
-        space_files=(str(space),),
-        samples=1,
-        experiment="crash-test",
-        data=str(tiny_data_dir),
-        storage=str(tmp_path / "storage"),
-        tracking_uri=mlflow_server,
-        cache_dir=str(tmp_path / "cache"),
-        config=str(base),
-    )
-    parent = run_search(options)
+    args = [
+        "search",
+        str(space),
+        "--samples",
+        "2",
+        "--experiment",
+        "crash-test",
+        "--data",
+        str(tiny_data_dir),
+    ]
+    args += ["--storage", str(tmp_path / "storage"), "--tracking-uri", mlflow_server, "--config", str(base)]
+    assert tune_main(args) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("wsss-tune: error: no trial finished (2 failed, 0 pruned, of 2); ")
+    assert "most common cause (2 of 2 failed): " in last and "lower seed.train.lr" in last
     client = MlflowClient(mlflow_server)
-    assert client.get_run(parent).info.status == "FINISHED"
     experiment = client.get_experiment_by_name("crash-test")
-    (child,) = client.search_runs([experiment.experiment_id], "tags.`wsss.role` = 'trial'")
-    assert child.info.status == "FAILED" and child.data.tags["wsss.status"] == "failed"
-    assert (
-        "loss became" in child.data.tags["wsss.error"]
-        and "lower seed.train.lr" in child.data.tags["wsss.error"]
-    )
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`wsss.role` = 'search'")
+    assert parent.info.status == "FAILED" and parent.data.tags["wsss.error"] in last
+    assert json.loads(parent.data.tags["wsss.trial_errors"])[0]["trials"] == 2
+    children = client.search_runs([experiment.experiment_id], "tags.`wsss.role` = 'trial'")
+    for child in children:
+        assert child.info.status == "FAILED" and child.data.tags["wsss.status"] == "failed"
+        assert "loss became" in child.data.tags["wsss.error"]
+        assert "lower seed.train.lr" in child.data.tags["wsss.error"]
     rows = leaderboard(client, "crash-test")
-    assert [(r["status"], r["objective"]) for r in rows] == [("failed", None)]
+    assert [(r["status"], r["objective"]) for r in rows] == [("failed", None)] * 2
