@@ -252,6 +252,9 @@ def load_space(path: str | Path) -> Space:
     clashes = {p.key for p in params} & ({p.key for p in shared} | set(shared_fixed))
     for key in sorted(clashes):
         problems.append(f"{path}: {key}: also set by an included file")
+    # Each fixed value was checked alone; together they may still contradict (alpha_high < alpha_low).
+    if not problems and (error := _config_error({**shared_fixed, **fixed}, method)) is not None:
+        problems.append(f"{path}: fixed values are invalid together ({error})")
     if problems:
         raise SpaceError(problems)
     name = str(data.get("name", path.stem))
