@@ -15,6 +15,14 @@ DEMO_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml"
 DEMO_DATA = wsss.SynthSpec(train=200, val=50, size=128, classes=6, seed=0)
 
 
+def _recorded_spec(path: Path) -> wsss.SynthSpec | None:
+    """The spec a demo data folder was generated with; None when the file is not one of ours."""
+    try:
+        return wsss.SynthSpec(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def demo_options(
     workdir: Path, samples: int = 6, concurrency: int = 2, data: wsss.SynthSpec = DEMO_DATA
 ) -> SearchOptions:
@@ -24,9 +32,7 @@ def demo_options(
             f"{DEMO_SPACE}: the demo space is missing; run the demo from a checkout (pip install -e .)"
         )
     data_dir = workdir / "demo-data"
-    if (data_dir / "synth.json").exists() and wsss.SynthSpec(
-        **json.loads((data_dir / "synth.json").read_text())
-    ) != data:
+    if (data_dir / "synth.json").exists() and _recorded_spec(data_dir / "synth.json") != data:
         raise wsss.ConfigError(f"{data_dir}: holds demo data of another size; use another --workdir")
     if not (data_dir / "synth.json").exists():
         log.info("generating demo data in %s", data_dir)

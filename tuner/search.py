@@ -356,12 +356,18 @@ def resume_search(experiment: str, tracking_uri: str | None, workdir: Path) -> s
     uri = existing_tracking_uri(tracking_uri, workdir)
     client = MlflowClient(uri)
     parent = latest_search(client, experiment)
-    recorded = json.loads(parent.data.tags[OPTIONS_TAG])
-    name = recorded.pop("name")
-    options = SearchOptions(
-        **{**recorded, "space_files": tuple(recorded["space_files"]), "tracking_uri": uri}
-    )
-    path = parent.data.tags["wsss.tune_path"]
+    try:
+        recorded = json.loads(parent.data.tags[OPTIONS_TAG])
+        name = recorded.pop("name")
+        options = SearchOptions(
+            **{**recorded, "space_files": tuple(recorded["space_files"]), "tracking_uri": uri}
+        )
+        path = parent.data.tags["wsss.tune_path"]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise wsss.ConfigError(
+            f"--experiment {experiment}: its search run {parent.info.run_id} holds no resumable record "
+            "(made by another version of wsss-tune?)"
+        ) from None
     if not tune.Tuner.can_restore(path):
         raise wsss.ConfigError(f"--experiment {experiment}: no resumable Tune state at {path}")
     experiment_id, parent_run_id = parent.info.experiment_id, parent.info.run_id

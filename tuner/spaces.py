@@ -81,6 +81,12 @@ def _read(path: Path, problems: list[str]) -> dict[str, Any] | None:
     except FileNotFoundError:
         problems.append(f"{path}: no such search-space file")
         return None
+    except UnicodeDecodeError:
+        problems.append(f"{path}: not a UTF-8 text file")
+        return None
+    except OSError as exc:
+        problems.append(f"{path}: cannot read it ({exc.strerror or exc})")
+        return None
     except yaml.YAMLError as exc:
         problems.append(f"{path}: invalid YAML ({getattr(exc, 'problem', exc)})")
         return None

@@ -26,7 +26,7 @@ from wsss.configio import (
     to_mapping,
 )
 from wsss.data.synth import SynthSpec
-from wsss.errors import ConfigError
+from wsss.errors import ConfigError, read_text
 
 
 def _check(ok: bool, path: str, message: str) -> None:
@@ -277,7 +277,7 @@ def _read_yaml(source: str | os.PathLike[str]) -> tuple[str, dict[str, Any], dic
     """(label for messages, config mapping, provenance mapping or None) of a config file or preset."""
     path = Path(source)
     if path.is_file():
-        label, text = str(path), path.read_text()
+        label, text = str(path), read_text(path, ConfigError)
     elif str(source) in preset_names():
         label = f"preset {source}"
         text = resources.files("wsss.presets").joinpath(f"{source}.yaml").read_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class WsssError(Exception):
     """Base class for user-facing errors: bad config, bad data, bad store location."""
@@ -21,6 +23,17 @@ class StoreError(WsssError):
 
 class MissingExtraError(WsssError):
     """An optional dependency (such as the `crf` extra) is needed but not installed."""
+
+
+def read_text(path: Path, error: type[WsssError]) -> str:
+    """A user's text file (config, split list, class names), or `error` naming it: a folder, an
+    unreadable file or one that is not UTF-8 text is the user's mistake, not a traceback."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read it ({exc.strerror or exc})") from None
 
 
 def user_message(exc: BaseException) -> str:

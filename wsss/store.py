@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import time
@@ -80,6 +81,29 @@ class Build:
     artifact: Artifact | None = None
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
+
+
+def _well_formed(manifest: Any) -> bool:
+    """A manifest of ours: stores are shared, so its attempt and file names must stay inside the
+    artifact's folder (no absolute paths, no `..`) before any of them is joined onto a path."""
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        return False
+    attempt, files = manifest.get("attempt"), manifest.get("files", {})
+    if not isinstance(attempt, str) or not _SAFE_NAME.fullmatch(attempt) or not isinstance(files, dict):
+        return False
+    if not isinstance(manifest.get("metrics", {}), dict):
+        return False
+    return all(
+        isinstance(name, str)
+        and isinstance(size, int)
+        and name
+        and not name.startswith("/")
+        and ".." not in name.split("/")
+        for name, size in files.items()
+    )
+
+
 def _file_sizes(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -125,7 +149,7 @@ class StageStore:
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable manifest %s (%s); the stage will be rebuilt", path, exc)
             return None
-        if manifest.get("format") != MANIFEST_FORMAT or "attempt" not in manifest:
+        if not _well_formed(manifest):
             log.warning("ignoring manifest %s of an unknown format; the stage will be rebuilt", path)
             return None
         return manifest

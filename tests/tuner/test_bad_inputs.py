@@ -79,6 +79,11 @@ def _broken_val_mask(d: Path, t: Path) -> list[str]:
     return _search(t, _space_file(t, {}), data=d)
 
 
+def _binary_space(d: Path, t: Path) -> list[str]:
+    (t / "bin.yaml").write_bytes(b"\xff\xfemethod: cam")
+    return _search(t, t / "bin.yaml", data=d)
+
+
 def _with_experiment(args: Callable[[Path], list[str]]) -> Setup:
     """A database that holds an experiment 'other' (and no search in experiment 'empty')."""
 
@@ -86,6 +91,8 @@ def _with_experiment(args: Callable[[Path], list[str]]) -> Setup:
         client = MlflowClient(f"sqlite:///{t / 'storage' / 'mlflow.db'}")
         client.create_experiment("other")
         client.create_experiment("empty")
+        broken = client.create_experiment("broken")  # a search record another version wrote
+        client.create_run(broken, tags={"wsss.role": "search", "wsss.options": "{not json"})
         return [*args(t), "--storage", str(t / "storage")]
 
     return setup
@@ -125,6 +132,8 @@ SPACES = [
     ),
     Case("space invalid YAML", raw_space("params: [unclosed\n"), "raw.yaml: invalid YAML"),
     Case("space not a mapping", raw_space("- cam\n"), "raw.yaml: must be a mapping"),
+    Case("space is a folder", lambda d, t: _search(t, t, data=d), "scratch: cannot read it"),
+    Case("space not text", lambda d, t: _binary_space(d, t), "bin.yaml: not a UTF-8 text file"),
     Case("shared file as a space", raw_space("params: {}\n"), "raw.yaml: not a method space (no `method:`)"),
     Case("unknown method", space({"method": "gradcam"}), "method: unknown method 'gradcam'"),
     Case("unknown top-level key", space({"parms": {}}), "space.yaml: parms: unknown key"),
@@ -260,6 +269,11 @@ READING = [
         "resume an experiment without a search",
         _with_experiment(lambda t: ["resume", "--experiment", "empty"]),
         "--experiment empty: holds no search",
+    ),
+    Case(
+        "resume a damaged search record",
+        _with_experiment(lambda t: ["resume", "--experiment", "broken"]),
+        "holds no resumable record (made by another version of wsss-tune?)",
     ),
     Case(
         "resume with a relative sqlite URI",

@@ -122,6 +122,11 @@ def _empty_folder(t: Path) -> Path:
     return t / "p"
 
 
+def _binary_config(t: Path) -> list[str]:
+    (t / "c.yaml").write_bytes(b"\x80\x04\x95seed: 1")
+    return ["run", str(t / "c.yaml")]
+
+
 def _exported(data: dict[str, object]) -> Setup:
     def setup(d: Path, t: Path) -> list[str]:
         text = yaml.safe_dump({"provenance": {"experiment": "e", "data": data}})
@@ -162,6 +167,7 @@ CONFIG = [
     Case("config not a mapping", config_file("- 1\n- 2\n"), "c.yaml: the top level must be a mapping"),
     Case("provenance not a mapping", config_file("provenance: 3\n"), "c.yaml: provenance must be a mapping"),
     Case("config unknown key", config_file("segment:\n  aspp: [1]\n"), "c.yaml: segment.aspp: unknown key"),
+    Case("config not text", lambda d, t: _binary_config(t), "c.yaml: not a UTF-8 text file"),
     Case("unknown method", run_with("seed.method=gradcam"), "seed.method"),
     Case("param of no method", run_with("seed.params.alpha=1"), "seed.params.alpha: unknown key"),
     Case(
@@ -411,6 +417,16 @@ DATA = [
     ),
     Case(
         "no class names", data_change(lambda d, t: (d / "class_names.txt").write_text("\n")), "no class names"
+    ),
+    Case(
+        "class names not text",
+        data_change(lambda d, t: (d / "class_names.txt").write_bytes(b"\xff\xfe\x00a")),
+        "class_names.txt: not a UTF-8 text file",
+    ),
+    Case(
+        "split file not text",
+        data_change(lambda d, t: (d / "ImageSets/Segmentation/train.txt").write_bytes(b"\x89PNG\xff")),
+        "train.txt: not a UTF-8 text file",
     ),
     Case(
         "background listed as a class",

@@ -128,3 +128,25 @@ def test_stage_key_covers_every_input() -> None:
         ("rng_seed", 1),
     ]:
         assert stage_key(**{**base, field: value}) != key  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        {"attempt": "../../../etc"},
+        {"attempt": "/abs"},
+        {"files": {"../outside": 1}},
+        {"files": {"/etc/passwd": 1}},
+        {"metrics": [1, 2]},
+        {"format": 99},
+    ],
+)
+def test_tampered_manifests_are_ignored(tmp_path: Path, tamper: dict) -> None:
+    """Stores are shared: a manifest whose names would reach outside its artifact is not trusted."""
+    store = _stores(tmp_path)["local"]
+    _build(store)
+    path = tmp_path / "store" / "seed" / "k1" / MANIFEST
+    path.write_text(json.dumps({**json.loads(path.read_text()), **tamper}))
+    assert store.lookup("seed", "k1") is None  # a miss: the stage is rebuilt
+    path.write_text("[1, 2, 3]")
+    assert store.lookup("seed", "k1") is None

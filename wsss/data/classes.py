@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wsss.errors import DataError
+from wsss.errors import DataError, read_text
 
 IGNORE_INDEX = 255
 
@@ -94,7 +94,7 @@ def read_class_names(root: Path) -> tuple[str, ...]:
     path = root / "class_names.txt"
     if not path.exists():
         return VOC_CLASSES
-    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    names = tuple(line.strip() for line in read_text(path, DataError).splitlines() if line.strip())
     if not names:
         raise DataError(f"{path}: no class names")
     if "background" in (n.lower() for n in names):

@@ -25,7 +25,7 @@ from wsss.config import DataConfig
 from wsss.data.classes import read_class_names, read_mask
 from wsss.data.labels import load_labels
 from wsss.data.validate import validate_dataset
-from wsss.errors import DataError
+from wsss.errors import DataError, read_text
 
 IMAGE_DIR = "JPEGImages"
 SPLIT_DIR = Path("ImageSets") / "Segmentation"
@@ -144,7 +144,7 @@ def _read_split(root: Path, split: str, key: str) -> tuple[str, ...]:
     if not path.is_file():
         raise DataError(f"{path}: split file not found ({key} = {split!r})")
     ids = []
-    for line in path.read_text().splitlines():
+    for line in read_text(path, DataError).splitlines():
         token = line.strip().split()
         if token:  # also accept psa-style lines "/JPEGImages/ID.jpg /SegmentationClassAug/ID.png"
             ids.append(Path(token[0]).stem if "/" in token[0] else token[0])

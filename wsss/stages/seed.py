@@ -8,6 +8,7 @@ Artifact: `model.pt`, `cams/<id>.npz` (keys = present class indices, cams = floa
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from wsss.config import SeedConfig
 from wsss.data.torchsets import ClassificationSet
 from wsss.data.transforms import TrainTransform, to_tensor
 from wsss.data.voc import VocDataset
+from wsss.errors import StoreError
 from wsss.loop import TrainStats, train_model
 from wsss.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
 from wsss.models.cam import CamNet
@@ -37,9 +39,20 @@ def save_cams(path: Path, keys: np.ndarray, cams: np.ndarray) -> None:
 
 
 def load_cams(seed_dir: Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(keys, (P, H, W) float32 CAMs) of one image from a seed artifact."""
-    with np.load(seed_dir / CAM_DIR / f"{image_id}.npz") as f:
-        return f["keys"].astype(np.int64), f["cams"].astype(np.float32)
+    """(keys, (P, H, W) float32 CAMs) of one image from a seed artifact.
+
+    Artifacts may come from a shared store: np.load refuses pickled object arrays (allow_pickle is
+    False by default) and any damage is a StoreError naming the file.
+    """
+    path = seed_dir / CAM_DIR / f"{image_id}.npz"
+    try:
+        with np.load(path) as f:
+            keys, cams = f["keys"].astype(np.int64), f["cams"].astype(np.float32)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise StoreError(f"{path}: damaged CAM file in the seed artifact ({exc})") from None
+    if cams.ndim != 3 or cams.shape[0] != keys.shape[0]:
+        raise StoreError(f"{path}: damaged CAM file in the seed artifact (shapes {keys.shape}, {cams.shape})")
+    return keys, cams
 
 
 def train_classifier(
