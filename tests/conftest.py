@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,19 @@ def tiny_config(*extra: str) -> PipelineConfig:
 def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A read-only-by-convention synthetic dataset shared by the session; copy it before changing it."""
     return generate(TINY_SPEC, tmp_path_factory.mktemp("data") / "tiny")
+
+
+@pytest.fixture
+def bad_input_workspace(
+    tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, Path]:
+    """(a copy of the tiny dataset to break, an empty scratch folder), with the working directory in
+    tmp_path so that default work folders land there too: the bad-input catalogues' workspace."""
+    monkeypatch.chdir(tmp_path)
+    data = Path(shutil.copytree(tiny_data_dir, tmp_path / "data"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    return data, scratch
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ running search are covered where those searches run: test_search.py, test_attemp
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,17 +287,14 @@ CASES = SEARCH_OPTIONS + SPACES + READING
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gets_clean_error_lines(
     case: Case,
-    tiny_data_dir: Path,
+    bad_input_workspace: tuple[Path, Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("WSSS_CACHE_DIR", str(tmp_path / "cache"))
-    data = Path(shutil.copytree(tiny_data_dir, tmp_path / "data"))
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
+    data, scratch = bad_input_workspace
     args = case.setup(data, scratch)
     before = {p for p in tmp_path.rglob("*") if "cache" not in p.parts}
     capsys.readouterr()

@@ -538,16 +538,9 @@ CASES = CONFIG + DATA + OTHER
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gets_one_clean_line(
-    case: Case,
-    tiny_data_dir: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    case: Case, bad_input_workspace: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # the default work folder lands in the scratch folder
-    data = Path(shutil.copytree(tiny_data_dir, tmp_path / "data"))
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
+    data, scratch = bad_input_workspace
     args = case.setup(data, scratch)
     capsys.readouterr()
     code = main(["-q", "--cache-dir", str(scratch / "cache"), *args])
