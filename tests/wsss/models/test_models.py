@@ -129,6 +129,7 @@ def _local_weights(path: Path) -> BackboneConfig:
     return BackboneConfig(name="test_resnet", pretrained=True, weights=str(path))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch on the garbage file
 def test_weights_files_that_are_not_checkpoints(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     torch.save({"conv1.weight": _RunsAShellCommand(marker)}, tmp_path / "evil.pth")
