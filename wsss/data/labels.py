@@ -27,9 +27,7 @@ def _label_vector(path: Path, image_id: str, value: object, num_objects: int) ->
     if isinstance(value, np.ndarray):
         ok = value.dtype.kind in "biuf"
     else:
-        ok = isinstance(value, list | tuple) and all(
-            isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, str) for v in value
-        )
+        ok = isinstance(value, list | tuple) and all(isinstance(v, int | float | np.number) for v in value)
     if not ok:
         kind = type(value).__name__
         raise DataError(f"{path}: labels of {image_id!r} are not a vector of numbers ({kind})")
