@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,29 @@ def varied_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Non-square images of varied sizes."""
     spec = SynthSpec(train=10, val=5, size=72, classes=3, seed=11, size_jitter=0.4)
     return generate(spec, tmp_path_factory.mktemp("data") / "varied")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API on loopback (moto's server, in a thread): `host:port` for pyarrow's S3 URIs.
+
+    Its credentials are dummies, set in this process's environment so that child processes (Ray
+    workers, trials in subprocesses) inherit them, as nodes of a cluster get them from their role.
+    """
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+    )
+    try:
+        yield f"{host}:{port}"
+    finally:
+        server.stop()
+
+
+def s3_uri(endpoint: str, path: str) -> str:
+    """An s3:// URI on the moto server that pyarrow (and so the stage store and Ray Tune) can open."""
+    return f"s3://{path}?endpoint_override={endpoint}&scheme=http&region=us-east-1&allow_bucket_creation=true"

@@ -2,19 +2,26 @@
 
 Object stores have no lock primitive, so a small named Ray actor hands out leases per key. The holder
 renews its lease from a background thread; a trial killed mid-build (a stopped trial's thread is
-abandoned) stops renewing, and its lease lapses after `ttl` seconds so the others can go on.
+abandoned, a node is lost) stops renewing, and its lease lapses after `ttl` seconds so that another
+trial takes the key over. A holder whose renewal fails (refused because the lease lapsed and was
+taken, or the actor unreachable) learns it through `held()`, and the pipeline then throws its build
+away instead of publishing over the new holder's. Leases cover building only, never downloading.
 Local and NFS stores use the store's own file lock instead (released by the kernel on death).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 
 import ray
+from ray.exceptions import RayError
+
+log = logging.getLogger(__name__)
 
 
 @ray.remote(num_cpus=0)
@@ -31,11 +38,19 @@ class KeyLeases:
         return False
 
     def renew(self, key: str, owner: str, ttl: float) -> bool:
+        """Extend a lease its owner still holds; False once it lapsed and someone else took it."""
+        holder = self._holders.get(key)
+        if holder is not None and holder[0] != owner:
+            return False
         return self.acquire(key, owner, ttl)
 
     def release(self, key: str, owner: str) -> None:
         if self._holders.get(key, ("", 0.0))[0] == owner:
             del self._holders[key]
+
+    def holder(self, key: str) -> str | None:
+        found = self._holders.get(key)
+        return found[0] if found is not None and found[1] >= time.monotonic() else None
 
 
 def create_leases(name: str) -> ray.actor.ActorHandle:
@@ -44,28 +59,52 @@ def create_leases(name: str) -> ray.actor.ActorHandle:
     return KeyLeases.options(name=name, get_if_exists=True).remote()  # type: ignore[attr-defined]
 
 
+class _Lease:
+    """A held lease, renewed every ttl/3 seconds from a daemon thread until released."""
+
+    def __init__(self, leases: ray.actor.ActorHandle, name: str, owner: str, ttl: float) -> None:
+        self.leases, self.name, self.owner, self.ttl = leases, name, owner, ttl
+        self._released, self._lost = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._renew, daemon=True, name=f"lease-{name}")
+        self._thread.start()
+
+    def held(self) -> bool:
+        return not self._lost.is_set()
+
+    def _renew(self) -> None:
+        while not self._released.wait(self.ttl / 3):
+            try:
+                renewed = ray.get(
+                    self.leases.renew.remote(self.name, self.owner, self.ttl), timeout=self.ttl / 3
+                )
+            except (RayError, TimeoutError) as exc:
+                log.warning("lease %s: renewal failed (%s)", self.name, exc)
+                renewed = False
+            if not renewed:
+                self._lost.set()
+                log.warning("lease %s: lost; another trial may build this key now", self.name)
+                return
+
+    def release(self) -> None:
+        self._released.set()
+        with contextlib.suppress(RayError):
+            ray.get(self.leases.release.remote(self.name, self.owner), timeout=self.ttl)
+
+
 class ActorLock:
-    """`lock(stage, key)` for wsss.run_pipeline, backed by the named lease actor."""
+    """`lock(stage, key)` for wsss.run_pipeline, backed by the named lease actor; yields the lease."""
 
     def __init__(self, actor_name: str, ttl: float = 60.0, poll: float = 1.0) -> None:
         self.actor_name, self.ttl, self.poll = actor_name, ttl, poll
 
     @contextlib.contextmanager
-    def __call__(self, stage: str, key: str) -> Iterator[None]:
+    def __call__(self, stage: str, key: str) -> Iterator[_Lease]:
         leases = ray.get_actor(self.actor_name)
         name, owner = f"{stage}/{key}", uuid.uuid4().hex
         while not ray.get(leases.acquire.remote(name, owner, self.ttl)):
             time.sleep(self.poll)
-        done = threading.Event()
-
-        def renew() -> None:
-            while not done.wait(self.ttl / 3):
-                ray.get(leases.renew.remote(name, owner, self.ttl))
-
-        thread = threading.Thread(target=renew, daemon=True)
-        thread.start()
+        lease = _Lease(leases, name, owner, self.ttl)
         try:
-            yield
+            yield lease
         finally:
-            done.set()
-            ray.get(leases.release.remote(name, owner))
+            lease.release()

@@ -21,6 +21,10 @@ class StoreError(WsssError):
     """The stage store cannot be opened or holds a damaged artifact."""
 
 
+class LeaseLost(StoreError):
+    """A build's lease on its key lapsed (its renewals failed); another builder may own the key."""
+
+
 class MissingExtraError(WsssError):
     """An optional dependency (such as the `crf` extra) is needed but not installed."""
 

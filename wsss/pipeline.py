@@ -14,12 +14,13 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from wsss.config import PipelineConfig
 from wsss.configio import to_mapping
 from wsss.data.synth import ensure_cached
 from wsss.data.voc import VocDataset, open_dataset
+from wsss.errors import LeaseLost, StoreError
 from wsss.runtime import Runtime, torch_threads
 from wsss.stages import refine, seed, segment
 from wsss.store import Artifact, StageStore, stage_key
@@ -99,7 +100,14 @@ def prepare_dataset(
     return open_dataset(root, cfg.data, cache_dir, workers=cfg.runtime.threads or os.cpu_count() or 1)
 
 
-Lock = Callable[[str, str], AbstractContextManager[None]]
+class Lease(Protocol):
+    """What a lock may yield: whether it is still held (a lease can lapse while its holder builds)."""
+
+    def held(self) -> bool: ...
+
+
+Lock = Callable[[str, str], AbstractContextManager[Lease | None]]
+_BUILD_TRIES = 3
 
 
 def _stage(
@@ -111,22 +119,44 @@ def _stage(
     meta: dict[str, Any],
     compute: Callable[[Path], dict[str, Any]],
 ) -> StageOutcome:
+    """Reuse the stage's artifact or build it. Only building holds the lock: an artifact published
+    meanwhile is fetched after the lock is released, so downloads never queue behind a lock. A build
+    whose lease lapsed (its holder was presumed dead) is thrown away, and the stage is looked up again."""
     start = time.perf_counter()
-    artifact = store.lookup(name, key)
-    if artifact is None:
-        with lock(name, key):  # single flight: one builder per key, the others wait and reuse
-            artifact = store.lookup(name, key)
-            if artifact is None:
-                log.info("%s: computing (key %s)", name, key)
-                began = time.perf_counter()
-                with store.build(name, key, exclusive=exclusive) as build:
-                    metrics = compute(build.path)
-                    build.meta |= {**meta, "metrics": metrics, "compute_seconds": time.perf_counter() - began}
-                artifact = build.artifact
-                assert artifact is not None
+    for _ in range(_BUILD_TRIES):
+        artifact = store.lookup(name, key)
+        if artifact is not None:
+            log.info("%s: reusing %s", name, artifact.path)
+            return _outcome(name, key, artifact, cached=True, start=start)
+        with lock(name, key) as lease:  # single flight: one builder per key, the others wait and reuse
+            if not store.available(name, key):
+                try:
+                    artifact = _build(store, exclusive, lease, name, key, meta, compute)
+                except LeaseLost as exc:
+                    log.warning("%s", exc)
+                    continue
                 return _outcome(name, key, artifact, cached=False, start=start)
-    log.info("%s: reusing %s", name, artifact.path)
-    return _outcome(name, key, artifact, cached=True, start=start)
+    raise StoreError(f"{store.key_dir(name, key)}: the stage could not be built or fetched")
+
+
+def _build(
+    store: StageStore,
+    exclusive: bool,
+    lease: Lease | None,
+    name: str,
+    key: str,
+    meta: dict[str, Any],
+    compute: Callable[[Path], dict[str, Any]],
+) -> Artifact:
+    log.info("%s: computing (key %s)", name, key)
+    began = time.perf_counter()
+    with store.build(name, key, exclusive=exclusive) as build:
+        metrics = compute(build.path)
+        build.meta |= {**meta, "metrics": metrics, "compute_seconds": time.perf_counter() - began}
+        if lease is not None and not lease.held():  # another builder may own the key now
+            raise LeaseLost(f"{name}: lost the build lease of key {key}; abandoning this build")
+    assert build.artifact is not None
+    return build.artifact
 
 
 def _outcome(name: str, key: str, artifact: Artifact, cached: bool, start: float) -> StageOutcome:

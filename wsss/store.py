@@ -22,7 +22,6 @@ import re
 import shutil
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import pyarrow.fs as pafs
 
 from wsss.configio import to_mapping
 from wsss.errors import StoreError
+from wsss.store_cache import adopt, download, file_sizes, trim
 from wsss.store_debris import clean_store, new_attempt_name, remove_if_empty, remove_stale_attempts
 
 log = logging.getLogger(__name__)
@@ -104,10 +104,6 @@ def _well_formed(manifest: Any) -> bool:
     )
 
 
-def _file_sizes(root: Path) -> dict[str, int]:
-    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 class StageStore:
     def __init__(
         self,
@@ -170,26 +166,21 @@ class StageStore:
         return Artifact(stage, key, self._download(stage, key, remote, manifest), manifest)
 
     def _download(self, stage: str, key: str, remote: str, manifest: dict[str, Any]) -> Path:
-        local = self.cache_dir / "store" / stage / f"{key}-{manifest['attempt']}"
-        if local.is_dir():
-            return local
-        tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}")
-        tmp.mkdir(parents=True)
-        try:
-            pafs.copy_files(
-                remote, str(tmp), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem()
-            )
-            sizes = _file_sizes(tmp)
-            expected = manifest.get("files", {})
-            if any(sizes.get(f) != size for f, size in expected.items()):
-                raise StoreError(f"{remote}: artifact files do not match its manifest")
-            os.replace(tmp, local)
-        except FileExistsError:
-            shutil.rmtree(tmp, ignore_errors=True)  # a concurrent download finished first
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise StoreError(f"{remote}: cannot download artifact ({exc})") from None
-        return local
+        return download(
+            self.fs, remote, self.cache_dir / "store", f"{stage}/{key}-{manifest['attempt']}", manifest
+        )
+
+    def available(self, stage: str, key: str) -> bool:
+        """Whether a whole artifact is published under `key` (without downloading it)."""
+        manifest = self.read_manifest(stage, key)
+        if manifest is None or not self.is_local:
+            return manifest is not None
+        local = Path(f"{self.key_dir(stage, key)}/{manifest['attempt']}")
+        return all((local / f).is_file() for f in manifest.get("files", {}))
+
+    def trim_cache(self, max_bytes: int, grace: float = 3600.0, dry_run: bool = False) -> list[Path]:
+        """Keep this node's copies of remote artifacts under `max_bytes` (see wsss.store_cache.trim)."""
+        return trim(self.cache_dir / "store", max_bytes, grace, dry_run)
 
     @contextlib.contextmanager
     def lock(self, stage: str, key: str) -> Iterator[None]:
@@ -245,10 +236,11 @@ class StageStore:
         return clean_store(self, older_than, dry_run)
 
     def _publish(self, stage: str, key: str, attempt: str, build: Build) -> Artifact:
-        existing = self.lookup(stage, key)
-        if existing is not None:  # another worker published the same key meanwhile; theirs is as good
+        if self.available(stage, key):  # another worker published the same key meanwhile; theirs is as good
             shutil.rmtree(build.path, ignore_errors=True)
-            return existing
+            existing = self.lookup(stage, key)
+            if existing is not None:
+                return existing
         manifest = {
             "format": MANIFEST_FORMAT,
             "stage": stage,
@@ -256,7 +248,7 @@ class StageStore:
             "attempt": attempt,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "host": socket.gethostname(),
-            "files": _file_sizes(build.path),
+            "files": file_sizes(build.path),
             **build.meta,
         }
         local = build.path
@@ -269,9 +261,7 @@ class StageStore:
                 source_filesystem=pafs.LocalFileSystem(),
                 destination_filesystem=self.fs,
             )
-            local = self.cache_dir / "store" / stage / f"{key}-{attempt}"
-            local.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(build.path, local)
+            local = adopt(self.cache_dir / "store", f"{stage}/{key}-{attempt}", build.path)
         final = f"{self.key_dir(stage, key)}/{MANIFEST}"
         tmp = f"{final}.{attempt}.tmp"
         with self.fs.open_output_stream(tmp) as stream:

@@ -1,0 +1,147 @@
+"""A node's local copies of a remote stage store's artifacts: downloaded once per node, safely.
+
+Several trials on one node may want the same artifact at once (threads of one process or separate
+processes). Each download holds an fcntl lock on `<cache>/.locks/<entry>.lock` (per open file, so it
+excludes threads as well as processes; the kernel releases it if the holder dies), writes into a
+private temporary folder and renames it into place, so a reader sees a whole copy or none. The
+winner's copy is used by everyone; the others find it under the lock and never download.
+
+The cache grows with every artifact a node has used; `trim` keeps it under a byte budget by removing
+the copies used least recently (never one used in the last `grace` seconds: a trial may be reading it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from wsss.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+_LOCKS = ".locks"
+
+
+def file_sizes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@contextlib.contextmanager
+def _entry_lock(cache_root: Path, name: str) -> Iterator[None]:
+    path = cache_root / _LOCKS / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _touch(path: Path) -> None:
+    """Mark a copy as used now (what `trim` orders by)."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def download(
+    fs: pafs.FileSystem, remote: str, cache_root: Path, entry: str, manifest: dict[str, Any]
+) -> Path:
+    """The local copy `cache_root/entry` of the artifact folder `remote`, downloading it if needed.
+
+    `entry` is `<stage>/<key>-<attempt>`: a published attempt never changes, so a copy is never stale.
+    """
+    local = cache_root / entry
+    if local.is_dir():
+        _touch(local)
+        return local
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with _entry_lock(cache_root, entry.replace("/", "__")):
+        if local.is_dir():  # another trial on this node downloaded it while we waited
+            _touch(local)
+            return local
+        tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}")
+        tmp.mkdir()
+        try:
+            pafs.copy_files(
+                remote, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+            )
+            sizes = file_sizes(tmp)
+            if any(sizes.get(f) != size for f, size in manifest.get("files", {}).items()):
+                raise StoreError(f"{remote}: artifact files do not match its manifest")
+            os.replace(tmp, local)
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"{remote}: cannot download artifact ({exc})") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return local
+
+
+def adopt(cache_root: Path, entry: str, built: Path) -> Path:
+    """Move a folder this node built and uploaded into the cache as the copy of `entry`."""
+    local = cache_root / entry
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with _entry_lock(cache_root, entry.replace("/", "__")):
+        if local.is_dir():
+            shutil.rmtree(built, ignore_errors=True)
+        else:
+            os.replace(built, local)
+    return local
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def trim(cache_root: Path, max_bytes: int, grace: float = 3600.0, dry_run: bool = False) -> list[Path]:
+    """Remove the least recently used copies until the cache holds at most `max_bytes`; returns them.
+
+    Copies used within `grace` seconds stay even over budget (a trial may still read them); each
+    removal holds the copy's download lock, so no download of the same entry is cut in half.
+    """
+    copies = (
+        [
+            p
+            for stage in cache_root.iterdir()
+            if stage.is_dir() and stage.name != _LOCKS
+            for p in stage.iterdir()
+            if p.is_dir() and not p.name.startswith(".")
+        ]
+        if cache_root.is_dir()
+        else []
+    )
+    sized = sorted(((p.stat().st_mtime, _size(p), p) for p in copies), key=lambda t: t[0])
+    total = sum(size for _, size, _ in sized)
+    removed: list[Path] = []
+    now = time.time()
+    for used, size, path in sized:
+        if total <= max_bytes:
+            break
+        if now - used < grace:
+            continue
+        if not dry_run:
+            entry = f"{path.parent.name}/{path.name}"
+            with _entry_lock(cache_root, entry.replace("/", "__")):
+                shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+        total -= size
+    if removed:
+        log.info(
+            "node cache %s: %s %d copies to stay under %d bytes",
+            cache_root,
+            "would remove" if dry_run else "removed",
+            len(removed),
+            max_bytes,
+        )
+    return removed
