@@ -69,6 +69,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     s.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor (default 2)")
+    s.add_argument(
+        "--max-failures",
+        type=int,
+        default=3,
+        help="run a failed trial, or one lost with its node (spot preemption), again up to this many "
+        "times; its finished stages are reused (default 3)",
+    )
+    s.add_argument(
+        "--tracking-wait",
+        type=float,
+        default=120.0,
+        help="seconds a trial waits for MLflow at each stage during an outage before going on (default 120)",
+    )
+    s.add_argument(
+        "--node-cache-gb",
+        type=float,
+        help="keep each node's copies of remote stage artifacts under this size (default: no cap)",
+    )
 
     board = sub.add_parser("leaderboard", help="rank an experiment's trials (from MLflow)")
     _tracking_args(board)
@@ -167,6 +185,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         seed=args.seed,
         reduction_factor=args.reduction_factor,
         config=args.config,
+        max_failures=args.max_failures,
+        tracking_wait=args.tracking_wait,
+        node_cache_gb=args.node_cache_gb,
     )
     run_search(options)
     uri = resolve_tracking_uri(args.tracking_uri, local_workdir(args.storage))
@@ -214,7 +235,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from tuner.search import local_workdir, resume_search
     from tuner.tracking import resolve_tracking_uri
 
-    resume_search(args.experiment, args.tracking_uri, local_workdir(args.storage))
+    resume_search(args.experiment, args.tracking_uri, args.storage)
     _summary(resolve_tracking_uri(args.tracking_uri, local_workdir(args.storage)), args.experiment)
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,20 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 import wsss
+from tuner.journal import Journal
 
 log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
 ROLE, TRIAL_ID, STATUS = "wsss.role", "wsss.trial_id", "wsss.status"
-# A trial that runs again (resumed, retried) gets a new run; the earlier ones are marked superseded.
-ATTEMPT, SUPERSEDED = "wsss.attempt", "wsss.superseded"
+# A trial that runs again (retried, resumed) continues its run; `wsss.attempt` counts the attempts and
+# `wsss.attempt_uid` names the current one. Runs tagged superseded come from earlier versions of
+# wsss-tune, which opened a new run per attempt.
+ATTEMPT, ATTEMPT_UID, SUPERSEDED = "wsss.attempt", "wsss.attempt_uid", "wsss.superseded"
 DATA_FINGERPRINT, DATA_LOCATION = "wsss.data.fingerprint", "wsss.data.location"
 FINAL_ITERATION = len(("seed", "refine", "segment"))
+# What trials report to Tune besides `objective` (see tuner.trainable.TUNE_KEYS).
+TUNE_METRICS = ("cam_miou_best", "pseudo_miou", "val_miou", "compute_seconds")
 _BATCH_METRICS, _BATCH_PARAMS = 1000, 100  # MLflow's log_batch limits
 
 
@@ -119,36 +125,62 @@ def _error_line(trial: Any) -> str:
 class RunStatusCallback(tune.Callback):
     """Ends each trial's child run FINISHED, FAILED or KILLED (pruned) once Tune reports it done.
 
-    Holds only strings, so Tune can pickle it into the experiment state.
+    Best-effort: its writes go through a Journal (retried in the background), so neither an MLflow
+    outage nor an error here can stop the search; `close` waits for them at the end. Pickled into
+    Tune's experiment state without the journal (only strings).
     """
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self._journal: Journal | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_journal"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__ |= state | {"_journal": None}
+
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            self._journal = Journal(self.tracking_uri, "search")
+        return self._journal
+
+    def close(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for every settle to go through."""
+        return self._journal is None or self._journal.close(timeout)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.settle(trial.trial_id, str(trial), trial.last_result or {}, error=None)
+        self._submit(trial, error=None)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.settle(trial.trial_id, str(trial), trial.last_result or {}, error=_error_line(trial))
+        self._submit(trial, error=_error_line(trial))
 
-    def settle(self, trial_id: str, trial_name: str, last_result: dict[str, Any], error: str | None) -> None:
+    def _submit(self, trial: Any, error: str | None) -> None:
+        trial_id, name, last = trial.trial_id, str(trial), dict(trial.last_result or {})
+        self.journal.submit(
+            f"settle trial {name}", lambda client: self.settle(client, trial_id, name, last, error)
+        )
+
+    def settle(
+        self,
+        client: MlflowClient,
+        trial_id: str,
+        trial_name: str,
+        last_result: dict[str, Any],
+        error: str | None,
+    ) -> None:
         """End the current attempt's run if it is still RUNNING (a pruned trial cannot end its own).
 
-        Runs that have ended keep their status: the worker knows better how its run ended, and runs of
-        earlier attempts (superseded) are history, never rewritten.
+        Runs that have ended keep their status: the worker knows better how its run ended. The stage
+        values Tune received are written too, in case the trial's own writes were lost in an outage.
         """
-        client = MlflowClient(self.tracking_uri)
         runs = attempts(client, self.experiment_id, self.parent_run_id, trial_id)
         current = [r for r in runs if r.data.tags.get(SUPERSEDED) != "true"]
         if current:
             run = max(current, key=lambda r: r.info.start_time)
         else:  # this attempt failed before it could open a run: record it anyway, so nothing goes missing
-            tags = {
-                ROLE: "trial",
-                TRIAL_ID: trial_id,
-                PARENT_TAG: self.parent_run_id,
-                ATTEMPT: str(len(runs) + 1),
-            }
+            tags = {ROLE: "trial", TRIAL_ID: trial_id, PARENT_TAG: self.parent_run_id, ATTEMPT: "1"}
             run = client.create_run(self.experiment_id, run_name=trial_name, tags=tags)
         reached = int(last_result.get("training_iteration", 0) or 0)
         if error is not None:
@@ -157,6 +189,13 @@ class RunStatusCallback(tune.Callback):
             status, label = "KILLED", "pruned"
         else:
             status, label = "FINISHED", "finished"
+        missing = {
+            k: float(v)
+            for k, v in last_result.items()
+            if k in TUNE_METRICS and k not in run.data.metrics and isinstance(v, int | float)
+        }
+        if missing:
+            log_metrics(client, run.info.run_id, missing, step=reached, timestamp=int(time.time() * 1000))
         if run.info.status != "RUNNING":
             return
         tags = {STATUS: label}

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,12 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 import wsss
+from tuner.journal import Journal
 from tuner.locks import ActorLock
-from tuner.spaces import CHOICE, SearchSpace, load_search
+from tuner.spaces import CHOICE, SearchSpace
 from tuner.tracking import (
     ATTEMPT,
+    ATTEMPT_UID,
     DATA_FINGERPRINT,
     DATA_LOCATION,
     PARENT_TAG,
@@ -33,6 +37,7 @@ from tuner.tracking import (
     STATUS,
     SUPERSEDED,
     TRIAL_ID,
+    TUNE_METRICS,
     attempts,
     flatten,
     log_files,
@@ -45,14 +50,18 @@ log = logging.getLogger(__name__)
 
 STAGE_PROXY = {"seed": "cam_miou_best", "refine": "pseudo_miou"}
 # What Tune sees (and prints); MLflow gets every metric.
-TUNE_KEYS = ("objective", "cam_miou_best", "pseudo_miou", "val_miou", "compute_seconds")
+TUNE_KEYS = ("objective", *TUNE_METRICS)
 
 
 @dataclass(frozen=True)
 class TrialSettings:
-    """Everything a trial needs besides its sampled config; plain values, so Tune can pickle it."""
+    """Everything a trial needs besides its sampled config; plain values, so Tune can pickle it.
 
-    space_files: tuple[str, ...]
+    The search space and the base config travel parsed, not as file paths: a trial (or a retry on
+    another node, or a resumed search on a new head) never reads the driver's files.
+    """
+
+    search: SearchSpace
     data_dir: str | None
     store_uri: str
     cache_dir: str | None  # node-local; None = wsss.default_cache_dir() on whichever node runs the trial
@@ -60,7 +69,9 @@ class TrialSettings:
     parent_run_id: str
     threads: int
     lock_actor: str | None  # lease actor for stores without file locks (object stores)
-    base_config: str | None = None  # a preset name or an absolute YAML path the spaces override
+    base: dict[str, Any] | None = None  # the base config's settings (wsss.config_source), if any
+    tracking_wait: float = 120.0  # how long a report waits for MLflow writes during an outage
+    node_cache_bytes: int | None = None  # cap on this node's copies of remote artifacts
 
 
 def trial_config(search: SearchSpace, settings: TrialSettings, config: dict[str, Any]) -> tuple[str, Any]:
@@ -68,7 +79,7 @@ def trial_config(search: SearchSpace, settings: TrialSettings, config: dict[str,
     overrides = search.overrides(config)
     overrides |= {"runtime.threads": settings.threads, "runtime.progress": False}
     dotted = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
-    return config[CHOICE], wsss.load_config(settings.base_config, dotted)
+    return config[CHOICE], wsss.load_config(settings.base, dotted)
 
 
 def stage_objective(stage: str, so_far: dict[str, float], metric: str) -> float:
@@ -84,11 +95,90 @@ def _cache_dir(settings: TrialSettings) -> Path:
     return Path(settings.cache_dir) if settings.cache_dir else wsss.default_cache_dir()
 
 
-class _TrialLog:
-    """The trial's MLflow child run and what it has spent so far."""
+class TrialRun:
+    """The trial's one MLflow child run, written through a Journal (best-effort, in order).
 
-    def __init__(self, client: MlflowClient, run_id: str, data: Any, metric: str) -> None:
-        self.client, self.run_id, self.data, self.metric = client, run_id, data, metric
+    A trial that runs again (Tune retried it after its node was lost, or a resumed search reran it)
+    continues the run of its earlier attempt, so MLflow holds one run per trial; `wsss.attempt`
+    counts the attempts.
+    """
+
+    def __init__(self, journal: Journal, settings: TrialSettings, trial_id: str, trial_name: str) -> None:
+        self.journal, self.settings = journal, settings
+        self.trial_id, self.trial_name = trial_id, trial_name
+        self.uid = uuid.uuid4().hex  # this attempt, so that a retried write never opens a second run
+        self.run_id: str | None = None
+        self.spool = Path(tempfile.mkdtemp(prefix="wsss-trial-"))
+        journal.submit("open the trial's run", self._open)
+
+    def _open(self, client: MlflowClient) -> None:
+        runs = attempts(client, self.settings.experiment_id, self.settings.parent_run_id, self.trial_id)
+        mine = [r for r in runs if r.data.tags.get(ATTEMPT_UID) == self.uid]
+        current = mine or [r for r in runs if r.data.tags.get(SUPERSEDED) != "true"]
+        if not current:
+            tags = {PARENT_TAG: self.settings.parent_run_id, ROLE: "trial", TRIAL_ID: self.trial_id}
+            tags |= {ATTEMPT: "1", ATTEMPT_UID: self.uid, STATUS: "running"}
+            self.run_id = client.create_run(
+                self.settings.experiment_id, run_name=self.trial_name, tags=tags
+            ).info.run_id
+            return
+        run = max(current, key=lambda r: r.info.start_time)
+        self.run_id = run.info.run_id
+        if not mine:
+            attempt = (
+                int(run.data.tags.get(ATTEMPT, "1")) + 1 if run.data.tags.get(ATTEMPT, "1").isdigit() else 2
+            )
+            if "wsss.error" in run.data.tags:  # the earlier attempt's error is history now
+                client.set_tag(self.run_id, "wsss.previous_error", run.data.tags["wsss.error"][:5000])
+                client.delete_tag(self.run_id, "wsss.error")
+            set_tags(client, self.run_id, {ATTEMPT: str(attempt), ATTEMPT_UID: self.uid, STATUS: "running"})
+        if run.info.status != "RUNNING":
+            client.update_run(self.run_id, status="RUNNING")
+
+    def tags(self, tags: dict[str, str]) -> None:
+        self.journal.submit("set tags", lambda c: set_tags(c, self._id(), tags))
+
+    def params(self, params: dict[str, Any]) -> None:
+        self.journal.submit("log params", lambda c: log_params(c, self._id(), params))
+
+    def metrics(self, metrics: dict[str, float], step: int) -> None:
+        stamp = int(time.time() * 1000)
+        self.journal.submit("log metrics", lambda c: log_metrics(c, self._id(), metrics, step, stamp))
+
+    def files(self, paths: list[Path], artifact_path: str | None) -> None:
+        """Log copies of `paths` (they may be temporary; the journal may send them much later)."""
+        folder = Path(tempfile.mkdtemp(dir=self.spool))
+        copies = [Path(shutil.copy(p, folder / p.name)) for p in paths]
+        self.journal.submit(
+            f"log {artifact_path or 'files'}", lambda c: log_files(c, self._id(), copies, artifact_path)
+        )
+
+    def end(self, status: str, label: str, error: str | None = None) -> None:
+        tags = {STATUS: label} | ({"wsss.error": error[:5000]} if error else {})
+
+        def write(client: MlflowClient) -> None:
+            set_tags(client, self._id(), tags)
+            client.set_terminated(self._id(), status)
+
+        self.journal.submit(f"end the run {status}", write)
+
+    def flush(self) -> bool:
+        drained = self.journal.flush(self.settings.tracking_wait)
+        if drained:
+            shutil.rmtree(self.spool, ignore_errors=True)
+            self.spool.mkdir(exist_ok=True)
+        return drained
+
+    def _id(self) -> str:
+        assert self.run_id is not None  # the open write goes first
+        return self.run_id
+
+
+class _TrialLog:
+    """What the trial has spent so far, and its stage metrics, logged to its run."""
+
+    def __init__(self, run: TrialRun, data: Any, metric: str) -> None:
+        self.run, self.data, self.metric = run, data, metric
         self.outcomes: dict[str, Any] = {}
         self.so_far: dict[str, float] = {}
         self.spent = self.without_reuse = 0.0
@@ -113,72 +203,62 @@ class _TrialLog:
         }
         self.so_far |= metrics
         metrics["objective"] = stage_objective(outcome.stage, self.so_far, self.metric)
-        log_metrics(self.client, self.run_id, metrics, step=step, timestamp=int(time.time() * 1000))
-        tags = {"wsss.reused": ",".join(self.reused()) or "-", f"wsss.key.{outcome.stage}": outcome.key}
-        set_tags(self.client, self.run_id, tags)
+        self.run.metrics(metrics, step)
+        self.run.tags(
+            {"wsss.reused": ",".join(self.reused()) or "-", f"wsss.key.{outcome.stage}": outcome.key}
+        )
         with tempfile.TemporaryDirectory() as tmp:
-            files = wsss.write_stage_report(outcome, self.outcomes, self.data, Path(tmp))
-            log_files(self.client, self.run_id, files, "stages")
+            self.run.files(wsss.write_stage_report(outcome, self.outcomes, self.data, Path(tmp)), "stages")
         return metrics
 
 
-def _open_run(client: MlflowClient, settings: TrialSettings, context: Any) -> str:
-    """This attempt's child run. Runs of earlier attempts of the same trial (a resumed or retried
-    trial) keep their status and are marked superseded, so every trial has one current run."""
-    trial_id = context.get_trial_id()
-    earlier = attempts(client, settings.experiment_id, settings.parent_run_id, trial_id)
-    tags = {PARENT_TAG: settings.parent_run_id, ROLE: "trial", TRIAL_ID: trial_id}
-    tags[ATTEMPT] = str(len(earlier) + 1)
-    name = context.get_trial_name()
-    run_id = client.create_run(settings.experiment_id, run_name=name, tags=tags).info.run_id
-    for run in earlier:
-        if run.data.tags.get(SUPERSEDED) != "true":
-            set_tags(client, run.info.run_id, {SUPERSEDED: "true", "wsss.superseded_by": run_id})
-        if run.info.status == "RUNNING":  # its process is gone: it was cut off, not finished
-            set_tags(client, run.info.run_id, {STATUS: "interrupted"})
-            client.set_terminated(run.info.run_id, "KILLED")
-    return run_id
-
-
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
-    """The Tune trainable (bound to `settings` with tune.with_parameters)."""
+    """The Tune trainable (bound to `settings` with tune.with_parameters).
+
+    MLflow is best-effort here: its writes are queued and retried (tuner.journal), and each report to
+    Tune waits at most `settings.tracking_wait` seconds for them, so an outage of the tracking server
+    neither fails the trial nor stalls it for long.
+    """
     context = tune.get_context()
-    client = MlflowClient()  # MLFLOW_TRACKING_URI comes from the Ray runtime environment
-    run_id = _open_run(client, settings, context)  # first, so that every failure below is recorded
+    journal = Journal(None, context.get_trial_name())  # MLFLOW_TRACKING_URI comes from the runtime env
+    run = TrialRun(journal, settings, context.get_trial_id(), context.get_trial_name())
     try:
-        search = load_search(settings.space_files)
-        space, cfg = trial_config(search, settings, config)
+        space, cfg = trial_config(settings.search, settings, config)
         tags = {
             "wsss.space": space,
             "wsss.method": cfg.seed.method,
-            "wsss.metric": search.metric,
-            "wsss.mode": search.mode,
+            "wsss.metric": settings.search.metric,
+            "wsss.mode": settings.search.mode,
             "wsss.node": ray.get_runtime_context().get_node_id(),
         }
-        set_tags(client, run_id, tags)
-        log_params(client, run_id, flatten(wsss.to_mapping(cfg)))
+        run.tags(tags)
+        run.params(flatten(wsss.to_mapping(cfg)))
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "config.yaml").write_text(wsss.dump_config(cfg))
-            client.log_artifact(run_id, str(Path(tmp) / "config.yaml"))
+            run.files([Path(tmp) / "config.yaml"], None)
         cache = _cache_dir(settings)
         data = wsss.prepare_dataset(cfg, settings.data_dir, cache)
         # What an exported config needs to know it is run on the same data (wsss.provenance).
         location = settings.data_dir or wsss.SYNTHETIC_DATA
-        set_tags(client, run_id, {DATA_FINGERPRINT: data.fingerprint, DATA_LOCATION: location})
+        run.tags({DATA_FINGERPRINT: data.fingerprint, DATA_LOCATION: location})
         store = wsss.StageStore(settings.store_uri, cache_dir=cache / "store")
         lock = ActorLock(settings.lock_actor) if settings.lock_actor else None
-        trial_log = _TrialLog(client, run_id, data, search.metric)
+        trial_log = _TrialLog(run, data, settings.search.metric)
 
         def on_stage(outcome: Any) -> None:
             metrics = trial_log.stage_done(outcome)
             if outcome.stage == wsss.STAGES[-1]:
-                set_tags(client, run_id, {STATUS: "finished"})
-                client.set_terminated(run_id, "FINISHED")
+                run.end("FINISHED", "finished")
+            run.flush()  # after the report Ray may stop this trial (pruned, or done)
+            if settings.node_cache_bytes is not None and not store.is_local:
+                store.trim_cache(settings.node_cache_bytes)
             summary = {k: metrics[k] for k in TUNE_KEYS if k in metrics}
             tune.report({**summary, "stage": outcome.stage, "reused": ",".join(trial_log.reused()) or "-"})
 
         wsss.run_pipeline(cfg, data, store, on_stage=on_stage, lock=lock)
     except Exception as exc:
-        set_tags(client, run_id, {STATUS: "failed", "wsss.error": wsss.user_message(exc)[:5000]})
-        client.set_terminated(run_id, "FAILED")
+        run.end("FAILED", "failed", wsss.user_message(exc))
+        run.flush()
         raise
+    finally:
+        journal.close(0)

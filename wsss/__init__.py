@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "PipelineConfig": "wsss.config",
     "load_config": "wsss.config",
+    "config_source": "wsss.config",
     "dump_config": "wsss.config",
     "preset_names": "wsss.config",
     "field_paths": "wsss.configio",

@@ -9,6 +9,7 @@ al. 2019, kazuto = kazuto1011/deeplab-pytorch).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -307,14 +308,31 @@ def read_provenance(source: str | os.PathLike[str]) -> tuple[str, dict[str, Any]
     return label, provenance
 
 
+def config_source(source: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings a config file or preset makes, as a mapping (checked: it loads as a config).
+
+    A search hands this mapping to its trials rather than the file's path, so a trial never depends
+    on a file that exists only where the search was started.
+    """
+    label, data, _ = _read_yaml(source)
+    try:
+        from_mapping(PipelineConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+    return data
+
+
 def load_config(
-    source: str | os.PathLike[str] | None = None,
+    source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
 ) -> PipelineConfig:
-    """Defaults <- YAML file or preset name <- overrides (`a.b=c` strings or a nested dict)."""
+    """Defaults <- YAML file, preset name or a mapping from `config_source` <- overrides (`a.b=c`
+    strings or a nested dict)."""
     data: dict[str, Any] = {}
     label = "config"
-    if source is not None:
+    if isinstance(source, Mapping):
+        label, data = "base config", dict(source)
+    elif source is not None:
         label, data, _ = _read_yaml(source)
     if overrides:
         extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides

@@ -1,8 +1,12 @@
-"""An interrupted search (Ctrl-C on the driver process) continues with `wsss-tune resume`."""
+"""An interrupted search (Ctrl-C on the driver process) continues with `wsss-tune resume`, on a "new
+head": from a copy of its storage folder and MLflow database in another directory, with the original
+folder and the space file gone, and the new tracking URI."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,28 +85,43 @@ def test_interrupted_search_resumes_without_recomputing_stored_stages(
     assert parent.info.status == "KILLED"
     ended_before = _trial_states(uri)[0]
     assert 2 <= ended_before < SAMPLES
-    before = _attempts(storage / "store")
 
+    # A new head: the storage folder and the database copied elsewhere, the old ones and the space gone.
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(storage, elsewhere / "storage")
+    shutil.copy(tmp_path / "mlflow.db", elsewhere / "mlflow.db")
+    shutil.rmtree(storage)
+    space.unlink()
+    before = _attempts(elsewhere / "storage" / "store")
+    new_uri = f"sqlite:///{elsewhere / 'mlflow.db'}"
     resumed = subprocess.run(
-        [sys.executable, "-m", "tuner.cli", "resume", *common],
+        [sys.executable, "-m", "tuner.cli", "resume", "--experiment", "resume-test", "--storage", "storage"],
         capture_output=True,
         text=True,
-        env=env,
+        env={**env, "MLFLOW_TRACKING_URI": new_uri},
+        cwd=elsewhere,
         timeout=400,
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert client.get_run(parent.info.run_id).info.status == "KILLED"  # the old database was left alone
+    client = MlflowClient(new_uri)
     runs = client.search_runs([experiment.experiment_id], "tags.`wsss.role` = 'trial'")
-    current = [r for r in runs if r.data.tags.get("wsss.superseded") != "true"]
-    assert len(current) == SAMPLES and {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
-    superseded = [r for r in runs if r.data.tags.get("wsss.superseded") == "true"]
-    assert superseded  # the trials cut off by Ctrl-C ran again under new runs...
-    for run in superseded:  # ...and their own runs were not rewritten as FINISHED by the rerun
-        assert run.info.status == "KILLED" and run.data.tags["wsss.status"] == "interrupted"
+    assert len(runs) == SAMPLES and {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
+    rerun = [r for r in runs if r.data.tags["wsss.attempt"] != "1"]
+    assert rerun  # the trials cut off by Ctrl-C ran again, continuing their own runs
+    assert all(r.data.tags["wsss.status"] in ("finished", "pruned") for r in rerun)
     assert len(leaderboard(client, "resume-test")) == SAMPLES  # one row per trial
-    assert len(leaderboard(client, "resume-test", all_attempts=True)) == len(runs)
-    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
-    after = _attempts(storage / "store")
+    resumed_parent = client.get_run(parent.info.run_id)
+    assert resumed_parent.info.status == "FINISHED"
+    assert resumed_parent.data.tags["wsss.tune_path"] == str(
+        elsewhere / "storage" / "tune" / _name(resumed_parent)
+    )
+    after = _attempts(elsewhere / "storage" / "store")
     assert all(after[key] == attempts for key, attempts in before.items())  # nothing stored was rebuilt
     searcher = StageAwareOptunaSearch(metric="objective", mode="max", final_iteration=3)
-    searcher.restore_from_dir(parent.data.tags["wsss.tune_path"])
+    searcher.restore_from_dir(resumed_parent.data.tags["wsss.tune_path"])
     assert len(searcher._ot_study.trials) == SAMPLES  # the sampler carried on where it stopped
+
+
+def _name(parent: object) -> str:
+    return json.loads(parent.data.tags["wsss.options"])["name"]  # type: ignore[attr-defined]
