@@ -26,6 +26,7 @@ from tuner.tracking import (
     STATUS,
     SUPERSEDED,
     TRIAL_ID,
+    iter_runs,
 )
 
 COLUMNS = (
@@ -89,6 +90,28 @@ def latest_attempts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
+def _search_objective(client: MlflowClient, experiment_id: str) -> tuple[str, str] | None:
+    """(metric, mode) shared by every search of the experiment, or None if they differ."""
+    searches = list(iter_runs(client, [experiment_id], f"tags.`{ROLE}` = 'search'"))
+    pairs = {(r.data.tags.get("wsss.metric", "val_miou"), r.data.params.get("mode", "max")) for r in searches}
+    return pairs.pop() if len(pairs) == 1 else None
+
+
+def _top_finished(
+    client: MlflowClient, experiment_id: str, top: int, objective: tuple[str, str]
+) -> list[dict[str, Any]]:
+    """The best `top` finished trials, ordered by the server and read page by page until found."""
+    metric, mode = objective
+    order = [f"metrics.`{metric}` {'DESC' if mode == 'max' else 'ASC'}", "attributes.start_time ASC"]
+    query = f"tags.`{ROLE}` = 'trial' and attributes.status = 'FINISHED'"
+    rows: list[dict[str, Any]] = []
+    for run in iter_runs(client, [experiment_id], query, order_by=order):
+        rows.append(_row(run))
+        if len(latest_attempts(rows)) >= top:
+            break
+    return latest_attempts(rows)
+
+
 def leaderboard(
     client: MlflowClient,
     experiment: str,
@@ -97,16 +120,26 @@ def leaderboard(
     all_attempts: bool = False,
 ) -> list[dict[str, Any]]:
     """Finished trials ranked by their objective (within each method with by='method'), then the
-    pruned and failed ones, furthest stage first. One row per trial, its latest attempt; earlier
-    attempts of resumed or retried trials (superseded runs) too with `all_attempts`."""
+    pruned and failed ones, furthest stage first. One row per trial; every run of a trial (runs of
+    earlier versions that opened one per attempt) with `all_attempts`.
+
+    Runs are read page by page (MLflow's search pages), however many there are; with `top` (and
+    no grouping), the server orders finished trials by the metric and only the pages needed are read.
+    """
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise wsss.ConfigError(
             f"--experiment {experiment}: no such MLflow experiment at {client.tracking_uri}"
         )
-    runs = client.search_runs(
-        [found.experiment_id], filter_string=f"tags.`{ROLE}` = 'trial'", max_results=50000
-    )
+    if by not in (None, "method"):
+        raise wsss.ConfigError(f"--by {by}: only 'method' is supported")
+    if top is not None and by is None and not all_attempts:
+        objective = _search_objective(client, found.experiment_id)
+        if objective is not None:
+            best = _top_finished(client, found.experiment_id, top, objective)
+            if len(best) >= top:
+                return rank_rows(best, top)
+    runs = iter_runs(client, [found.experiment_id], f"tags.`{ROLE}` = 'trial'")
     rows = [_row(r) for r in runs]
     return rank_rows(rows if all_attempts else latest_attempts(rows), top, by)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,11 +104,33 @@ def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
+PAGE = 1000  # runs per MLflow search request (the server's page limit for search_runs)
+
+
+def iter_runs(
+    client: MlflowClient,
+    experiment_ids: list[str],
+    filter_string: str,
+    order_by: list[str] | None = None,
+    page: int = PAGE,
+) -> Iterator[Any]:
+    """Every run matching the filter, read page by page (never silently cut at a maximum)."""
+    token = None
+    while True:
+        runs = client.search_runs(
+            experiment_ids, filter_string, max_results=page, order_by=order_by, page_token=token
+        )
+        yield from runs
+        token = runs.token
+        if not token:
+            return
+
+
 def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str | None = None) -> list[Any]:
     query = f"tags.`{ROLE}` = 'trial'" + (
         f" and tags.`{PARENT_TAG}` = '{parent_run_id}'" if parent_run_id else ""
     )
-    return list(client.search_runs([experiment_id], filter_string=query, max_results=50000))
+    return list(iter_runs(client, [experiment_id], query))
 
 
 def _error_line(trial: Any) -> str:
@@ -208,7 +230,7 @@ class RunStatusCallback(tune.Callback):
 def attempts(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str) -> list[Any]:
     """Every run of one trial of one search: one per attempt."""
     query = f"tags.`{TRIAL_ID}` = '{trial_id}' and tags.`{PARENT_TAG}` = '{parent_run_id}'"
-    return list(client.search_runs([experiment_id], filter_string=query))
+    return list(iter_runs(client, [experiment_id], query))
 
 
 def close_dangling(client: MlflowClient, experiment_id: str, parent_run_id: str) -> int:
