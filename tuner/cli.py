@@ -111,6 +111,28 @@ def _parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="continue an interrupted search (searcher state included)")
     _tracking_args(resume)
 
+    gc = sub.add_parser(
+        "gc",
+        help="remove stored stages that neither the best trials of the given experiments nor exported "
+        "configs need (lists only, unless --apply)",
+    )
+    gc.add_argument(
+        "--experiment", nargs="+", default=[], help="experiments whose best trials keep their stages"
+    )
+    gc.add_argument("--top", type=int, default=10, help="trials kept per experiment (default 10)")
+    gc.add_argument(
+        "--keep-config", type=Path, nargs="+", default=[], help="exported configs whose stages stay"
+    )
+    gc.add_argument("--older-than-days", type=float, help="only remove artifacts created this long ago")
+    gc.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help=f"the searches' storage (default {DEFAULT_STORAGE})"
+    )
+    gc.add_argument("--store", help="stage store location (default STORAGE/store)")
+    gc.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else STORAGE/mlflow.db)"
+    )
+    gc.add_argument("--apply", action="store_true", help="remove them (default: only list them)")
+
     demo = sub.add_parser("demo", help="a small local search on synthetic data, start to finish")
     demo.add_argument(
         "--workdir", type=Path, default=Path("wsss-demo"), help="where it all goes (default ./wsss-demo)"
@@ -240,6 +262,24 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gc(args: argparse.Namespace) -> int:
+    from tuner.results import kept_stage_keys
+    from tuner.search import local_workdir
+
+    if args.top < 1:
+        raise wsss.ConfigError(f"--top: must be >= 1, got {args.top}")
+    keep: set[tuple[str, str]] | None = None
+    if args.experiment or args.keep_config:
+        keep = wsss.config_keys(args.keep_config)
+        for experiment in args.experiment:
+            keep |= kept_stage_keys(_client(args), experiment, args.top)
+    location = args.store or f"{args.storage.rstrip('/')}/store"
+    store = wsss.StageStore(location, cache_dir=local_workdir(args.storage) / "cache")
+    removed = wsss.collect_garbage(store, keep, args.older_than_days, apply=args.apply)
+    print("\n".join(wsss.describe_collected(removed, store.location, args.apply)))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tuner.demo import demo_options
     from tuner.results import export_config
@@ -293,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export": _cmd_export,
         "resume": _cmd_resume,
         "demo": _cmd_demo,
+        "gc": _cmd_gc,
         "spaces": _cmd_spaces_check,
     }
     try:

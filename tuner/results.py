@@ -144,6 +144,17 @@ def leaderboard(
     return rank_rows(rows if all_attempts else latest_attempts(rows), top, by)
 
 
+def kept_stage_keys(client: MlflowClient, experiment: str, top: int) -> set[tuple[str, str]]:
+    """(stage, key) of every stage the `top` best finished trials of the experiment used."""
+    keep: set[tuple[str, str]] = set()
+    for row in leaderboard(client, experiment, top=top):
+        if row["status"] != "finished":
+            continue
+        tags = client.get_run(row["run_id"]).data.tags
+        keep |= {(stage, tags[f"wsss.key.{stage}"]) for stage in wsss.STAGES if f"wsss.key.{stage}" in tags}
+    return keep
+
+
 # Stage metrics in pipeline order: how far an unfinished trial got, and how well it did there.
 _STAGE_METRICS = ("cam_miou_best", "pseudo_miou")
 

@@ -22,6 +22,10 @@ _EXPORTS = {
     "load_yaml": "wsss.configio",
     "list_methods": "wsss.methods",
     "run_pipeline": "wsss.pipeline",
+    "stage_keys": "wsss.pipeline",
+    "collect_garbage": "wsss.store_gc",
+    "config_keys": "wsss.store_gc",
+    "describe_collected": "wsss.store_gc",
     "prepare_dataset": "wsss.pipeline",
     "default_cache_dir": "wsss.pipeline",
     "PipelineResult": "wsss.pipeline",
@@ -44,7 +48,12 @@ _EXPORTS = {
     "user_message": "wsss.errors",
     "SYNTHETIC_DATA": "wsss.provenance",
 }
-_RENAMES = {"generate_synthetic": "generate", "evaluate_masks": "run", "SYNTHETIC_DATA": "SYNTHETIC"}
+_RENAMES = {
+    "describe_collected": "describe",
+    "generate_synthetic": "generate",
+    "evaluate_masks": "run",
+    "SYNTHETIC_DATA": "SYNTHETIC",
+}
 
 __all__ = sorted(_EXPORTS)
 

@@ -112,6 +112,20 @@ def _parser() -> argparse.ArgumentParser:
         help="on object stores, also remove unpublished attempts started this long ago (default 48)",
     )
     clean.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc = store.add_parser(
+        "gc",
+        help="remove published stages that exported configs do not need, or old ones (lists only, "
+        "unless --apply); `wsss-tune gc` also keeps what the best trials of experiments need",
+    )
+    gc.add_argument(
+        "--workdir", type=Path, default=Path("wsss-work"), help="working folder (default ./wsss-work)"
+    )
+    gc.add_argument("--store", help="stage store folder or URI (default: WORKDIR/store)")
+    gc.add_argument(
+        "--keep-config", type=Path, nargs="+", default=[], help="exported configs whose stages stay"
+    )
+    gc.add_argument("--older-than-days", type=float, help="only remove artifacts created this long ago")
+    gc.add_argument("--apply", action="store_true", help="remove them (default: only list them)")
     return parser
 
 
@@ -220,6 +234,17 @@ def _cmd_store_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_store_gc(args: argparse.Namespace) -> int:
+    from wsss.store import StageStore
+    from wsss.store_gc import collect_garbage, config_keys, describe
+
+    keep = config_keys(args.keep_config) if args.keep_config else None
+    store = StageStore(args.store or args.workdir / "store", cache_dir=args.workdir / "cache")
+    removed = collect_garbage(store, keep, args.older_than_days, apply=args.apply)
+    print("\n".join(describe(removed, store.location, args.apply)))
+    return 0
+
+
 def _cmd_methods() -> int:
     from wsss.methods import get, list_methods
 
@@ -248,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             return _cmd_config_show(args)
         if args.command == "store":
-            return _cmd_store_clean(args)
+            return _cmd_store_gc(args) if args.store_command == "gc" else _cmd_store_clean(args)
         return _cmd_methods()
     except WsssError as exc:
         print(f"wsss: error: {user_message(exc)}", file=sys.stderr)

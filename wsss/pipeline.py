@@ -171,6 +171,17 @@ def _outcome(name: str, key: str, artifact: Artifact, cached: bool, start: float
     )
 
 
+def stage_keys(cfg: PipelineConfig, fingerprint: str) -> dict[str, str]:
+    """The store key of every stage of `cfg` on the dataset with `fingerprint`, without running them."""
+    keys: dict[str, str] = {}
+    upstream: str | None = None
+    for name in STAGES:
+        upstream = keys[name] = stage_key(
+            name, getattr(cfg, name), upstream, fingerprint, _VERSIONS[name], cfg.rng_seed
+        )
+    return keys
+
+
 def run_pipeline(
     cfg: PipelineConfig,
     data: VocDataset,
@@ -189,11 +200,12 @@ def run_pipeline(
     runtime = Runtime.from_config(cfg.runtime)
     outcomes: dict[str, StageOutcome] = {}
     upstream: StageOutcome | None = None
+    keys = stage_keys(cfg, data.fingerprint)
     with torch_threads(cfg.runtime.threads):
         for name in STAGES:
             stage_cfg = getattr(cfg, name)
             upstream_key = upstream.key if upstream else None
-            key = stage_key(name, stage_cfg, upstream_key, data.fingerprint, _VERSIONS[name], cfg.rng_seed)
+            key = keys[name]
             meta = {
                 "config": to_mapping(stage_cfg),
                 "rng_seed": cfg.rng_seed,

@@ -175,6 +175,39 @@ def test_export_then_wsss_run_reproduces_the_trial(
         assert all(stage["cached"] is cached for stage in summary["stages"].values())
 
 
+def test_gc_keeps_the_best_trials_stages(
+    search: dict[str, Any], mlflow_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`wsss-tune gc --experiment X --top 1`: the best trial's stages stay, the others' go (on --apply).
+    Runs after the export test, which needs the stages of trial 1 only."""
+    storage = search["options"].storage
+    best = leaderboard(search["client"], "search-test", top=1)[0]
+    tags = search["client"].get_run(best["run_id"]).data.tags
+    keys = {stage: tags[f"wsss.key.{stage}"] for stage in wsss.STAGES}
+    store = wsss.StageStore(f"{storage}/store", cache_dir=Path(storage) / "cache")
+    published = {
+        (s, k.name) for s in wsss.STAGES for k in (Path(storage) / "store" / s).iterdir() if k.is_dir()
+    }
+    common = [
+        "gc",
+        "--experiment",
+        "search-test",
+        "--top",
+        "1",
+        "--storage",
+        storage,
+        "--tracking-uri",
+        mlflow_server,
+    ]
+    assert tune_main(common) == 0
+    listed = capsys.readouterr().out
+    assert f"would remove refine/{keys['refine']}" not in listed and "pass --apply" in listed
+    assert tune_main([*common, "--apply"]) == 0
+    left = {(s, k.name) for s in wsss.STAGES for k in (Path(storage) / "store" / s).iterdir() if k.is_dir()}
+    assert left == set(keys.items()) < published
+    assert all(store.lookup(stage, key) is not None for stage, key in keys.items())
+
+
 def test_a_search_where_no_trial_finishes_fails_and_names_the_cause(
     mlflow_server: str, tiny_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
