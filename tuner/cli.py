@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ def Console(stderr: bool = False) -> _Console:
 
 log = logging.getLogger("tuner")
 DEFAULT_STORAGE = "wsss-work"
+# Set on a cluster's head (cluster.yaml): the tracking server's database and where it is backed up.
+DB_ENV, BACKUP_ENV = "WSSS_MLFLOW_DB", "WSSS_MLFLOW_BACKUP"
 
 
 def _tracking_args(p: argparse.ArgumentParser) -> None:
@@ -132,6 +135,28 @@ def _parser() -> argparse.ArgumentParser:
         "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else STORAGE/mlflow.db)"
     )
     gc.add_argument("--apply", action="store_true", help="remove them (default: only list them)")
+
+    db = sub.add_parser(
+        "db", help="back up or restore the tracking server's sqlite database (it lives on the head's disk)"
+    ).add_subparsers(dest="db_command", required=True)
+    for name, helptext in (("backup", "copy the database to the bucket"), ("restore", "bring it back")):
+        p = db.add_parser(name, help=helptext)
+        p.add_argument(
+            "--db",
+            type=Path,
+            default=os.environ.get(DB_ENV),
+            required=not os.environ.get(DB_ENV),
+            help=f"the server's sqlite file (default ${DB_ENV})",
+        )
+        p.add_argument(
+            "--remote",
+            default=os.environ.get(BACKUP_ENV),
+            required=not os.environ.get(BACKUP_ENV),
+            help=f"backup location, e.g. s3://bucket/wsss/mlflow.db (default ${BACKUP_ENV})",
+        )
+        if name == "restore":
+            p.add_argument("--force", action="store_true", help="replace an existing database")
+            p.add_argument("--missing-ok", action="store_true", help="no backup yet is not an error")
 
     demo = sub.add_parser("demo", help="a small local search on synthetic data, start to finish")
     demo.add_argument(
@@ -280,6 +305,36 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_db(args: argparse.Namespace) -> int:
+    from tuner.durable import backup, restore
+
+    if args.db_command == "backup":
+        size = backup(args.db, args.remote)
+        print(f"backed up {args.db} to {args.remote} ({size / 1e6:.1f} MB)")
+    else:
+        size = restore(args.remote, args.db, force=args.force, missing_ok=args.missing_ok)
+        print(
+            f"restored {args.db} from {args.remote} ({size / 1e6:.1f} MB)"
+            if size
+            else f"no backup at {args.remote}"
+        )
+    return 0
+
+
+def _backup_after_search() -> None:
+    """On a cluster's head (where $WSSS_MLFLOW_DB and $WSSS_MLFLOW_BACKUP are set), back the tracking
+    database up after every search, whatever its outcome; a failed backup is a warning."""
+    db, remote = os.environ.get(DB_ENV), os.environ.get(BACKUP_ENV)
+    if not db or not remote:
+        return
+    from tuner.durable import backup
+
+    try:
+        backup(Path(db), remote)
+    except wsss.WsssError as exc:
+        log.warning("could not back up the MLflow database: %s", wsss.user_message(exc))
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tuner.demo import demo_options
     from tuner.results import export_config
@@ -334,9 +389,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "resume": _cmd_resume,
         "demo": _cmd_demo,
         "gc": _cmd_gc,
+        "db": _cmd_db,
         "spaces": _cmd_spaces_check,
     }
     try:
+        if args.command in ("search", "resume"):
+            try:
+                return commands[args.command](args)
+            finally:
+                _backup_after_search()
         return commands[args.command](args)
     except wsss.WsssError as exc:
         lines = getattr(exc, "problems", None) or [wsss.user_message(exc)]

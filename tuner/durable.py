@@ -1,0 +1,89 @@
+"""The MLflow database outlives its head node: a consistent copy of the sqlite file in the bucket.
+
+On a cluster the tracking server keeps its runs in sqlite on the head's disk, which `ray down` or a
+lost head deletes. The head restores the database from the bucket before the server starts, and
+backs it up (every few minutes, after every search, and before `ray down`). A backup is made with
+sqlite's online backup API, so it is consistent while the server writes; it is uploaded under a
+temporary name and moved into place, so the bucket always holds a whole copy. A database given as a
+managed server (Postgres, MySQL) needs none of this.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+import wsss
+
+log = logging.getLogger(__name__)
+
+
+def _remote(location: str) -> tuple[pafs.FileSystem, str]:
+    try:
+        if "://" in location:
+            return pafs.FileSystem.from_uri(location)
+        return pafs.LocalFileSystem(), str(Path(location).absolute())
+    except (ValueError, pa.ArrowException) as exc:
+        raise wsss.ConfigError(f"{location}: not a location pyarrow can open ({exc})") from None
+
+
+def backup(db: Path, destination: str) -> int:
+    """Copy the sqlite database `db` to `destination` (a path or URI); returns the bytes written."""
+    if not db.is_file():
+        raise wsss.ConfigError(f"{db}: no such MLflow database to back up")
+    fs, path = _remote(destination)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "mlflow.db"
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as source, sqlite3.connect(copy) as target:
+                source.backup(target)
+        except sqlite3.Error as exc:
+            raise wsss.ConfigError(f"{db}: cannot read it as a sqlite database ({exc})") from None
+        size = copy.stat().st_size
+        try:
+            parent = path.rsplit("/", 1)[0]
+            if parent:
+                fs.create_dir(parent, recursive=True)
+            pafs.copy_files(str(copy), f"{path}.tmp", destination_filesystem=fs)
+            fs.move(f"{path}.tmp", path)
+        except (OSError, pa.ArrowException) as exc:
+            raise wsss.StoreError(f"{destination}: cannot upload the backup ({exc})") from None
+    log.info("backed up %s to %s (%d bytes)", db, destination, size)
+    return size
+
+
+def restore(source: str, db: Path, force: bool = False, missing_ok: bool = False) -> int:
+    """Download the backup at `source` to `db`; returns its size (0 when there is none and
+    `missing_ok`). An existing database is only replaced with `force`."""
+    fs, path = _remote(source)
+    try:
+        present = fs.get_file_info(path).type == pafs.FileType.File
+    except (OSError, pa.ArrowException) as exc:
+        raise wsss.StoreError(f"{source}: cannot look for a backup ({exc})") from None
+    if not present:
+        if missing_ok:
+            log.info("no backup at %s yet; starting with a new database", source)
+            return 0
+        raise wsss.ConfigError(f"{source}: no such backup")
+    if db.exists() and not force:
+        raise wsss.ConfigError(f"{db}: a database is already there; pass --force to replace it")
+    db.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db.with_name(f".{db.name}.{os.getpid()}")
+    try:
+        pafs.copy_files(path, str(tmp), source_filesystem=fs)
+        with sqlite3.connect(f"file:{tmp}?mode=ro", uri=True) as check:
+            if check.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+                raise wsss.StoreError(f"{source}: the backup is damaged (sqlite integrity check failed)")
+        os.replace(tmp, db)
+    except (OSError, pa.ArrowException, sqlite3.Error) as exc:
+        raise wsss.StoreError(f"{source}: cannot restore the backup ({exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("restored %s from %s", db, source)
+    return db.stat().st_size
