@@ -1,22 +1,96 @@
-"""cluster.yaml passes Ray's own config preparation and schema validation (offline), plus our rules."""
+"""cluster.yaml passes Ray's own config preparation and schema validation (offline), plus what can be
+checked here of the path it takes: one node image for every node, with the Ray and Python this project
+pins, every command the nodes run provided by that image, durable tracking, least-privilege workers."""
 
 from __future__ import annotations
 
 import copy
+import json
 import re
+import shlex
+import sys
+import tomllib
 from pathlib import Path
 
 import jsonschema
 import pytest
+import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-CLUSTER_YAML = Path(__file__).resolve().parents[2] / "cluster.yaml"
+from tuner.cli import _parser as tune_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER_YAML = ROOT / "cluster.yaml"
+README = (ROOT / "README.md").read_text()
+# Shell words and tools of the base image's OS (Ubuntu in rayproject/ray), not of our environment.
+SHELL = {
+    "if",
+    "then",
+    "fi",
+    "else",
+    "while",
+    "do",
+    "done",
+    "export",
+    "ulimit",
+    "nohup",
+    "sh",
+    "sleep",
+    "mkdir",
+    "hostname",
+    "awk",
+    "dirname",
+    "[",
+    "true",
+}
+# Our environment: console scripts of this project and its dependencies, and what the image adds.
+OURS = {"ray", "mlflow", "wsss", "wsss-tune", "python", "pip", "aws"}
 
 
 @pytest.fixture
 def raw() -> dict:
     return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+def _block(marker: str) -> str:
+    match = re.search(rf"<!-- {marker}:start -->\n```\w+\n(.*?)```\n<!-- {marker}:end -->", README, re.S)
+    assert match, f"README has no {marker} block"
+    return match.group(1)
+
+
+def _dockerfile() -> str:
+    return re.search(r"<<'DOCKERFILE'\n(.*?)\nDOCKERFILE", _block("node-image"), re.S).group(1)
+
+
+def _commands(raw: dict, *sections: str) -> list[str]:
+    return [c for s in sections for c in raw.get(s, [])]
+
+
+_OPERATORS = {";", "|", "||", "&&", "&", "("}
+_REDIRECTS = {">", ">>", "<", ">&", "&>"}
+_PREFIXES = {"if", "then", "else", "do", "while", "nohup", "!"}
+
+
+def _programs(command: str) -> list[str]:
+    """The program of every simple command in a shell line (after ;, |, &&, $( and if/then), and
+    inside `sh -c '...'`; redirection targets and variable assignments are not programs."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    tokens, programs, expect, skip = list(lexer), [], True, False
+    for i, token in enumerate(tokens):
+        if skip:
+            skip = False
+        elif token in _REDIRECTS:
+            skip = True
+        elif token in _OPERATORS:
+            expect = True
+        elif expect and not (token in _PREFIXES or re.match(r"\w+=", token)):
+            programs.append(token)
+            expect = False
+            if token == "sh" and tokens[i + 1] == "-c":
+                programs += _programs(tokens[i + 2])
+    return programs
 
 
 def test_ray_prepares_and_validates_it(raw: dict) -> None:
@@ -25,19 +99,95 @@ def test_ray_prepares_and_validates_it(raw: dict) -> None:
     assert prepared["available_node_types"]["head.cpu"]["max_workers"] == 0
 
 
-def test_our_rules(raw: dict) -> None:
+def test_one_image_with_the_pinned_ray_and_python(raw: dict) -> None:
+    docker = raw["docker"]
+    assert "head_image" not in docker and "worker_image" not in docker  # head and workers alike
+    for node_type in raw["available_node_types"].values():
+        assert "docker" not in node_type
+    assert docker["image"].endswith("/wsss-search:latest") and docker["pull_before_run"]
+    base = re.match(r"FROM rayproject/ray:(\S+)-py(\d)(\d+)-gpu\n", _dockerfile())
+    assert base, "the node image must build on Ray's GPU image"
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert base.group(1) == ray.__version__  # the Ray the tests (and the driver) run
+    assert '"ray[tune]==' + ray.__version__ + '"' in (ROOT / "pyproject.toml").read_text()
+    python = (int(base.group(2)), int(base.group(3)))
+    assert python >= tuple(int(v) for v in pyproject["requires-python"].removeprefix(">=").split("."))
+    assert f"ray:{ray.__version__}-py{python[0]}{python[1]}-gpu" in CLUSTER_YAML.read_text()  # its header
+    assert f"ray[tune]=={ray.__version__}" in _dockerfile()  # pip may not move Ray off the image's
+
+
+def test_nodes_install_nothing_when_they_boot(raw: dict) -> None:
+    boot = " ".join(_commands(raw, "setup_commands", "head_setup_commands", "worker_setup_commands"))
+    assert "pip install" not in boot and "file_mounts" not in raw
+    installs = _dockerfile()
+    assert "/home/ray/wsss-search[crf]" in installs and "COPY" in installs  # the project, in the image
+    assert "awscli" in installs and "psycopg2-binary" in installs  # the AWS CLI and Postgres driver
+
+
+def test_every_command_the_nodes_run_exists_in_the_image(raw: dict) -> None:
+    """Commands inside the container: our environment's console scripts (checked to exist here, where
+    the project is installed as in the image) or the base OS's shell tools."""
+    inside = _commands(
+        raw,
+        "setup_commands",
+        "head_setup_commands",
+        "worker_setup_commands",
+        "head_start_ray_commands",
+        "worker_start_ray_commands",
+    )
+    programs = {p for command in inside for p in _programs(command)}
+    assert {"ray", "mlflow", "wsss-tune", "aws"} <= programs
+    assert programs <= SHELL | OURS, programs - SHELL - OURS
+    scripts = Path(sys.executable).parent
+    for program in programs & (OURS - {"aws"}):  # aws comes from the image's awscli
+        assert (scripts / program).exists(), f"{program} is not installed with the project"
+    host = {p for command in raw["initialization_commands"] for p in _programs(command)}
+    assert host == {"aws", "docker"}  # the AMI's tools, outside the container
+
+
+def test_the_tuner_accepts_the_commands_cluster_yaml_gives_it(
+    raw: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    head_env = dict(
+        o.removeprefix("--env ").split("=", 1) for o in raw["docker"]["head_run_options"] if "--env" in o
+    )
+    for name, value in head_env.items():
+        monkeypatch.setenv(name, value)
+    started = " ".join(raw["head_start_ray_commands"])
+    for command in re.findall(r"wsss-tune ([a-z][^;'&>]*)", started):
+        args = tune_parser().parse_args(shlex.split(command))
+        assert args.db == Path(head_env["WSSS_MLFLOW_DB"]) and args.remote == head_env["WSSS_MLFLOW_BACKUP"]
+    assert "wsss-tune db restore --missing-ok" in started and "wsss-tune db backup" in started
+
+
+def test_durable_tracking_and_network_rules(raw: dict) -> None:
     head = " ".join(raw["head_start_ray_commands"])
     workers = " ".join(raw["worker_start_ray_commands"])
     assert "ray start --head" in head and "--num-gpus=0" in head  # no trial lands on the CPU head
     gpu = raw["available_node_types"]["gpu.worker"]
     assert gpu["min_workers"] == 0 and gpu["resources"]["GPU"] >= 1  # GPU workers autoscale from zero
     assert re.search(r"mlflow server .*--serve-artifacts", head) and "--artifacts-destination s3://" in head
-    assert "--backend-store-uri sqlite:////" in head  # an absolute database path, never a file store
-    assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in workers
-    assert "MLFLOW_TRACKING_URI=" in head
-    setup = " ".join(raw["setup_commands"])
-    assert "pip install -q -e ~/wsss-search" in setup and raw["file_mounts"]["~/wsss-search"] == "."
-    assert "IamInstanceProfile" in gpu["node_config"]  # workers reach the S3 stage store
+    assert '--backend-store-uri "${WSSS_MLFLOW_BACKEND:-sqlite:///$WSSS_MLFLOW_DB}"' in head
+    assert head.index("wsss-tune db restore") < head.index("mlflow server")  # restored before serving
+    assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in workers and "MLFLOW_TRACKING_URI=" in head
+    assert "aws s3 sync s3://YOUR-BUCKET/data /data" in " ".join(raw["setup_commands"])
+
+
+def test_workers_get_the_storage_bucket_and_nothing_else(raw: dict) -> None:
+    profile = raw["available_node_types"]["gpu.worker"]["node_config"]["IamInstanceProfile"]
+    assert profile == {"Arn": "arn:aws:iam::YOUR-ACCOUNT:instance-profile/wsss-worker"}
+    assert "ray-autoscaler" not in json.dumps(profile)
+    policy = json.loads(_block("worker-policy"))
+    actions = {a for s in policy["Statement"] for a in s["Action"]}
+    assert all(a.startswith(("s3:", "ecr:")) for a in actions) and not any("*" in a for a in actions)
+    for statement in policy["Statement"]:
+        for resource in statement["Resource"]:
+            if statement["Action"][0].startswith("s3:"):
+                assert resource.startswith("arn:aws:s3:::YOUR-BUCKET")
+            elif resource != "*":
+                assert resource == "arn:aws:ecr:us-west-2:YOUR-ACCOUNT:repository/wsss-search"
+    star = [s for s in policy["Statement"] if s["Resource"] == ["*"]]
+    assert [s["Action"] for s in star] == [["ecr:GetAuthorizationToken"]]  # AWS offers no narrower scope
 
 
 def test_validation_catches_mistakes(raw: dict) -> None:
