@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ from rich.console import Console as _Console
 from rich.table import Table
 
 import wsss
+from tuner.maintenance import add_maintenance_parsers, backup_after_search, cmd_db, cmd_gc
 
 
 def Console(stderr: bool = False) -> _Console:
@@ -23,8 +23,6 @@ def Console(stderr: bool = False) -> _Console:
 
 log = logging.getLogger("tuner")
 DEFAULT_STORAGE = "wsss-work"
-# Set on a cluster's head (cluster.yaml): the tracking server's database and where it is backed up.
-DB_ENV, BACKUP_ENV = "WSSS_MLFLOW_DB", "WSSS_MLFLOW_BACKUP"
 
 
 def _tracking_args(p: argparse.ArgumentParser) -> None:
@@ -114,49 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="continue an interrupted search (searcher state included)")
     _tracking_args(resume)
 
-    gc = sub.add_parser(
-        "gc",
-        help="remove stored stages that neither the best trials of the given experiments nor exported "
-        "configs need (lists only, unless --apply)",
-    )
-    gc.add_argument(
-        "--experiment", nargs="+", default=[], help="experiments whose best trials keep their stages"
-    )
-    gc.add_argument("--top", type=int, default=10, help="trials kept per experiment (default 10)")
-    gc.add_argument(
-        "--keep-config", type=Path, nargs="+", default=[], help="exported configs whose stages stay"
-    )
-    gc.add_argument("--older-than-days", type=float, help="only remove artifacts created this long ago")
-    gc.add_argument(
-        "--storage", default=DEFAULT_STORAGE, help=f"the searches' storage (default {DEFAULT_STORAGE})"
-    )
-    gc.add_argument("--store", help="stage store location (default STORAGE/store)")
-    gc.add_argument(
-        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else STORAGE/mlflow.db)"
-    )
-    gc.add_argument("--apply", action="store_true", help="remove them (default: only list them)")
-
-    db = sub.add_parser(
-        "db", help="back up or restore the tracking server's sqlite database (it lives on the head's disk)"
-    ).add_subparsers(dest="db_command", required=True)
-    for name, helptext in (("backup", "copy the database to the bucket"), ("restore", "bring it back")):
-        p = db.add_parser(name, help=helptext)
-        p.add_argument(
-            "--db",
-            type=Path,
-            default=os.environ.get(DB_ENV),
-            required=not os.environ.get(DB_ENV),
-            help=f"the server's sqlite file (default ${DB_ENV})",
-        )
-        p.add_argument(
-            "--remote",
-            default=os.environ.get(BACKUP_ENV),
-            required=not os.environ.get(BACKUP_ENV),
-            help=f"backup location, e.g. s3://bucket/wsss/mlflow.db (default ${BACKUP_ENV})",
-        )
-        if name == "restore":
-            p.add_argument("--force", action="store_true", help="replace an existing database")
-            p.add_argument("--missing-ok", action="store_true", help="no backup yet is not an error")
+    add_maintenance_parsers(sub, DEFAULT_STORAGE)
 
     demo = sub.add_parser("demo", help="a small local search on synthetic data, start to finish")
     demo.add_argument(
@@ -279,60 +235,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from tuner.search import local_workdir, resume_search
+    from tuner.resume import resume_search
+    from tuner.search import local_workdir
     from tuner.tracking import resolve_tracking_uri
 
     resume_search(args.experiment, args.tracking_uri, args.storage)
     _summary(resolve_tracking_uri(args.tracking_uri, local_workdir(args.storage)), args.experiment)
     return 0
-
-
-def _cmd_gc(args: argparse.Namespace) -> int:
-    from tuner.results import kept_stage_keys
-    from tuner.search import local_workdir
-
-    if args.top < 1:
-        raise wsss.ConfigError(f"--top: must be >= 1, got {args.top}")
-    keep: set[tuple[str, str]] | None = None
-    if args.experiment or args.keep_config:
-        keep = wsss.config_keys(args.keep_config)
-        for experiment in args.experiment:
-            keep |= kept_stage_keys(_client(args), experiment, args.top)
-    location = args.store or f"{args.storage.rstrip('/')}/store"
-    store = wsss.StageStore(location, cache_dir=local_workdir(args.storage) / "cache")
-    removed = wsss.collect_garbage(store, keep, args.older_than_days, apply=args.apply)
-    print("\n".join(wsss.describe_collected(removed, store.location, args.apply)))
-    return 0
-
-
-def _cmd_db(args: argparse.Namespace) -> int:
-    from tuner.durable import backup, restore
-
-    if args.db_command == "backup":
-        size = backup(args.db, args.remote)
-        print(f"backed up {args.db} to {args.remote} ({size / 1e6:.1f} MB)")
-    else:
-        size = restore(args.remote, args.db, force=args.force, missing_ok=args.missing_ok)
-        print(
-            f"restored {args.db} from {args.remote} ({size / 1e6:.1f} MB)"
-            if size
-            else f"no backup at {args.remote}"
-        )
-    return 0
-
-
-def _backup_after_search() -> None:
-    """On a cluster's head (where $WSSS_MLFLOW_DB and $WSSS_MLFLOW_BACKUP are set), back the tracking
-    database up after every search, whatever its outcome; a failed backup is a warning."""
-    db, remote = os.environ.get(DB_ENV), os.environ.get(BACKUP_ENV)
-    if not db or not remote:
-        return
-    from tuner.durable import backup
-
-    try:
-        backup(Path(db), remote)
-    except wsss.WsssError as exc:
-        log.warning("could not back up the MLflow database: %s", wsss.user_message(exc))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -388,8 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export": _cmd_export,
         "resume": _cmd_resume,
         "demo": _cmd_demo,
-        "gc": _cmd_gc,
-        "db": _cmd_db,
+        "gc": cmd_gc,
+        "db": cmd_db,
         "spaces": _cmd_spaces_check,
     }
     try:
@@ -397,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 return commands[args.command](args)
             finally:
-                _backup_after_search()
+                backup_after_search()
         return commands[args.command](args)
     except wsss.WsssError as exc:
         lines = getattr(exc, "problems", None) or [wsss.user_message(exc)]

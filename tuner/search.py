@@ -4,6 +4,7 @@ boundaries, MLflow records a parent run for the search and a child run per trial
 Storage layout under `--storage` (a folder, or s3://, gs://, an NFS path on a cluster):
     <storage>/store/    the stage store shared by every trial (and by `wsss run --workdir <storage>`)
     <storage>/tune/     Ray Tune's experiment state, for `wsss-tune resume`
+    <storage>/searches/ each search's parsed spaces and base config (tuner.record), for `resume` anywhere
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import logging
 import os
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +31,13 @@ from tuner import record
 from tuner.journal import retry
 from tuner.locks import create_leases
 from tuner.searcher import StageAwareOptunaSearch
+from tuner.settle import FINISH_WAIT, SearchFailed, SearchInterrupted, failure_summary, finish
 from tuner.spaces import SearchSpace, load_search
 from tuner.tracking import (
     FINAL_ITERATION,
     ROLE,
-    STATUS,
-    SUPERSEDED,
     RunStatusCallback,
-    child_runs,
-    close_dangling,
     ensure_experiment,
-    existing_tracking_uri,
     log_files,
     log_params,
     resolve_tracking_uri,
@@ -92,11 +88,11 @@ class SearchOptions:
             raise wsss.ConfigError("--experiment: give the search a name")
 
 
-def _absolute(location: str) -> str:
+def absolute(location: str) -> str:
     return location if "://" in location else str(Path(location).absolute())
 
 
-def _base(config: str | None) -> dict[str, Any] | None:
+def base_settings(config: str | None) -> dict[str, Any] | None:
     """The base config's settings (a bad file fails here, naming its file and key)."""
     return None if config is None else wsss.config_source(config)
 
@@ -151,24 +147,24 @@ def ray_session(address: str | None, env: dict[str, str]) -> Iterator[None]:
         ray.shutdown()
 
 
-def _trainable(settings: TrialSettings, options: SearchOptions) -> Any:
+def trainable(settings: TrialSettings, options: SearchOptions) -> Any:
     bound = tune.with_parameters(run_trial, settings=settings)
     return tune.with_resources(bound, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
 
 
-def _settings(
+def trial_settings(
     options: SearchOptions,
     search: SearchSpace,
     base: dict[str, Any] | None,
     ids: tuple[str, str],
     lock_actor: str | None,
 ) -> TrialSettings:
-    root = _absolute(options.storage)
+    root = absolute(options.storage)
     cap = options.node_cache_gb
     return TrialSettings(
         search=search,
-        data_dir=_absolute(options.data) if options.data else None,
-        store_uri=_absolute(options.store) if options.store else f"{root}/store",
+        data_dir=absolute(options.data) if options.data else None,
+        store_uri=absolute(options.store) if options.store else f"{root}/store",
         cache_dir=options.cache_dir,
         experiment_id=ids[0],
         parent_run_id=ids[1],
@@ -230,7 +226,7 @@ def _tuner(
     callback: RunStatusCallback,
 ) -> tune.Tuner:
     return tune.Tuner(
-        _trainable(settings, options),
+        trainable(settings, options),
         tune_config=tune.TuneConfig(
             metric="objective",
             mode=space.mode,
@@ -246,7 +242,7 @@ def _tuner(
         ),
         run_config=tune.RunConfig(
             name=name,
-            storage_path=f"{_absolute(options.storage)}/tune",
+            storage_path=f"{absolute(options.storage)}/tune",
             callbacks=[callback],
             # A trial lost with its node (spot preemption) or failed runs again, on any node; the
             # stages it finished are in the store, and it continues its MLflow run.
@@ -256,89 +252,16 @@ def _tuner(
     )
 
 
-class SearchInterrupted(KeyboardInterrupt):
-    """Tune stopped on Ctrl-C (it returns normally then); the search can be resumed."""
+def run_fit(tuner_factory: Any, options: SearchOptions, uri: str, ids: tuple[str, str]) -> str:
+    """Fit inside a Ray session; the parent run ends FINISHED, FAILED or KILLED whatever happens.
 
-
-class SearchFailed(wsss.WsssError):
-    """The search ran to its end, but no trial finished (exit status 1: not a usage error)."""
-
-    exit_status = 1
-
-
-def _failure_summary(client: MlflowClient, experiment_id: str, parent_run_id: str) -> str | None:
-    """None if a trial finished; else one line with the counts and the most common trial error,
-    also recorded on the parent run (tags wsss.error and wsss.trial_errors)."""
-    runs = [
-        r for r in child_runs(client, experiment_id, parent_run_id) if r.data.tags.get(SUPERSEDED) != "true"
-    ]
-    if any(r.info.status == "FINISHED" for r in runs):
-        return None
-    errors = Counter(
-        r.data.tags.get("wsss.error", "unknown error (see the trial's error.txt in the Tune folder)")
-        for r in runs
-        if r.info.status != "KILLED"
-    )
-    failed = sum(errors.values())
-    summary = f"no trial finished ({failed} failed, {len(runs) - failed} pruned, of {len(runs)})"
-    if errors:
-        cause, count = errors.most_common(1)[0]
-        summary += f"; most common cause ({count} of {failed} failed): {cause}"
-    counts = json.dumps([{"error": e, "trials": n} for e, n in errors.most_common()])
-    set_tags(client, parent_run_id, {"wsss.error": summary[:5000], "wsss.trial_errors": counts[:5000]})
-    return summary
-
-
-def _mark_interrupted(client: MlflowClient, experiment_id: str, parent_run_id: str) -> None:
-    """Trials cut off by an interruption end KILLED (interrupted); on resume they run again and
-    continue these runs, reusing the stages they finished."""
-    for run in child_runs(client, experiment_id, parent_run_id):
-        if run.info.status == "RUNNING":
-            set_tags(client, run.info.run_id, {STATUS: "interrupted"})
-            client.set_terminated(run.info.run_id, "KILLED")
-
-
-class TrackingUnavailable(wsss.WsssError):
-    """MLflow stayed unreachable at the end of a search (exit status 1): results are in Tune's state."""
-
-    exit_status = 1
-
-
-# How long the driver waits for MLflow at the end of a search (trials already finished by then).
-FINISH_WAIT = 600.0
-
-
-def _finish(client: MlflowClient, ids: tuple[str, str], status: str, callback: RunStatusCallback) -> None:
-    """Settle every run of the search; waits out an MLflow outage for up to FINISH_WAIT seconds."""
-    experiment_id, parent_run_id = ids
-
-    def write(client: MlflowClient) -> None:
-        if status == "KILLED":
-            _mark_interrupted(client, experiment_id, parent_run_id)
-        closed = close_dangling(client, experiment_id, parent_run_id)
-        if closed:
-            log.warning("%d trial run(s) never reported back and were marked FAILED", closed)
-        client.set_terminated(parent_run_id, status)
-
-    try:
-        callback.close(FINISH_WAIT)
-        retry(write, client, "close the search's runs", FINISH_WAIT)
-    except Exception as exc:
-        raise TrackingUnavailable(
-            f"{client.tracking_uri}: MLflow unreachable for {FINISH_WAIT:.0f} s at the end of the search "
-            f"({type(exc).__name__}); its runs are left as they were. Trial results are in Tune's state; "
-            "once MLflow is back, `wsss-tune resume` settles them."
-        ) from None
-
-
-def _run(tuner_factory: Any, options: SearchOptions, uri: str, ids: tuple[str, str]) -> str:
-    """Fit inside a Ray session; the parent run ends FINISHED, FAILED or KILLED whatever happens."""
+    `tuner_factory(lock_actor, callback)` makes the Tuner (a new one, or one restored by resume)."""
     client = MlflowClient(uri)
     callback = RunStatusCallback(uri, *ids)
     status = "FAILED"
     try:
         with ray_session(options.address, trial_env(uri)):
-            store = options.store or f"{_absolute(options.storage)}/store"
+            store = options.store or f"{absolute(options.storage)}/store"
             lock_actor, leases = None, None
             if "://" in store and not store.startswith("file://"):  # no file locks on object stores
                 lock_actor = f"wsss-leases-{ids[1]}"
@@ -349,7 +272,7 @@ def _run(tuner_factory: Any, options: SearchOptions, uri: str, ids: tuple[str, s
             status = "KILLED"
             raise SearchInterrupted()
         callback.close(FINISH_WAIT)  # every trial's status settled before they are counted
-        failure = retry(lambda c: _failure_summary(c, *ids), client, "summarise the trials", FINISH_WAIT)
+        failure = retry(lambda c: failure_summary(c, *ids), client, "summarise the trials", FINISH_WAIT)
         if failure is not None:
             raise SearchFailed(failure)
         status = "FINISHED"
@@ -357,7 +280,7 @@ def _run(tuner_factory: Any, options: SearchOptions, uri: str, ids: tuple[str, s
         status = "KILLED"
         raise
     finally:
-        _finish(client, ids, status, callback)
+        finish(client, ids, status, callback)
     return ids[1]
 
 
@@ -373,106 +296,24 @@ def _prepare_data(space: SearchSpace, options: SearchOptions, base: dict[str, An
 def run_search(options: SearchOptions) -> str:
     """Run a new search; returns the parent run id. Space and option mistakes fail before Ray starts."""
     options.validate()
-    base = _base(options.config)
+    base = base_settings(options.config)
     space = load_search(options.space_files)
     _prepare_data(space, options, base)
     uri = resolve_tracking_uri(options.tracking_uri, local_workdir(options.storage))
     client = MlflowClient(uri)
     name = f"{options.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
-    record.write(_absolute(options.storage), name, space, base)
+    record.write(absolute(options.storage), name, space, base)
     experiment_id, parent_run_id = _start_parent(client, options, space, name)
     recorded = asdict(options) | {"tracking_uri": uri, "name": name}
     set_tags(
         client,
         parent_run_id,
-        {OPTIONS_TAG: json.dumps(recorded), "wsss.tune_path": f"{_absolute(options.storage)}/tune/{name}"},
+        {OPTIONS_TAG: json.dumps(recorded), "wsss.tune_path": f"{absolute(options.storage)}/tune/{name}"},
     )
     ids = (experiment_id, parent_run_id)
 
     def factory(lock_actor: str | None, callback: RunStatusCallback) -> tune.Tuner:
-        settings = _settings(options, space, base, ids, lock_actor)
+        settings = trial_settings(options, space, base, ids, lock_actor)
         return _tuner(options, space, settings, name, callback)
 
-    return _run(factory, options, uri, ids)
-
-
-def latest_search(client: MlflowClient, experiment: str) -> Any:
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise wsss.ConfigError(
-            f"--experiment {experiment}: no such MLflow experiment at {client.tracking_uri}"
-        )
-    runs = client.search_runs(
-        [found.experiment_id],
-        filter_string=f"tags.`{ROLE}` = 'search'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
-        raise wsss.ConfigError(f"--experiment {experiment}: holds no search")
-    return runs[0]
-
-
-def _recorded_options(parent: Any, experiment: str) -> tuple[str, SearchOptions]:
-    try:
-        recorded = json.loads(parent.data.tags[OPTIONS_TAG])
-        name = recorded.pop("name")
-        return name, SearchOptions(**{**recorded, "space_files": tuple(recorded["space_files"])})
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise wsss.ConfigError(
-            f"--experiment {experiment}: its search run {parent.info.run_id} holds no resumable record "
-            "(made by another version of wsss-tune?)"
-        ) from None
-
-
-def _resumable(options: SearchOptions, storage: str, name: str, experiment: str) -> SearchOptions:
-    """The options with the storage that holds the search's Tune state: the one given now (a copy of
-    the storage folder, a bucket mounted elsewhere) or else the one the search was started with."""
-    for candidate in dict.fromkeys([_absolute(storage), _absolute(options.storage)]):
-        if tune.Tuner.can_restore(f"{candidate}/tune/{name}"):
-            return replace(options, storage=candidate)
-    raise wsss.ConfigError(
-        f"--experiment {experiment}: no resumable Tune state of search {name} under {storage}/tune "
-        f"nor {options.storage}/tune; pass the search's --storage"
-    )
-
-
-def _space_and_base(options: SearchOptions, name: str) -> tuple[SearchSpace, dict[str, Any] | None]:
-    found = record.read(_absolute(options.storage), name)
-    if found is not None:
-        return found
-    # A search started by an earlier version of wsss-tune has no record: its files must still exist.
-    return load_search(options.space_files), _base(options.config)
-
-
-def _restored(path: str, trainable: Any, callback: RunStatusCallback) -> tune.Tuner:
-    tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    # Tune restores its run config, callbacks included, from the pickled experiment state: they would
-    # write to the tracking URI the search started with. Ray 2.60 has no public way to replace them.
-    run_config = tuner._local_tuner.get_run_config()  # type: ignore[union-attr]
-    run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, RunStatusCallback)]
-    run_config.callbacks.append(callback)
-    return tuner
-
-
-def resume_search(experiment: str, tracking_uri: str | None, storage: str) -> str:
-    """Continue the experiment's latest search from Tune's saved state (searcher state included), on
-    this Ray cluster, with today's tracking URI, storage folder and node caches."""
-    uri = existing_tracking_uri(tracking_uri, local_workdir(storage))
-    client = MlflowClient(uri)
-    parent = latest_search(client, experiment)
-    name, options = _recorded_options(parent, experiment)
-    options = replace(_resumable(options, storage, name, experiment), tracking_uri=uri)
-    space, base = _space_and_base(options, name)
-    ids = (parent.info.experiment_id, parent.info.run_id)
-    _mark_interrupted(client, *ids)  # if the driver died without settling them
-    client.update_run(ids[1], status="RUNNING")
-    path = f"{options.storage}/tune/{name}"
-    set_tags(client, ids[1], {"wsss.tune_path": path})
-    log.info("resuming %s from %s", name, path)
-
-    def factory(lock_actor: str | None, callback: RunStatusCallback) -> tune.Tuner:
-        settings = _settings(options, space, base, ids, lock_actor)
-        return _restored(path, _trainable(settings, options), callback)
-
-    return _run(factory, options, uri, ids)
+    return run_fit(factory, options, uri, ids)
