@@ -19,11 +19,38 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
 Write = Callable[[MlflowClient], Any]
+
+# MLflow errors that another try cannot fix (the request itself is wrong): dropped, not retried.
+_PERMANENT = {
+    "BAD_REQUEST",
+    "MALFORMED_REQUEST",
+    "INVALID_PARAMETER_VALUE",
+    "INVALID_STATE",
+    "INVALID_STATE_TRANSITION",
+    "RESOURCE_DOES_NOT_EXIST",
+    "RESOURCE_ALREADY_EXISTS",
+    "NOT_FOUND",
+    "ENDPOINT_NOT_FOUND",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
+    "FEATURE_DISABLED",
+    "NOT_IMPLEMENTED",
+}
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether trying again later may succeed: the server or its database unreachable, overloaded,
+    locked or timing out; not a request MLflow rejected, nor a bug in the write itself."""
+    if isinstance(exc, MlflowException):
+        return exc.error_code not in _PERMANENT
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return isinstance(exc, OSError) or bool(names & {"OperationalError", "TimeoutError"})
 
 
 class Journal:
@@ -76,8 +103,11 @@ class Journal:
                 try:
                     write(client)
                     break
-                except Exception as exc:  # any failure of the tracking backend: retry, never raise
+                except Exception as exc:  # never raise from here: retry, or drop what cannot succeed
                     self.failures += 1
+                    if not transient(exc):
+                        log.error("MLflow (%s): %s failed and is dropped (%s)", self.name, what, _short(exc))
+                        break
                     log.warning(
                         "MLflow (%s): %s failed (%s); retrying in %.0f s", self.name, what, _short(exc), delay
                     )
@@ -101,7 +131,7 @@ def retry(write: Write, client: MlflowClient, what: str, timeout: float, delay: 
         try:
             return write(client)
         except Exception as exc:
-            if time.monotonic() + delay > deadline:
+            if not transient(exc) or time.monotonic() + delay > deadline:
                 raise
             log.warning("MLflow: %s failed (%s); retrying in %.0f s", what, _short(exc), delay)
             time.sleep(delay)

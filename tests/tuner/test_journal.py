@@ -1,0 +1,83 @@
+"""The best-effort MLflow journal: writes in order, transient failures retried, hopeless ones dropped,
+flushes bounded in time. (Its behaviour against a real server restart: test_outage.py.)"""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
+from mlflow.tracking import MlflowClient
+
+from tuner.journal import Journal, retry, transient
+
+
+def _journal() -> Journal:
+    return Journal("sqlite:////nonexistent/never-opened.db", "test", backoff=(0.01, 0.05))
+
+
+def test_writes_go_in_order_and_transient_failures_are_retried() -> None:
+    journal, done, failures = _journal(), [], {"n": 0}
+
+    def flaky(client: MlflowClient) -> None:
+        if failures["n"] < 3:
+            failures["n"] += 1
+            raise MlflowException("API request to http://head:5000 failed with exception ConnectionRefused")
+        done.append("flaky")
+
+    journal.submit("first", lambda c: done.append("first"))
+    journal.submit("flaky", flaky)
+    journal.submit("last", lambda c: done.append("last"))
+    assert journal.flush(10)
+    assert done == ["first", "flaky", "last"] and journal.failures == 3 and journal.pending() == 0
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MlflowException("Changing param values is not allowed", error_code=INVALID_PARAMETER_VALUE),
+        TypeError("a bug"),
+    ],
+)
+def test_writes_that_cannot_succeed_are_dropped_and_the_rest_go_on(error: Exception) -> None:
+    journal, done = _journal(), []
+
+    def hopeless(client: MlflowClient) -> None:
+        raise error
+
+    journal.submit("hopeless", hopeless)
+    journal.submit("next", lambda c: done.append("next"))
+    assert journal.flush(10) and done == ["next"] and journal.failures == 1
+
+
+def test_a_flush_during_an_outage_returns_after_its_timeout() -> None:
+    journal = _journal()
+
+    def down(client: MlflowClient) -> None:
+        raise ConnectionRefusedError("the tracking server is down")
+
+    journal.submit("down", down)
+    assert not journal.flush(0.3) and journal.pending() == 1
+
+
+def test_transient_and_retry() -> None:
+    assert transient(MlflowException("timed out", error_code=TEMPORARILY_UNAVAILABLE))
+    assert transient(ConnectionResetError()) and not transient(KeyError("x"))
+    calls = []
+
+    def once_down(client: MlflowClient) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionRefusedError()
+        return "ok"
+
+    assert (
+        retry(once_down, MlflowClient("sqlite:////nonexistent/x.db"), "test", timeout=5, delay=0.01) == "ok"
+    )
+    with pytest.raises(ConnectionRefusedError):
+        retry(
+            lambda c: (_ for _ in ()).throw(ConnectionRefusedError()),
+            MlflowClient(),
+            "down",
+            timeout=0.05,
+            delay=0.01,
+        )
