@@ -178,7 +178,7 @@ class StageStore:
         local = Path(f"{self.key_dir(stage, key)}/{manifest['attempt']}")
         return all((local / f).is_file() for f in manifest.get("files", {}))
 
-    def trim_cache(self, max_bytes: int, grace: float = 3600.0, dry_run: bool = False) -> list[Path]:
+    def trim_cache(self, max_bytes: int, grace: float = 86400.0, dry_run: bool = False) -> list[Path]:
         """Keep this node's copies of remote artifacts under `max_bytes` (see wsss.store_cache.trim)."""
         return trim(self.cache_dir / "store", max_bytes, grace, dry_run)
 

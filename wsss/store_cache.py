@@ -104,7 +104,7 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def trim(cache_root: Path, max_bytes: int, grace: float = 3600.0, dry_run: bool = False) -> list[Path]:
+def trim(cache_root: Path, max_bytes: int, grace: float = 86400.0, dry_run: bool = False) -> list[Path]:
     """Remove the least recently used copies until the cache holds at most `max_bytes`; returns them.
 
     Copies used within `grace` seconds stay even over budget (a trial may still read them); each
