@@ -67,6 +67,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise wsss.ConfigError(f"--top: must be >= 1, got {args.top}")
+    wsss.require_gc_rule(bool(args.experiment or args.keep_config), args.older_than_days)
     keep: set[tuple[str, str]] | None = None
     if args.experiment or args.keep_config:
         keep = wsss.config_keys(args.keep_config)

@@ -26,6 +26,7 @@ _EXPORTS = {
     "collect_garbage": "wsss.store_gc",
     "config_keys": "wsss.store_gc",
     "describe_collected": "wsss.store_gc",
+    "require_gc_rule": "wsss.store_gc",
     "prepare_dataset": "wsss.pipeline",
     "default_cache_dir": "wsss.pipeline",
     "PipelineResult": "wsss.pipeline",
@@ -50,6 +51,7 @@ _EXPORTS = {
 }
 _RENAMES = {
     "describe_collected": "describe",
+    "require_gc_rule": "require_rule",
     "generate_synthetic": "generate",
     "evaluate_masks": "run",
     "SYNTHETIC_DATA": "SYNTHETIC",

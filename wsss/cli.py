@@ -236,8 +236,9 @@ def _cmd_store_clean(args: argparse.Namespace) -> int:
 
 def _cmd_store_gc(args: argparse.Namespace) -> int:
     from wsss.store import StageStore
-    from wsss.store_gc import collect_garbage, config_keys, describe
+    from wsss.store_gc import collect_garbage, config_keys, describe, require_rule
 
+    require_rule(bool(args.keep_config), args.older_than_days)
     keep = config_keys(args.keep_config) if args.keep_config else None
     store = StageStore(args.store or args.workdir / "store", cache_dir=args.workdir / "cache")
     removed = collect_garbage(store, keep, args.older_than_days, apply=args.apply)

@@ -73,6 +73,14 @@ def _age_days(manifest: dict) -> float | None:
     return (time.time() - created) / 86400
 
 
+def require_rule(keep_given: bool, older_than_days: float | None) -> None:
+    """Refuse a collection with nothing to decide by (checked before the store is opened)."""
+    if not keep_given and older_than_days is None:
+        raise ConfigError("store gc: give what to keep (experiments, exported configs) or --older-than-days")
+    if older_than_days is not None and older_than_days < 0:
+        raise ConfigError(f"--older-than-days: must be >= 0, got {older_than_days}")
+
+
 def collect_garbage(
     store: StageStore,
     keep: set[tuple[str, str]] | None,
@@ -81,8 +89,7 @@ def collect_garbage(
 ) -> list[Collected]:
     """Remove (with `apply`; else only list) the published artifacts that are not in `keep` and, if
     `older_than_days` is given, were created longer ago than that. `keep=None` decides by age alone."""
-    if keep is None and older_than_days is None:
-        raise ConfigError("store gc: give what to keep (experiments, exported configs) or --older-than-days")
+    require_rule(keep is not None, older_than_days)
     removed = []
     for stage, key, manifest in _published(store):
         age = _age_days(manifest)

@@ -6,8 +6,9 @@ running search are covered where those searches run: test_search.py, test_attemp
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.tuner.conftest import TINY_FIXED
 from tuner.cli import main
+from tuner.search import SearchOptions
 from wsss.data.classes import write_mask
 
 Setup = Callable[[Path, Path], list[str]]  # (dataset, scratch folder) -> wsss-tune arguments
@@ -92,6 +94,13 @@ def _with_experiment(args: Callable[[Path], list[str]]) -> Setup:
         client.create_experiment("empty")
         broken = client.create_experiment("broken")  # a search record another version wrote
         client.create_run(broken, tags={"wsss.role": "search", "wsss.options": "{not json"})
+        halfway = client.create_experiment("halfway")  # a finished trial that never logged its config
+        run = client.create_run(halfway, tags={"wsss.role": "trial", "wsss.trial_id": "t1"})
+        client.set_terminated(run.info.run_id, "FINISHED")
+        lost = client.create_experiment("lost")  # a search whose Tune state is gone
+        options = asdict(SearchOptions(space_files=("x.yaml",), samples=1, experiment="lost"))
+        tags = {"wsss.role": "search", "wsss.options": json.dumps(options | {"name": "lost-1"})}
+        client.create_run(lost, tags=tags)
         return [*args(t), "--storage", str(t / "storage")]
 
     return setup
@@ -258,6 +267,26 @@ READING = [
             lambda t: ["export", "--experiment", "other", "--run-id", "abc", "--out", str(t / "b")]
         ),
         "--run-id abc: no such trial run in experiment 'other'",
+    ),
+    Case(
+        "export a trial that never logged its config",
+        _with_experiment(lambda t: ["export", "--experiment", "halfway", "--out", str(t / "b.yaml")]),
+        "no config.yaml to export; the trial ended before logging it",
+    ),
+    Case(
+        "resume a search whose Tune state is gone",
+        _with_experiment(lambda t: ["resume", "--experiment", "lost"]),
+        "no resumable Tune state of search lost-1 under",
+    ),
+    Case(
+        "gc keeping no trial",
+        lambda d, t: ["gc", "--experiment", "x", "--top", "0", "--storage", str(t / "storage")],
+        "--top: must be >= 1, got 0",
+    ),
+    Case(
+        "gc with nothing to decide by",
+        lambda d, t: ["gc", "--storage", str(t / "storage")],
+        "store gc: give what to keep (experiments, exported configs) or --older-than-days",
     ),
     Case(
         "resume an unknown experiment",
