@@ -21,6 +21,7 @@ from tuner.tracking import (
     ATTEMPT,
     DATA_FINGERPRINT,
     DATA_LOCATION,
+    PAGE,
     PARENT_TAG,
     ROLE,
     STATUS,
@@ -105,7 +106,8 @@ def _top_finished(
     order = [f"metrics.`{metric}` {'DESC' if mode == 'max' else 'ASC'}", "attributes.start_time ASC"]
     query = f"tags.`{ROLE}` = 'trial' and attributes.status = 'FINISHED'"
     rows: list[dict[str, Any]] = []
-    for run in iter_runs(client, [experiment_id], query, order_by=order):
+    page = min(PAGE, max(2 * top, 50))  # a trial rarely has more than one run: small pages suffice
+    for run in iter_runs(client, [experiment_id], query, order_by=order, page=page):
         rows.append(_row(run))
         if len(latest_attempts(rows)) >= top:
             break
