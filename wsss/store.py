@@ -13,7 +13,6 @@ downloaded on demand into a local cache.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -32,7 +31,7 @@ import pyarrow.fs as pafs
 
 from wsss.configio import to_mapping
 from wsss.errors import StoreError
-from wsss.store_cache import adopt, download, file_sizes, trim
+from wsss.store_cache import adopt, download, file_lock, file_sizes, trim
 from wsss.store_debris import clean_store, new_attempt_name, remove_if_empty, remove_stale_attempts
 
 log = logging.getLogger(__name__)
@@ -193,14 +192,8 @@ class StageStore:
         if not self.is_local:
             yield
             return
-        path = Path(f"{self.key_dir(stage, key)}.lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(Path(f"{self.key_dir(stage, key)}.lock")):
+            yield
 
     @property
     def staging_dir(self) -> Path:

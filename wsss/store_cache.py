@@ -38,8 +38,9 @@ def file_sizes(root: Path) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def _entry_lock(cache_root: Path, name: str) -> Iterator[None]:
-    path = cache_root / _LOCKS / f"{name}.lock"
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive fcntl lock on `path` (created if needed): per open file, so it excludes other
+    threads as well as other processes, and the kernel releases it when the holder dies."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -47,6 +48,10 @@ def _entry_lock(cache_root: Path, name: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _entry_lock(cache_root: Path, name: str) -> contextlib.AbstractContextManager[None]:
+    return file_lock(cache_root / _LOCKS / f"{name}.lock")
 
 
 def _touch(path: Path) -> None:
