@@ -86,6 +86,6 @@ def finish(client: MlflowClient, ids: tuple[str, str], status: str, callback: Ru
     except Exception as exc:
         raise TrackingUnavailable(
             f"{client.tracking_uri}: MLflow unreachable for {FINISH_WAIT:.0f} s at the end of the search "
-            f"({type(exc).__name__}); its runs are left as they were. Trial results are in Tune's state; "
-            "once MLflow is back, `wsss-tune resume` settles them."
+            f"({type(exc).__name__}); its runs are left as they were. The trials' results are in Tune's "
+            "state under the search's STORAGE/tune folder."
         ) from None
