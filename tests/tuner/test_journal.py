@@ -50,13 +50,16 @@ def test_writes_that_cannot_succeed_are_dropped_and_the_rest_go_on(error: Except
 
 
 def test_a_flush_during_an_outage_returns_after_its_timeout() -> None:
-    journal = _journal()
+    journal, server = _journal(), {"up": False}
 
     def down(client: MlflowClient) -> None:
-        raise ConnectionRefusedError("the tracking server is down")
+        if not server["up"]:
+            raise ConnectionRefusedError("the tracking server is down")
 
     journal.submit("down", down)
     assert not journal.flush(0.3) and journal.pending() == 1
+    server["up"] = True  # back: the write goes through and the journal drains
+    assert journal.close(10) and journal.pending() == 0
 
 
 def test_transient_and_retry() -> None:
