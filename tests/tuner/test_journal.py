@@ -79,7 +79,7 @@ def test_transient_and_retry() -> None:
     with pytest.raises(ConnectionRefusedError):
         retry(
             lambda c: (_ for _ in ()).throw(ConnectionRefusedError()),
-            MlflowClient(),
+            MlflowClient("sqlite:////nonexistent/x.db"),
             "down",
             timeout=0.05,
             delay=0.01,
