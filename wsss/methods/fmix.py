@@ -20,7 +20,9 @@ class FMixConfig:
     alpha: float = 1.0  # lambda ~ Beta(alpha, alpha) (FMix default)
     decay_power: float = 3.0  # spectrum ~ 1 / f^decay_power: larger gives blobbier masks
     max_soft: float = 0.0  # width of a linear ramp around the cut, as a fraction of the pixels
-    reformulate: bool = False  # lambda ~ Beta(alpha + 1, alpha) (FMix's reformulated objective)
+    # FMix's reformulated objective: lambda ~ Beta(alpha + 1, alpha) and the loss on the first
+    # image's labels only (ecs-vlc/FMix fmix_loss); the mixed image is then an augmentation of it.
+    reformulate: bool = False
     lambda_ent: float = LAMBDA_ENT
     lambda_con: float = LAMBDA_CON
 
@@ -94,7 +96,10 @@ class FMix(SeedMethod):
         perm = torch.randperm(images.shape[0], device=images.device)
         logits, maps = model.logits_and_cams(mask * images + (1 - mask) * images[perm])
         lam = float(mask_np.mean())  # the share of each image actually kept weighs its labels
-        return mixing_loss(logits, maps, labels, perm, lam, params.lambda_ent, params.lambda_con)
+        # Reformulated: no second-label term, in the classification loss nor in the concentration term.
+        weight = 1.0 if params.reformulate else lam
+        total, stats = mixing_loss(logits, maps, labels, perm, weight, params.lambda_ent, params.lambda_con)
+        return total, stats | {"lam": lam}
 
 
 METHOD = FMix()

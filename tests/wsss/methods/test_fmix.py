@@ -1,12 +1,16 @@
 """FMix's mask sampler is a pure function of its generator: binary masks, the drawn share of pixels,
-smoother masks for steeper spectra."""
+smoother masks for steeper spectra; and its loss, plain or reformulated."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
-from wsss.methods.fmix import binarise, low_frequency_noise, sample_mask
+from wsss.config import BackboneConfig
+from wsss.methods.fmix import METHOD, FMixConfig, binarise, low_frequency_noise, sample_mask
+from wsss.models.cam import CamNet
 
 
 @pytest.mark.parametrize("shape", [(32, 32), (24, 40), (17, 9)])
@@ -58,3 +62,29 @@ def test_reformulated_lambda_leans_high_and_draws_repeat_per_seed() -> None:
         sample_mask(np.random.default_rng(7), (16, 16), 1.0, 3.0),
     )
     assert a[0] == b[0] and np.array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("reformulate", [False, True])
+def test_the_reformulated_objective_drops_the_second_label(reformulate: bool) -> None:
+    """ecs-vlc/FMix `fmix_loss`: lam * L(y) + (1 - lam) * L(y[perm]) normally; L(y) alone when
+    reformulated. The mixed images, mask and permutation are replayed from the same seed."""
+    model = CamNet(BackboneConfig(name="test_resnet"), num_classes=3).eval()
+    images = torch.rand(4, 3, 32, 32)
+    labels = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 0]])
+    params = FMixConfig(reformulate=reformulate, lambda_ent=0.0, lambda_con=0.0)
+    torch.manual_seed(7)
+    _, stats = METHOD.loss(model, images, labels, params)
+    torch.manual_seed(7)
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+    _, mask = sample_mask(rng, (32, 32), params.alpha, params.decay_power, params.max_soft, reformulate)
+    perm = torch.randperm(4)
+    mask_t = torch.from_numpy(mask)
+    with torch.no_grad():
+        logits, _ = model.logits_and_cams(mask_t * images + (1 - mask_t) * images[perm])
+    first = F.multilabel_soft_margin_loss(logits, labels).item()
+    second = F.multilabel_soft_margin_loss(logits, labels[perm]).item()
+    lam = float(mask.mean())
+    expected = first if reformulate else lam * first + (1 - lam) * second
+    assert abs(first - second) > 1e-4  # the two label sets really give different losses here
+    assert stats["cls"] == pytest.approx(expected, abs=1e-6)
+    assert stats["lam"] == pytest.approx(lam)
