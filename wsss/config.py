@@ -203,7 +203,11 @@ class SegmentConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=16, lr=0.02))
     aspp_rates: tuple[int, ...] = (6, 12, 18, 24)
-    balanced_ce: bool = False  # class-balanced CE (AdvCAM family); avoids NaNs with ImageNet init
+    # Background-vs-foreground balanced CE (AdvCAM/AMN/DSRG): the mean loss over background pixels
+    # and the mean over foreground pixels, averaged; keeps ImageNet-initialised DeepLab from diverging.
+    balanced_ce: bool = False
+    # With balanced_ce: every class present in the batch weighs the same instead (not a reference loss).
+    balance_per_class: bool = False
     scales: tuple[float, ...] = (1.0,)
     flip: bool = True
     # kazuto1011's post-processing CRF values.
@@ -220,6 +224,11 @@ class SegmentConfig:
             f"need 1+ rates >= 1, got {list(self.aspp_rates)}",
         )
         _scales_ok(self.scales, f"{path}.scales")
+        _check(
+            self.balanced_ce or not self.balance_per_class,
+            f"{path}.balance_per_class",
+            "only applies with balanced_ce: true",
+        )
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,26 @@ from wsss.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: balanced_ce balances background against foreground (it balanced every class before).
+FORMAT_VERSION = 2
 
 
 def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over the classes present in the batch of each class's mean pixel loss.
+    """Background against foreground: the mean pixel loss over background pixels and the mean over
+    foreground pixels, averaged (either alone when the batch has no pixel of the other).
 
-    Each class weighs the same however many pixels it has, so the background cannot dominate; the
-    AdvCAM/RIB family uses such a balanced loss to keep ImageNet-initialised DeepLab from diverging.
+    The AdvCAM/AMN/DSRG family trains DeepLab with this loss, so that the background, most of every
+    VOC image, does not dominate; it also keeps ImageNet-initialised DeepLab from diverging.
     """
+    pixel_loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
+    valid = target != IGNORE_INDEX
+    parts = [pixel_loss[side & valid].mean() for side in (target == 0, target > 0) if (side & valid).any()]
+    return torch.stack(parts).mean() if parts else pixel_loss.sum() * 0.0
+
+
+def class_balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the classes present in the batch of each class's mean pixel loss (every class weighs
+    the same however many pixels it has). Not a reference loss: `segment.balance_per_class`."""
     pixel_loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="none")
     classes = [c for c in target.unique().tolist() if c != IGNORE_INDEX]
     if not classes:
@@ -49,6 +60,8 @@ def train_deeplab(
     def loss_fn(m: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
         images, masks = batch
         logits = m(images).float()
+        if cfg.balanced_ce and cfg.balance_per_class:
+            return class_balanced_cross_entropy(logits, masks), {}
         if cfg.balanced_ce:
             return balanced_cross_entropy(logits, masks), {}
         return F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX), {}
