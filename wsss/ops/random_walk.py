@@ -3,7 +3,10 @@
 psa builds the dense N x N affinity matrix and squares it logt times, which needs several N x N copies
 (irn's variant runs out of memory on 11 GB cards, ReCAM#13). Affinities are only non-zero within the
 radius, so here T is sparse with about N * (2K + 1) entries, and the walk is 2^logt sparse products.
-A 500 x 500 image at stride 4 (N = 15.6k, radius 5) needs about 20 MB instead of several GB.
+A 500 x 500 image at stride 4 (N = 15,625, radius 5): T holds 1,044,365 non-zeros (20 MB as a COO
+tensor: two int64 indices and an fp32 value each), and the whole walk, the 448-channel embedding and
+the temporaries included, grows the process by 0.30-0.36 GB (tests/benchmarks/bench_random_walk.py),
+where one dense fp32 N x N matrix alone is 931 MB.
 """
 
 from __future__ import annotations

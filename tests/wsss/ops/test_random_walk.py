@@ -88,3 +88,19 @@ def test_memory_bounded_for_a_500x500_image() -> None:
     assert info["nnz"] < 15_625 * 69 + 1
     # the embedding alone is 28 MB; a dense fp32 N x N transition would be 977 MB per copy
     assert info["grown_mb"] < 600
+
+
+def test_the_quoted_size_of_t_is_what_it_is() -> None:
+    """The module docstring and README quote T's size for a 500 x 500 image at stride 4 (radius 5):
+    computed here, and the two texts must agree with it (and so with each other)."""
+    from pathlib import Path
+
+    import wsss.ops.random_walk as module
+
+    t = transition_matrix(torch.randn(2, 125, 125), radius=5, beta=8.0).coalesce()
+    nnz = int(t._nnz())
+    size_mb = nnz * (2 * 8 + 4) / 2**20
+    quoted = f"{nnz:,} non-zeros ({size_mb:.0f} MB"
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    assert quoted in " ".join(module.__doc__.split())
+    assert quoted in " ".join(readme.split())
