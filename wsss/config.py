@@ -42,8 +42,12 @@ class BackboneConfig:
     pretrained: bool = False  # ImageNet weights from the timm hub; off for synthetic data and tests
     weights: str = ""  # with pretrained: load this local checkpoint instead of the hub (offline clusters)
     frozen_bn: bool = False  # BatchNorm as fixed affine layers (psa, irn, kazuto all freeze BN)
+    # Dropout2d on the last feature map before global pooling, in training (psa and mva: 0.5). Only
+    # the CAM network pools globally, so only seed.backbone may set it.
+    dropout: float = 0.0
 
     def validate(self, path: str) -> None:
+        _check(0 <= self.dropout < 1, f"{path}.dropout", f"must be within [0, 1), got {self.dropout}")
         _check(
             self.output_stride in (8, 16),
             f"{path}.output_stride",
@@ -110,6 +114,14 @@ class CrfConfig:
         _check(self.iterations >= 1, f"{path}.iterations", f"must be >= 1, got {self.iterations}")
         for name in ("gauss_sxy", "bilateral_sxy", "bilateral_srgb"):
             _check(getattr(self, name) > 0, f"{path}.{name}", "must be > 0")
+
+
+def _no_global_pool_dropout(backbone: BackboneConfig, path: str) -> None:
+    _check(
+        backbone.dropout == 0,
+        f"{path}.backbone.dropout",
+        "only the CAM network pools globally; set seed.backbone.dropout instead",
+    )
 
 
 def _scales_ok(scales: tuple[float, ...], path: str) -> None:
@@ -194,6 +206,7 @@ class RefineConfig:
         _check(self.beta > 0, f"{path}.beta", f"must be > 0, got {self.beta}")
         _check(0 <= self.logt <= 12, f"{path}.logt", f"must be within 0..12, got {self.logt}")
         _check(self.rw_alpha > 0, f"{path}.rw_alpha", f"must be > 0, got {self.rw_alpha}")
+        _no_global_pool_dropout(self.backbone, path)
 
 
 @dataclass(frozen=True)
@@ -224,6 +237,7 @@ class SegmentConfig:
             f"need 1+ rates >= 1, got {list(self.aspp_rates)}",
         )
         _scales_ok(self.scales, f"{path}.scales")
+        _no_global_pool_dropout(self.backbone, path)
         _check(
             self.balanced_ce or not self.balance_per_class,
             f"{path}.balance_per_class",

@@ -23,9 +23,11 @@ class CamNet(SplitParams):
         self.backbone = create_backbone(cfg)
         self.classifier = nn.Conv2d(feature_channels(self.backbone)[-1], num_classes, 1, bias=False)
         nn.init.xavier_uniform_(self.classifier.weight)  # psa's fc8 init
+        # psa's dropout7 (Dropout2d before pooling and fc8); an identity in eval mode, so CAMs are unaffected
+        self.dropout = nn.Dropout2d(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)[-1]
+        return self.dropout(self.backbone(x)[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = F.adaptive_avg_pool2d(self.features(x), 1)
@@ -59,5 +61,5 @@ class CamNet(SplitParams):
             x = module(x)
             if name == names[stage - 1]:
                 x = mix(x)
-        maps = self.classifier(x)
+        maps = self.classifier(self.dropout(x))
         return maps.mean(dim=(2, 3)), maps

@@ -175,3 +175,25 @@ def test_pretrained_without_hub_access_says_what_to_do(tmp_path: Path) -> None:
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"{WsssError.__module__}.WsssError: backbone.pretrained: could not")
     assert "set backbone.pretrained=false" in last
+
+
+def test_dropout_before_global_pooling_drops_whole_channels_in_training_only() -> None:
+    """psa's dropout7: Dropout2d(0.5) on the last feature map before pooling; CAMs (eval) unaffected."""
+    from wsss.config import load_config
+
+    model = CamNet(BackboneConfig(name="test_resnet", dropout=0.5), num_classes=3)
+    x = torch.randn(2, 3, 64, 64)
+    model.train()
+    torch.manual_seed(0)
+    features = model.features(x)
+    zeroed = (features.abs().sum(dim=(2, 3)) == 0).float().mean()
+    assert 0.3 < zeroed < 0.7  # about half the channels of each image are dropped, whole
+    plain = CamNet(BackboneConfig(name="test_resnet"), num_classes=3)
+    plain.load_state_dict(model.state_dict())  # the same weights and BatchNorm statistics
+    model.eval(), plain.eval()
+    assert torch.equal(model.cams(x), plain.cams(x))
+    assert load_config(None, ["seed.backbone.dropout=0.5"]).seed.backbone.dropout == 0.5
+    with pytest.raises(ConfigError, match=r"segment\.backbone\.dropout: only the CAM network pools globally"):
+        load_config(None, ["segment.backbone.dropout=0.5"])
+    with pytest.raises(ConfigError, match=r"seed\.backbone\.dropout: must be within \[0, 1\)"):
+        load_config(None, ["seed.backbone.dropout=1.0"])
