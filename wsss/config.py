@@ -188,6 +188,9 @@ class RefineConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, lr=0.2))
     stride: int = 8  # embedding grid of the walk: psa walks at 8, irn at 4 (finer, costlier)
     radius: int = 5  # pixel pairs within this radius on the feature grid (psa: 5 -> 34 offsets)
+    # Which pairs: every pair within the radius, or psa's (no origin within radius - 1 cells of the
+    # bottom, left or right border, for training and for the walk alike).
+    pair_origins: Literal["all", "psa"] = "all"
     beta: float = 16.0  # affinity power before the walk (psa 8, irn 10)
     # 2^logt walk steps. psa/irn use 8 on ~60x60 grids; a 128 px image is a 16x16 grid, where objects are
     # a few cells wide and more steps only leak across boundaries.

@@ -35,28 +35,46 @@ def pair_offsets(radius: int) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-def shifted_pairs(t: torch.Tensor, dy: int, dx: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Views (a, b) of t[..., H, W] such that b[..., y, x] is a's neighbour at (y + dy, x + dx)."""
+def shifted_pairs(t: torch.Tensor, dy: int, dx: int, margin: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views (a, b) of t[..., H, W] such that b[..., y, x] is a's neighbour at (y + dy, x + dx).
+
+    margin 0: every origin whose neighbour is inside. margin m > 0: psa's origins for every offset
+    alike (ExtractAffinityLabelInRadius, get_indices_of_pairs with m = radius - 1): none in the bottom
+    m rows nor in the left and right m columns, so every offset has the same origins.
+    """
     h, w = t.shape[-2:]
+    if margin:
+        a = t[..., : h - margin, margin : w - margin]
+        return a, t[..., dy : dy + h - margin, margin + dx : margin + dx + w - 2 * margin]
     y0, y1 = 0, h - dy
     x0, x1 = max(0, -dx), min(w, w - dx)
     return t[..., y0:y1, x0:x1], t[..., y0 + dy : y1 + dy, x0 + dx : x1 + dx]
 
 
-def transition_matrix(embedding: torch.Tensor, radius: int, beta: float) -> torch.Tensor:
+def origin_margin(pair_origins: str, radius: int, size: tuple[int, int]) -> int:
+    """The margin `shifted_pairs` needs for refine.pair_origins on a grid of `size` (0 for "all", and
+    for grids too small to keep any psa origin)."""
+    margin = radius - 1 if pair_origins == "psa" else 0
+    return margin if size[0] > margin and size[1] > 2 * margin else 0
+
+
+def transition_matrix(
+    embedding: torch.Tensor, radius: int, beta: float, pair_origins: str = "all"
+) -> torch.Tensor:
     """Column-stochastic sparse T (N x N, N = h * w) from a (D, h, w) embedding.
 
     A_ij = exp(-mean|f_i - f_j|)^beta for |i - j| < radius, symmetric, with A_ii = 1 (psa's infer_aff),
     and T = A D^-1 so that every column sums to 1.
     """
     h, w = embedding.shape[-2:]
+    margin = origin_margin(pair_origins, radius, (h, w))
     index = torch.arange(h * w, device=embedding.device).view(h, w)
     rows, cols, vals = [index.flatten()], [index.flatten()], [torch.ones(h * w, device=embedding.device)]
     for dy, dx in pair_offsets(radius):
         if dy >= h or abs(dx) >= w:
             continue
-        fa, fb = shifted_pairs(embedding, dy, dx)
-        ia, ib = shifted_pairs(index, dy, dx)
+        fa, fb = shifted_pairs(embedding, dy, dx, margin)
+        ia, ib = shifted_pairs(index, dy, dx, margin)
         a = affinity(fa[None], fb[None])[0].flatten().float() ** beta
         rows += [ia.flatten(), ib.flatten()]
         cols += [ib.flatten(), ia.flatten()]

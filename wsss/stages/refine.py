@@ -31,7 +31,14 @@ from wsss.metrics import ConfusionMatrix
 from wsss.models.affinity import AffinityNet, affinity
 from wsss.ops.cam import background_power, labels_from_scores
 from wsss.ops.crf import crf_refine, require_crf
-from wsss.ops.random_walk import pair_offsets, pooled_scores, random_walk, shifted_pairs, transition_matrix
+from wsss.ops.random_walk import (
+    origin_margin,
+    pair_offsets,
+    pooled_scores,
+    random_walk,
+    shifted_pairs,
+    transition_matrix,
+)
 from wsss.runtime import Runtime
 from wsss.stages.seed import load_cams
 
@@ -70,16 +77,18 @@ def grid_labels(labels: torch.Tensor, size: tuple[int, int], num_classes: int) -
 
 
 def affinity_loss(
-    embedding: torch.Tensor, labels: torch.Tensor, radius: int
+    embedding: torch.Tensor, labels: torch.Tensor, radius: int, pair_origins: str = "all"
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """psa's loss over all pairs within `radius`: L = L_bg/4 + L_fg/4 + L_neg/2 (Ahn & Kwak, eq. 4-6)."""
+    """psa's loss over the pairs within `radius`: L = L_bg/4 + L_fg/4 + L_neg/2 (Ahn & Kwak, eq. 4-6);
+    every pair, or only those from psa's origins (refine.pair_origins)."""
     sums = {"bg": embedding.new_zeros(()), "fg": embedding.new_zeros(()), "neg": embedding.new_zeros(())}
     counts = dict.fromkeys(sums, 0.0)
+    margin = origin_margin(pair_origins, radius, tuple(labels.shape[-2:]))
     for dy, dx in pair_offsets(radius):
         if dy >= labels.shape[-2] or abs(dx) >= labels.shape[-1]:
             continue
-        fa, fb = shifted_pairs(embedding, dy, dx)
-        la, lb = shifted_pairs(labels, dy, dx)
+        fa, fb = shifted_pairs(embedding, dy, dx, margin)
+        la, lb = shifted_pairs(labels, dy, dx, margin)
         a = affinity(fa.float(), fb.float())
         valid = (la != IGNORE_INDEX) & (lb != IGNORE_INDEX)
         same = valid & (la == lb)
@@ -102,7 +111,10 @@ def train_affinity(
         images, labels = batch
         embedding = m(images)
         return affinity_loss(
-            embedding, grid_labels(labels, embedding.shape[-2:], data.num_classes), cfg.radius
+            embedding,
+            grid_labels(labels, embedding.shape[-2:], data.num_classes),
+            cfg.radius,
+            cfg.pair_origins,
         )
 
     return train_model(
@@ -135,7 +147,8 @@ def walk_image(
     pooled = pooled_scores(scores, stride)
     embedding = embedding[:, : pooled.shape[1], : pooled.shape[2]]  # the net may round sizes up
     pooled = pooled[:, : embedding.shape[1], : embedding.shape[2]]
-    walked = random_walk(pooled, transition_matrix(embedding, cfg.radius, cfg.beta), 2**cfg.logt)
+    transition = transition_matrix(embedding, cfg.radius, cfg.beta, cfg.pair_origins)
+    walked = random_walk(pooled, transition, 2**cfg.logt)
     size = (walked.shape[1] * stride, walked.shape[2] * stride)
     up = F.interpolate(walked[None], size=size, mode="bilinear", align_corners=False)[0, :, :height, :width]
     if up.shape[1:] != (height, width):  # the grid covered less than the image: stretch the remainder

@@ -5,10 +5,18 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
-from wsss.ops.random_walk import pair_offsets, pooled_scores, random_walk, transition_matrix
+from wsss.ops.random_walk import (
+    origin_margin,
+    pair_offsets,
+    pooled_scores,
+    random_walk,
+    shifted_pairs,
+    transition_matrix,
+)
 
 
 def test_psa_offsets_for_radius_5() -> None:
@@ -104,3 +112,39 @@ def test_the_quoted_size_of_t_is_what_it_is() -> None:
     readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     assert quoted in " ".join(module.__doc__.split())
     assert quoted in " ".join(readme.split())
+
+
+def _psa_pairs(radius: int, h: int, w: int) -> set[tuple[int, int]]:
+    """psa's get_indices_of_pairs (Ahn & Kwak's code), index arithmetic written out for a h x w grid."""
+    floor = radius - 1
+    full = np.arange(h * w).reshape(h, w)
+    origins = full[: h - floor, floor : w - floor].reshape(-1)
+    pairs = set()
+    for dy, dx in pair_offsets(radius):
+        to = full[dy : dy + h - floor, floor + dx : floor + dx + w - 2 * floor].reshape(-1)
+        pairs |= set(zip(origins.tolist(), to.tolist(), strict=True))
+    return pairs
+
+
+def test_psa_pair_origins_are_psas_pairs() -> None:
+    h, w, radius = 7, 9, 3
+    index = torch.arange(h * w).view(h, w)
+    margin = origin_margin("psa", radius, (h, w))
+    ours = set()
+    every = set()
+    for dy, dx in pair_offsets(radius):
+        a, b = shifted_pairs(index, dy, dx, margin)
+        ours |= set(zip(a.flatten().tolist(), b.flatten().tolist(), strict=True))
+        a, b = shifted_pairs(index, dy, dx)
+        every |= set(zip(a.flatten().tolist(), b.flatten().tolist(), strict=True))
+    assert ours == _psa_pairs(radius, h, w)
+    assert ours < every and (0, 1) in every - ours  # psa has no pair starting in the left margin
+    assert origin_margin("all", radius, (h, w)) == 0 and origin_margin("psa", radius, (2, 3)) == 0
+
+
+def test_the_walk_with_psa_origins_stays_stochastic() -> None:
+    emb = torch.randn(4, 10, 12)
+    everything = transition_matrix(emb, radius=4, beta=2.0)
+    psa = transition_matrix(emb, radius=4, beta=2.0, pair_origins="psa")
+    assert psa._nnz() < everything._nnz()
+    assert torch.allclose(torch.sparse.sum(psa, dim=0).to_dense(), torch.ones(120), atol=1e-5)

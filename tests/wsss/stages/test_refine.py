@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from wsss.config import RefineConfig
@@ -30,15 +31,16 @@ def test_grid_labels_keep_only_pure_cells() -> None:
     assert grid.tolist() == [[[IGNORE_INDEX, 2], [0, IGNORE_INDEX]]]
 
 
-def test_affinity_loss_rewards_separating_different_labels() -> None:
+@pytest.mark.parametrize("pair_origins", ["all", "psa"])
+def test_affinity_loss_rewards_separating_different_labels(pair_origins: str) -> None:
     labels = torch.zeros(1, 6, 6, dtype=torch.long)
     labels[0, :, 3:] = 1
     # nearly identical features everywhere (exactly identical ones would give |x|'s zero subgradient)
     together = (0.01 * torch.randn(1, 4, 6, 6, generator=torch.Generator().manual_seed(0))).requires_grad_()
     apart = torch.zeros(1, 4, 6, 6)
     apart[:, :, :, 3:] = 10.0
-    loss_together, parts = affinity_loss(together, labels, radius=3)
-    loss_apart, _ = affinity_loss(apart, labels, radius=3)
+    loss_together, parts = affinity_loss(together, labels, radius=3, pair_origins=pair_origins)
+    loss_apart, _ = affinity_loss(apart, labels, radius=3, pair_origins=pair_origins)
     assert loss_apart < 0.01 < loss_together
     assert parts["fg"] < 0.02 and parts["neg"] > 3  # affinity ~1 between pairs that should be ~0
     loss_together.backward()
