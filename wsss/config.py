@@ -191,6 +191,9 @@ class RefineConfig:
     # Which pairs: every pair within the radius, or psa's (no origin within radius - 1 cells of the
     # bottom, left or right border, for training and for the walk alike).
     pair_origins: Literal["all", "psa"] = "all"
+    # Labels of the grid cells the affinity loss pairs: each cell's majority label (psa: average-pooled
+    # score maps, argmax), or only cells whose pixels all agree ("pure").
+    grid_labels: Literal["majority", "pure"] = "majority"
     beta: float = 16.0  # affinity power before the walk (psa 8, irn 10)
     # 2^logt walk steps. psa/irn use 8 on ~60x60 grids; a 128 px image is a 16x16 grid, where objects are
     # a few cells wide and more steps only leak across boundaries.

@@ -67,12 +67,23 @@ def confident_labels(
     return out
 
 
-def grid_labels(labels: torch.Tensor, size: tuple[int, int], num_classes: int) -> torch.Tensor:
-    """Label maps (B, H, W) on the embedding grid: a cell keeps a label only if all its pixels agree."""
+def grid_labels(
+    labels: torch.Tensor, size: tuple[int, int], num_classes: int, rule: str = "majority"
+) -> torch.Tensor:
+    """Label maps (B, H, W) on the embedding grid.
+
+    majority (psa: AvgPool2d over the confident score maps, then the per-cell argmax): each cell takes
+    its most frequent label, ignored pixels counting as a label of their own, so cells at object edges
+    keep their label and give the negative pairs the affinity loss learns boundaries from.
+    pure: a cell keeps a label only if all its pixels agree (stricter; fewer pairs at edges).
+    """
     onehot = F.one_hot(torch.where(labels == IGNORE_INDEX, num_classes, labels), num_classes + 1)
-    purity = F.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2).float(), size)
-    best, label = purity.max(dim=1)
-    label[(best < 0.999) | (label == num_classes)] = IGNORE_INDEX
+    share = F.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2).float(), size)
+    best, label = share.max(dim=1)
+    unusable = label == num_classes
+    if rule == "pure":
+        unusable |= best < 0.999
+    label[unusable] = IGNORE_INDEX
     return label
 
 
@@ -112,7 +123,7 @@ def train_affinity(
         embedding = m(images)
         return affinity_loss(
             embedding,
-            grid_labels(labels, embedding.shape[-2:], data.num_classes),
+            grid_labels(labels, embedding.shape[-2:], data.num_classes, cfg.grid_labels),
             cfg.radius,
             cfg.pair_origins,
         )

@@ -22,13 +22,26 @@ def test_confident_labels_pick_the_top_class() -> None:
     assert confident_labels(cams, np.array([0, 1]), RefineConfig()).tolist() == [[1, 2]]
 
 
-def test_grid_labels_keep_only_pure_cells() -> None:
+def _edge_labels() -> torch.Tensor:
     labels = torch.zeros(1, 8, 8, dtype=torch.long)
     labels[0, :, 4:] = 2
     labels[0, 0, 0] = IGNORE_INDEX
     labels[0, 4, 5] = 1  # one stray pixel makes its cell impure
-    grid = grid_labels(labels, (2, 2), num_classes=3)
-    assert grid.tolist() == [[[IGNORE_INDEX, 2], [0, IGNORE_INDEX]]]
+    labels[0, 4:6, 0:4] = IGNORE_INDEX  # a cell half ignored, half background
+    labels[0, 6, 0] = IGNORE_INDEX
+    return labels
+
+
+def test_grid_labels_pure_rule_keeps_only_pure_cells() -> None:
+    grid = grid_labels(_edge_labels(), (2, 2), num_classes=3, rule="pure")
+    assert grid.tolist() == [[[IGNORE_INDEX, 2], [IGNORE_INDEX, IGNORE_INDEX]]]
+
+
+def test_grid_labels_majority_rule_is_psas_pooled_argmax() -> None:
+    """psa: AvgPool2d(8) over the label scores, then argmax per cell; mixed cells keep their majority,
+    a cell mostly ignored stays ignored."""
+    grid = grid_labels(_edge_labels(), (2, 2), num_classes=3)
+    assert grid.tolist() == [[[0, 2], [IGNORE_INDEX, 2]]]
 
 
 @pytest.mark.parametrize("pair_origins", ["all", "psa"])
