@@ -42,12 +42,16 @@ class BackboneConfig:
     pretrained: bool = False  # ImageNet weights from the timm hub; off for synthetic data and tests
     weights: str = ""  # with pretrained: load this local checkpoint instead of the hub (offline clusters)
     frozen_bn: bool = False  # BatchNorm as fixed affine layers (psa, irn, kazuto all freeze BN)
+    # The first N of timm's feature stages (and everything before them) get no gradient and keep their
+    # BatchNorm statistics. irn's ResNet-50 CAM net trains from layer3 on (conv1..layer2 detached): 3.
+    frozen_stages: int = 0
     # Dropout2d on the last feature map before global pooling, in training (psa and mva: 0.5). Only
     # the CAM network pools globally, so only seed.backbone may set it.
     dropout: float = 0.0
 
     def validate(self, path: str) -> None:
         _check(0 <= self.dropout < 1, f"{path}.dropout", f"must be within [0, 1), got {self.dropout}")
+        _check(self.frozen_stages >= 0, f"{path}.frozen_stages", f"must be >= 0, got {self.frozen_stages}")
         _check(
             self.output_stride in (8, 16),
             f"{path}.output_stride",
@@ -73,6 +77,7 @@ class TrainConfig:
     lr_mults: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
     crop_size: int = 112
     resize_long: tuple[int, int] = (96, 160)  # random long-side resize before the crop (psa: 256-512)
+    random_rescale: bool = True  # false: no resize, crops of the image as it is (psa/SEAM AffinityNet)
     hflip: bool = True
     color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # brightness, contrast, sat, hue
     grad_clip: float = 0.0  # max gradient norm; 0 = off
@@ -254,8 +259,14 @@ class SegmentConfig:
 @dataclass(frozen=True)
 class DataConfig:
     mask_dir: Literal["SegmentationClass", "SegmentationClassAug"] = "SegmentationClass"
-    train_split: str = "train"  # seed, refine and segment train on it; CAM/pseudo mIoU are measured on it
+    train_split: str = "train"  # seed, refine and segment train on it
     val_split: str = "val"
+    # CAM and pseudo-mask mIoU are measured on this subset of the train split; "" = the whole train
+    # split. The papers train on VOC train_aug (10,582) and score on VOC train (1,464).
+    eval_split: str = ""
+    # Ground truth that the eval split and val are scored against; "" = mask_dir. The papers score
+    # against the original VOC masks (SegmentationClass): SBD's masks are coarser (SEAM#6).
+    eval_mask_dir: Literal["", "SegmentationClass", "SegmentationClassAug"] = ""
     labels: Literal["auto", "file", "masks"] = "auto"  # auto: cls_labels file if present, else from masks
     cls_labels: str = "cls_labels.npy"  # relative to the data root
     synthetic: SynthSpec = field(default_factory=SynthSpec)  # the dataset used when no --data is given
@@ -263,6 +274,21 @@ class DataConfig:
     def validate(self, path: str) -> None:
         _check(bool(self.train_split), f"{path}.train_split", "must not be empty")
         _check(bool(self.val_split), f"{path}.val_split", "must not be empty")
+        _check(
+            self.eval_split != self.val_split,
+            f"{path}.eval_split",
+            f"must be a subset of the train split, not the val split {self.val_split!r}",
+        )
+
+    @property
+    def score_split(self) -> str:
+        """The split CAM and pseudo-mask mIoU are measured on."""
+        return self.eval_split or self.train_split
+
+    @property
+    def score_mask_dir(self) -> str:
+        """The masks that CAMs, pseudo masks and val predictions are scored against."""
+        return self.eval_mask_dir or self.mask_dir
 
 
 @dataclass(frozen=True)

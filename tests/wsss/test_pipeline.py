@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -188,3 +189,35 @@ def test_concurrent_identical_runs_compute_each_stage_once(tiny_data_dir: Path, 
         assert len(attempts) == 1, stage
         assert sorted(r.stages[stage].cached for r in results) == [False, True]
     assert results[0].metrics() == results[1].metrics()
+
+
+def test_eval_split_scores_cams_and_pseudo_masks_on_its_ids_only(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """The VOC protocol: every stage works on the whole train split (pseudo masks for all of it),
+    while CAM and pseudo-mask mIoU are measured on data.eval_split only."""
+    from wsss.ops.cam import cams_to_mask
+    from wsss.stages.seed import load_cams
+
+    root = Path(shutil.copytree(tiny_data_dir, tmp_path / "data"))
+    train = (root / "ImageSets/Segmentation/train.txt").read_text().split()
+    (root / "ImageSets/Segmentation/train_small.txt").write_text("\n".join(train[:5]) + "\n")
+    cfg = tiny_config("data.eval_split=train_small")
+    data = prepare_dataset(cfg, root, tmp_path / "cache")
+    result = run_pipeline(cfg, data, StageStore(tmp_path / "store", cache_dir=tmp_path / "cache"))
+    refine_dir, seed_dir = result.stages["refine"].path, result.stages["seed"].path
+    assert {p.stem for p in refine_dir.glob("*.png")} == set(train)
+    assert {p.stem for p in (seed_dir / "cams").glob("*.npz")} == set(train)
+    metrics = result.metrics()
+    assert metrics["pseudo_miou"] == pytest.approx(
+        _independent_miou(refine_dir, root, tuple(train[:5]), data.num_classes), abs=1e-9
+    )
+    cam_dir = tmp_path / "cam_masks"
+    cam_dir.mkdir()
+    for image_id in train[:5]:
+        keys, cams = load_cams(seed_dir, image_id)
+        Image.fromarray(cams_to_mask(cams, keys, cfg.seed.bg_threshold).astype(np.uint8)).save(
+            cam_dir / f"{image_id}.png"
+        )
+    cam_miou = _independent_miou(cam_dir, root, tuple(train[:5]), data.num_classes)
+    assert metrics["cam_miou"] == pytest.approx(cam_miou, abs=1e-9)
+    whole = _independent_miou(refine_dir, root, tuple(train), data.num_classes)
+    assert whole != pytest.approx(metrics["pseudo_miou"], abs=1e-6)  # the subset is really what counts

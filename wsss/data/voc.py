@@ -75,6 +75,11 @@ class VocDataset:
     def val_ids(self) -> tuple[str, ...]:
         return self._splits[self.cfg.val_split]
 
+    @property
+    def eval_ids(self) -> frozenset[str]:
+        """The train ids that CAM and pseudo-mask mIoU are measured on (data.eval_split)."""
+        return frozenset(self._splits[self.cfg.score_split])
+
     def ids(self, split: str) -> tuple[str, ...]:
         if split not in self._splits:
             raise DataError(f"{self.root / SPLIT_DIR / (split + '.txt')}: split {split!r} was not loaded")
@@ -121,7 +126,10 @@ class VocDataset:
         artifacts; sizes rather than full content hashes, so opening VOC stays instant.
         """
         h = hashlib.sha256()
-        h.update(json.dumps([self.class_names, self.cfg.mask_dir, sorted(self._splits.items())]).encode())
+        scoring = [self.cfg.eval_mask_dir] if self.cfg.eval_mask_dir else []  # old keys stay valid
+        h.update(
+            json.dumps([self.class_names, self.cfg.mask_dir, sorted(self._splits.items()), *scoring]).encode()
+        )
         for image_id in sorted(self._entries):
             e = self._entries[image_id]
             h.update(f"{image_id}:{e.image_bytes}:{e.mask_bytes};".encode())
@@ -194,6 +202,17 @@ def _entries(root: Path, mask_dir: str, splits: dict[str, tuple[str, ...]]) -> d
     return entries
 
 
+def _check_subset(root: Path, cfg: DataConfig, splits: dict[str, tuple[str, ...]]) -> None:
+    """CAMs and pseudo masks exist for train ids only, so the eval split must lie inside the train split."""
+    outside = sorted(set(splits[cfg.eval_split]) - set(splits[cfg.train_split]))
+    if outside:
+        eval_file, train_file = (root / SPLIT_DIR / f"{s}.txt" for s in (cfg.eval_split, cfg.train_split))
+        raise DataError(
+            f"{eval_file}: data.eval_split must be a subset of data.train_split, but {len(outside)} id(s) "
+            f"are not in {train_file}: {outside[:5]}"
+        )
+
+
 def open_dataset(
     root: str | os.PathLike[str],
     cfg: DataConfig,
@@ -214,11 +233,18 @@ def open_dataset(
         cfg.train_split: _read_split(root, cfg.train_split, "data.train_split"),
         cfg.val_split: _read_split(root, cfg.val_split, "data.val_split"),
     }
+    if cfg.eval_split:
+        splits.setdefault(cfg.eval_split, _read_split(root, cfg.eval_split, "data.eval_split"))
+        _check_subset(root, cfg, splits)
     for split in extra_splits:
         splits.setdefault(split, _read_split(root, split, "--split"))
     entries = _entries(root, cfg.mask_dir, splits)
     masks = {i: (entries[i].mask, entries[i].mask_bytes) for i in splits[cfg.train_split]}
     labels = load_labels(root, cfg, masks, class_names, cache_dir)
+    if cfg.score_mask_dir != cfg.mask_dir:
+        # Image labels come from mask_dir (or the label file); scoring reads the other ground truth.
+        scored = {s: ids for s, ids in splits.items() if s != cfg.train_split or s == cfg.score_split}
+        entries |= _entries(root, cfg.score_mask_dir, scored)
     dataset = VocDataset(root, class_names, cfg, splits, entries, labels)
     validate_dataset(dataset, splits, cache_dir, workers)
     return dataset

@@ -176,11 +176,14 @@ def run(
     label_dir.mkdir(parents=True, exist_ok=True)
     seeds = ConfusionMatrix(data.num_classes)
     covered = total = 0
+    scored = data.eval_ids  # pseudo masks for every train id, scored on the eval split
     for image_id in tqdm(data.train_ids, desc="refine: seeds", disable=not runtime.progress, leave=False):
         keys, cams = load_cams(seed_dir, image_id)
         image = data.read_image(image_id) if cfg.crf.enabled else None
         labels = confident_labels(cams, keys, cfg, image)
         write_mask(label_dir / f"{image_id}.png", labels)
+        if image_id not in scored:
+            continue
         gt = data.read_mask(image_id, expect_shape=labels.shape)
         confident = labels != IGNORE_INDEX
         seeds.update(np.where(confident, gt, IGNORE_INDEX), labels)
@@ -200,7 +203,8 @@ def run(
         keys, cams = load_cams(seed_dir, image_id)
         mask = walk_image(model, image, cams, keys, cfg, runtime.device)
         write_mask(out_dir / f"{image_id}.png", mask)
-        pseudo.update(data.read_mask(image_id, expect_shape=mask.shape), mask)
+        if image_id in scored:
+            pseudo.update(data.read_mask(image_id, expect_shape=mask.shape), mask)
     scores, seed_scores = pseudo.scores(), seeds.scores()
     return {
         "pseudo_miou": scores.miou,

@@ -103,12 +103,14 @@ def _curve_metrics(sweep: ThresholdSweep, at_threshold: ConfusionMatrix, thresho
 def infer_and_evaluate(
     model: CamNet, cfg: SeedConfig, data: VocDataset, out_dir: Path, runtime: Runtime
 ) -> dict[str, Any]:
-    """Write every train image's CAMs and score them against its ground-truth mask in the same pass."""
+    """Write every train image's CAMs and score those of the eval split (data.eval_split, by default
+    the whole train split) against their ground-truth masks in the same pass."""
     (out_dir / CAM_DIR).mkdir(parents=True, exist_ok=True)
     model.to(runtime.device).eval()
     thresholds = np.arange(0.0, 1.0 + 1e-9, cfg.sweep_step)
     sweep = ThresholdSweep(data.num_classes, thresholds)
     at_threshold = ConfusionMatrix(data.num_classes)
+    scored = data.eval_ids
     for image_id in tqdm(data.train_ids, desc="seed: CAMs", disable=not runtime.progress, leave=False):
         image = data.read_image(image_id)
         keys = np.flatnonzero(data.labels(image_id))
@@ -116,6 +118,8 @@ def infer_and_evaluate(
             multiscale_cams(model, to_tensor(image), keys, cfg.scales, cfg.flip, runtime.device).cpu().numpy()
         )
         save_cams(out_dir / CAM_DIR / f"{image_id}.npz", keys, cams)
+        if image_id not in scored:
+            continue
         cams = cams.astype(np.float16).astype(np.float32)  # score exactly what consumers will read back
         gt = data.read_mask(image_id, expect_shape=image.shape[:2])
         sweep.update(gt, cams, keys)

@@ -203,3 +203,62 @@ def test_label_cache_follows_the_class_names(data_copy: Path, tmp_path: Path) ->
     names.write_text("ant\nbee\n")  # shrunk: masks now hold ids that are no class
     message = _error(data_copy, tmp_path, DataConfig(labels="masks"))
     assert "outside the classes 0..2 and 255" in message
+
+
+def _voc_with_aug(root: Path) -> tuple[list[str], list[str]]:
+    """The VOC setup: train_aug = train + SBD ids, SegmentationClassAug (here: every mask shifted to
+    class 1, standing in for SBD's coarser masks) beside SegmentationClass; train 1,464 lies inside."""
+    train = (root / "ImageSets/Segmentation/train.txt").read_text().split()
+    aug = root / "SegmentationClassAug"
+    aug.mkdir()
+    for png in (root / "SegmentationClass").glob("*.png"):
+        mask = np.array(Image.open(png))
+        write_mask(aug / png.name, np.where((mask > 0) & (mask != 255), 1, mask).astype(np.uint8))
+    (root / "ImageSets/Segmentation/train_aug.txt").write_text("\n".join(train) + "\n")
+    (root / "ImageSets/Segmentation/train_small.txt").write_text("\n".join(train[:4]) + "\n")
+    return train, train[:4]
+
+
+def test_eval_split_and_eval_masks_score_the_voc_way(data_copy: Path, tmp_path: Path) -> None:
+    """Train on train_aug with labels from its masks; score CAMs and pseudo masks on the train subset
+    and val against SegmentationClass (the papers' protocol)."""
+    train, small = _voc_with_aug(data_copy)
+    cfg = DataConfig(
+        mask_dir="SegmentationClassAug",
+        train_split="train_aug",
+        eval_split="train_small",
+        eval_mask_dir="SegmentationClass",
+        labels="masks",
+    )
+    data = open_dataset(data_copy, cfg, tmp_path)
+    assert data.train_ids == tuple(train) and data.eval_ids == frozenset(small)
+    for image_id in (small[0], data.val_ids[0]):  # scored: the original VOC masks
+        assert data.mask_path(image_id).parent.name == "SegmentationClass"
+    assert data.mask_path(train[-1]).parent.name == "SegmentationClassAug"  # train only: label source
+    original = np.array(Image.open(data_copy / "SegmentationClass" / f"{small[0]}.png"))
+    assert np.array_equal(data.read_mask(small[0]), original)
+    # Labels still come from mask_dir: the stand-in SBD masks only ever hold class 1.
+    assert all(data.labels(i)[1:].sum() == 0 for i in train)
+    # The default scores the whole train split against mask_dir, with an unchanged fingerprint.
+    plain = open_dataset(data_copy, DataConfig(), tmp_path)
+    assert plain.eval_ids == frozenset(plain.train_ids)
+    assert data.fingerprint != plain.fingerprint
+
+
+def test_eval_split_outside_the_train_split_is_named(data_copy: Path, tmp_path: Path) -> None:
+    val = (data_copy / "ImageSets/Segmentation/val.txt").read_text().split()
+    (data_copy / "ImageSets/Segmentation/mixed.txt").write_text(f"{_first_train_id(data_copy)}\n{val[0]}\n")
+    with pytest.raises(
+        DataError, match=r"mixed\.txt: data\.eval_split must be a subset of data\.train_split"
+    ):
+        open_dataset(data_copy, DataConfig(eval_split="mixed"), tmp_path)
+    with pytest.raises(DataError, match=r"nosuch\.txt: split file not found \(data\.eval_split"):
+        open_dataset(data_copy, DataConfig(eval_split="nosuch"), tmp_path)
+
+
+def test_eval_split_cannot_be_the_val_split() -> None:
+    from wsss.config import load_config
+    from wsss.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.eval_split: must be a subset of the train split"):
+        load_config(None, ["data.eval_split=val"])
