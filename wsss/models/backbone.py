@@ -9,6 +9,7 @@ import safetensors.torch
 import timm
 import torch
 from timm.layers import freeze_batch_norm_2d
+from timm.utils import freeze
 from torch import nn
 
 from wsss.config import BackboneConfig
@@ -87,7 +88,33 @@ def create_backbone(cfg: BackboneConfig) -> nn.Module:
         ) from None
     if cfg.frozen_bn:
         model = freeze_batch_norm_2d(model)
+    if cfg.frozen_stages:
+        freeze_stages(model, cfg.frozen_stages)
     return model
+
+
+def _modules_through(root: nn.Module, name: str) -> list[str]:
+    """Dotted names of the modules that run up to and including `name`, in registration (= forward)
+    order for timm's sequential feature extractors: siblings before it, and the path down to it."""
+    head, _, rest = name.partition(".")
+    out = []
+    for child_name, child in root.named_children():
+        if child_name == head:
+            inner = _modules_through(child, rest) if rest else []
+            return out + ([f"{head}.{n}" for n in inner] if rest else [head])
+        out.append(child_name)
+    raise ValueError(f"no module {name!r}")
+
+
+def freeze_stages(model: nn.Module, count: int) -> None:
+    """Freeze the first `count` feature stages (irn's detached conv1..layer2): no gradient, and
+    BatchNorm statistics kept (timm's `freeze` turns their BatchNorm into FrozenBatchNorm2d)."""
+    info = model.feature_info  # type: ignore[union-attr]
+    if count > len(info):
+        raise ConfigError(
+            f"backbone.frozen_stages: {count} exceeds the {len(info)} feature stages of this backbone"
+        )
+    freeze(model, _modules_through(model, info.module_name(count - 1)))
 
 
 def feature_channels(backbone: nn.Module) -> list[int]:

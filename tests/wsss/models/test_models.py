@@ -197,3 +197,23 @@ def test_dropout_before_global_pooling_drops_whole_channels_in_training_only() -
         load_config(None, ["segment.backbone.dropout=0.5"])
     with pytest.raises(ConfigError, match=r"seed\.backbone\.dropout: must be within \[0, 1\)"):
         load_config(None, ["seed.backbone.dropout=1.0"])
+
+
+def test_frozen_stages_train_only_the_later_stages_as_irn_does() -> None:
+    """irn's ResNet-50 CAM net: conv1..layer2 get no gradient and keep their BN statistics."""
+    model = CamNet(BackboneConfig(name="test_resnet", frozen_stages=3), num_classes=3).train()
+    frozen = ("backbone.conv1.", "backbone.bn1.", "backbone.layer1.", "backbone.layer2.")
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    loss = model(torch.randn(2, 3, 48, 48)).sum()
+    loss.backward()
+    for name, param in model.named_parameters():
+        assert param.requires_grad == (not name.startswith(frozen)), name
+        assert (param.grad is not None) == param.requires_grad, name
+    moved = {n for n, b in model.named_buffers() if n in before and not torch.equal(b, before[n])}
+    assert moved and not any(n.startswith(frozen) for n in moved)  # layer3's BN still learns its stats
+    assert all(p.requires_grad for p in model.backbone_parameters())  # the optimiser sees trainable ones
+    resnet50 = create_backbone(BackboneConfig(name="resnet50", frozen_stages=3))
+    first = next(n for n, p in resnet50.named_parameters() if p.requires_grad)
+    assert first.startswith("layer3.")
+    with pytest.raises(ConfigError, match=r"backbone\.frozen_stages: 6 exceeds the 5 feature stages"):
+        create_backbone(BackboneConfig(name="test_resnet", frozen_stages=6))
