@@ -41,7 +41,8 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class TrainTransform:
-    """psa's order: random long-side resize, flip, colour jitter, normalise, random crop (pad 0 / 255)."""
+    """psa's order: random long-side resize (unless `random_rescale` is off, as in psa's AffinityNet
+    training), flip, colour jitter, normalise, random crop (pad 0 / 255)."""
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -56,12 +57,13 @@ class TrainTransform:
         cfg = self.cfg
         img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
         m = torch.from_numpy(np.ascontiguousarray(mask)).long() if mask is not None else None
-        height, width = img.shape[-2:]
-        long_side = int(torch.randint(cfg.resize_long[0], cfg.resize_long[1] + 1, ()).item())
-        scale = long_side / max(height, width)
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        img = resize_image(img, size)
-        m = resize_mask(m, size) if m is not None else None
+        if cfg.random_rescale:
+            height, width = img.shape[-2:]
+            long_side = int(torch.randint(cfg.resize_long[0], cfg.resize_long[1] + 1, ()).item())
+            scale = long_side / max(height, width)
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            img = resize_image(img, size)
+            m = resize_mask(m, size) if m is not None else None
         if cfg.hflip and torch.rand(()) < 0.5:
             img = img.flip(-1)
             m = m.flip(-1) if m is not None else None

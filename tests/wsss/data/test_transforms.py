@@ -41,3 +41,28 @@ def test_padding_uses_mean_colour_and_ignore_label() -> None:
 def test_normalisation_round_trips() -> None:
     image = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
     assert np.abs(denormalize(to_tensor(image)).astype(int) - image).max() <= 1
+
+
+def test_without_random_rescale_crops_keep_the_image_scale() -> None:
+    """psa/SEAM train AffinityNet on crops and flips of the image as it is: every crop is an exact
+    window of the original pixels (or its mirror), never a resampled one."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    mask = rng.integers(0, 4, (40, 70), dtype=np.uint8)
+    transform = TrainTransform(TrainConfig(crop_size=32, resize_long=(80, 140), random_rescale=False))
+    torch.manual_seed(0)
+    for _ in range(10):
+        img, m = transform(image, mask)
+        assert m is not None
+        crop = torch.from_numpy(denormalize(img).astype(np.int64))
+        windows = [
+            (source[y : y + 32, x : x + 32], labels[y : y + 32, x : x + 32])
+            for source, labels in ((image, mask), (image[:, ::-1], mask[:, ::-1]))
+            for y in range(40 - 32 + 1)
+            for x in range(70 - 32 + 1)
+        ]
+        assert any(
+            torch.equal(m, torch.from_numpy(lab.astype(np.int64)))
+            and (crop - torch.from_numpy(win.astype(np.int64))).abs().max() <= 1
+            for win, lab in windows
+        )
