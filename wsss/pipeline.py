@@ -21,6 +21,7 @@ from wsss.configio import to_mapping
 from wsss.data.synth import ensure_cached
 from wsss.data.voc import VocDataset, open_dataset
 from wsss.errors import LeaseLost, StoreError
+from wsss.ops.crf import require_crf
 from wsss.runtime import Runtime, torch_threads
 from wsss.stages import refine, seed, segment
 from wsss.store import Artifact, StageStore, stage_key
@@ -195,6 +196,9 @@ def run_pipeline(
     given here must be exclusive across every process that builds into the store (the tuner's lease
     actor). The default is the store's own lock: a file lock on local stores, none on object stores.
     """
+    for stage in ("refine", "segment"):  # a missing extra must not surface after hours of seed training
+        if getattr(cfg, stage).crf.enabled:
+            require_crf(f"{stage}.crf.enabled")
     exclusive = lock is not None or store.is_local
     lock = lock or store.lock
     runtime = Runtime.from_config(cfg.runtime)

@@ -114,6 +114,7 @@ def test_crf_asked_for_but_not_installed(tiny_data_dir: Path, tmp_path: Path) ->
         "refine.crf.enabled=true needs the dense CRF from the `crf` extra: pip install -e '.[crf]'"
         in result.stderr
     )
+    assert not list(tmp_path.rglob("manifest.json"))  # said before the seed stage spent any compute
 
 
 def test_data_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
