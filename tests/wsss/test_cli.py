@@ -174,6 +174,11 @@ def test_config_show_prints_loadable_yaml(tmp_path: Path, capsys: pytest.Capture
     assert main(["config", "show", "voc12", "--set", "seed.train.lr=0.3"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["seed"]["train"]["lr"] == 0.3 and shown["seed"]["backbone"]["name"] == "resnet50"
+    assert shown["data"]["eval_split"] == "train" and shown["refine"]["crf"]["enabled"] is True
+    assert (
+        shown["seed"]["backbone"]["frozen_stages"] == 3
+        and shown["refine"]["train"]["random_rescale"] is False
+    )
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(shown))
     assert main(["config", "show", str(tmp_path / "c.yaml")]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == shown

@@ -111,6 +111,48 @@ def test_presets_load() -> None:
     assert cfg.data.mask_dir == "SegmentationClassAug"
 
 
+def test_voc12_preset_is_what_its_references_ran() -> None:
+    """irn's CAM net, psa's AffinityNet with CRF confident labels, the papers' evaluation protocol."""
+    cfg = load_config("voc12")
+    # Train on train_aug, score CAMs and pseudo masks on VOC train 1,464 against SegmentationClass.
+    assert (cfg.data.train_split, cfg.data.eval_split) == ("train_aug", "train")
+    assert cfg.data.score_mask_dir == "SegmentationClass" and cfg.data.mask_dir == "SegmentationClassAug"
+    # irn: ResNet-50 OS16, conv1..layer2 frozen, 5 epochs, lr 0.1, wd 1e-4, crop 512 after 320-640.
+    seed = cfg.seed
+    assert (seed.backbone.output_stride, seed.backbone.frozen_stages, seed.backbone.frozen_bn) == (
+        16,
+        3,
+        True,
+    )
+    assert (seed.train.epochs, seed.train.lr, seed.train.weight_decay) == (5, 0.1, 1e-4)
+    assert (seed.train.crop_size, seed.train.resize_long, seed.train.color_jitter) == (
+        512,
+        (320, 640),
+        (0,) * 4,
+    )
+    assert seed.bg_threshold == 0.15 and seed.scales == (1.0, 0.5, 1.5, 2.0)
+    # psa: CRF confident labels at alpha 4 / 32, crop and flip only, its pairs, beta 8, logt 8, alpha 16.
+    refine = cfg.refine
+    assert refine.crf.enabled and (refine.alpha_low, refine.alpha_high) == (4.0, 32.0)
+    assert not refine.train.random_rescale and refine.train.crop_size == 448
+    assert (refine.train.epochs, refine.train.batch_size, refine.train.lr) == (8, 8, 0.1)
+    assert (refine.pair_origins, refine.grid_labels) == ("psa", "majority")
+    assert (refine.beta, refine.logt, refine.rw_alpha, refine.radius) == (8.0, 8, 16.0, 5)
+    # kazuto1011's schedule (20k iterations at batch 10 ~ 19 epochs of 10,582), no colour jitter.
+    segment = cfg.segment
+    assert (segment.train.lr, segment.train.batch_size, segment.train.crop_size) == (2.5e-4, 10, 321)
+    assert segment.train.color_jitter == (0,) * 4 and segment.balanced_ce
+
+
+def test_voc12_preset_lists_its_departures() -> None:
+    from importlib import resources
+
+    text = resources.files("wsss.presets").joinpath("voc12.yaml").read_text()
+    header = text.split("\ndata:")[0]
+    for topic in ("ResNet-38", "momentum", "balanced CE", "BGR mean", "CRF post-processing", "sparse"):
+        assert topic in header, topic
+
+
 def test_digest_is_stable_and_sensitive() -> None:
     a, b = load_config(), load_config()
     assert digest(a.refine) == digest(b.refine)

@@ -12,7 +12,8 @@ import pyarrow.fs as pafs
 import pytest
 from PIL import Image
 
-from tests.conftest import tiny_config
+from tests.conftest import TINY, tiny_config
+from wsss.config import load_config
 from wsss.data.classes import IGNORE_INDEX
 from wsss.data.voc import open_dataset
 from wsss.errors import MissingExtraError
@@ -221,3 +222,27 @@ def test_eval_split_scores_cams_and_pseudo_masks_on_its_ids_only(tiny_data_dir: 
     assert metrics["cam_miou"] == pytest.approx(cam_miou, abs=1e-9)
     whole = _independent_miou(refine_dir, root, tuple(train), data.num_classes)
     assert whole != pytest.approx(metrics["pseudo_miou"], abs=1e-6)  # the subset is really what counts
+
+
+def test_voc12_preset_runs_on_a_voc_layout_with_train_aug(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """The preset's data protocol and knobs on a small VOC-style fixture: train_aug with SBD-style
+    masks, train inside it with the original masks; only sizes and backbones are shrunk."""
+    pytest.importorskip("pydensecrf.densecrf")
+    root = Path(shutil.copytree(tiny_data_dir, tmp_path / "data"))
+    shutil.copytree(root / "SegmentationClass", root / "SegmentationClassAug")
+    train = (root / "ImageSets/Segmentation/train.txt").read_text().split()
+    (root / "ImageSets/Segmentation/train_aug.txt").write_text("\n".join(train) + "\n")
+    (root / "ImageSets/Segmentation/train.txt").write_text("\n".join(train[:6]) + "\n")
+    small = [o for o in TINY if not o.startswith("refine.train.resize_long")]
+    nets = [f"{s}.backbone.{{name: test_resnet, pretrained: false}}" for s in ("seed", "refine", "segment")]
+    cfg = load_config(
+        "voc12", [*small, *[n.replace(".{", "={") for n in nets], "segment.scales=[1.0]", "runtime.workers=0"]
+    )
+    assert cfg.seed.backbone.frozen_stages == 3 and cfg.refine.crf.enabled  # the preset's own knobs stay
+    data = prepare_dataset(cfg, root, tmp_path / "cache")
+    result = run_pipeline(cfg, data, StageStore(tmp_path / "store", cache_dir=tmp_path / "cache"))
+    refine_dir = result.stages["refine"].path
+    assert {p.stem for p in refine_dir.glob("*.png")} == set(train)  # pseudo masks for all of train_aug
+    assert result.metrics()["pseudo_miou"] == pytest.approx(
+        _independent_miou(refine_dir, root, tuple(train[:6]), data.num_classes), abs=1e-9
+    )
