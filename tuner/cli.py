@@ -129,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = spaces.add_parser("check", help="validate space files, naming file and key of every problem")
     check.add_argument("files", nargs="*", type=Path, help="default: search_spaces/*.yaml")
+    check.add_argument(
+        "--config", help="base config the spaces will override (preset or YAML file; default: the defaults)"
+    )
+    check.add_argument(
+        "--strict", action="store_true", help="fail on ranges that cannot give the base config's value"
+    )
+    check.add_argument("--quiet", action="store_true", help="only problems and warnings, not the ranges")
     return parser
 
 
@@ -269,17 +276,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_spaces_check(args: argparse.Namespace) -> int:
-    from tuner.spaces import check_files
+    from tuner.ranges import Base
+    from tuner.search import base_settings
+    from tuner.spacecheck import check, render
 
     files = args.files or sorted(Path("search_spaces").glob("*.yaml"))
     if not files:
         print("wsss-tune: error: no space files given and none in ./search_spaces", file=sys.stderr)
         return 2
-    problems = check_files(files)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    print(f"{len(files)} file(s) checked, {len(problems)} problem(s)")
-    return 1 if problems else 0
+    report = check(files, Base(base_settings(args.config)))
+    if not args.quiet:
+        for line in render(report, args.config or "the defaults"):
+            print(line)
+    sys.stdout.flush()
+    for line in report.problems + report.warnings:
+        print(line, file=sys.stderr)
+    sys.stderr.flush()
+    problems, warnings = len(report.problems), len(report.warnings)
+    print(
+        f"{len(files)} file(s) checked, {problems} problem(s), {warnings} range(s) excluding the base value"
+    )
+    return 1 if problems or (args.strict and warnings) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

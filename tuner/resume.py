@@ -29,7 +29,7 @@ from tuner.search import (
     trial_settings,
 )
 from tuner.settle import mark_interrupted
-from tuner.spaces import SearchSpace, load_search
+from tuner.spaces import Base, SearchSpace, load_search
 from tuner.tracking import ROLE, RunStatusCallback, existing_tracking_uri, set_tags
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ def _space_andbase_settings(options: SearchOptions, name: str) -> tuple[SearchSp
     if found is not None:
         return found
     # A search started by an earlier version of wsss-tune has no record: its files must still exist.
-    return load_search(options.space_files), base_settings(options.config)
+    base = base_settings(options.config)
+    return load_search(options.space_files, Base(base)), base
 
 
 def _restored(path: str, trainable: Any, callback: RunStatusCallback) -> tune.Tuner:

@@ -32,7 +32,7 @@ from tuner.journal import retry
 from tuner.locks import create_leases
 from tuner.searcher import StageAwareOptunaSearch
 from tuner.settle import FINISH_WAIT, SearchFailed, SearchInterrupted, failure_summary, finish
-from tuner.spaces import SearchSpace, load_search
+from tuner.spaces import Base, SearchSpace, load_search
 from tuner.tracking import (
     FINAL_ITERATION,
     ROLE,
@@ -297,7 +297,7 @@ def run_search(options: SearchOptions) -> str:
     """Run a new search; returns the parent run id. Space and option mistakes fail before Ray starts."""
     options.validate()
     base = base_settings(options.config)
-    space = load_search(options.space_files)
+    space = load_search(options.space_files, Base(base))
     _prepare_data(space, options, base)
     uri = resolve_tracking_uri(options.tracking_uri, local_workdir(options.storage))
     client = MlflowClient(uri)

@@ -8,19 +8,19 @@ A method space (`search_spaces/cam.yaml`):
     mode: max                            # max | min
     fixed: {seed.train.epochs: 16}       # applied to every trial of this space
     params:
-      seed.train.lr: {float: [0.01, 0.2], log: true}
+      seed.train.lr: {float: [0.2, 4.0], log: true, relative: true}  # x the base config's lr
       refine.logt: {int: [3, 7]}
       seed.scales: {categorical: [[1.0], [1.0, 0.5, 1.5, 2.0]]}
 
 An included (shared) file has only `fixed` and `params`. Several method spaces in one search make the
 space itself a categorical choice, each with its own conditional knobs (Optuna define-by-run), while
 the shared knobs are common to all. Every key must be a real config field and every bound and choice
-must give a valid config; problems are reported naming the file and the key.
+must give a valid config on top of the search's base config; problems are reported naming the file
+and the key. Relative ranges (multipliers of the base config's value) are described in tuner.ranges.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +31,14 @@ import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 import wsss
+from tuner.ranges import Base, Param, parse_range
+
+__all__ = ["CHOICE", "OBJECTIVES", "Base", "Param", "SearchSpace", "Space", "SpaceError", "load_search"]
 
 OBJECTIVES = ("cam_miou", "cam_miou_best", "pseudo_miou", "val_miou")
 CHOICE = "space"  # the categorical parameter that picks a method space
 _METHOD_KEYS = {"method", "name", "include", "metric", "mode", "fixed", "params", "description"}
-_SHARED_KEYS = {"fixed", "params", "description"}
+SHARED_KEYS = {"fixed", "params", "description"}
 
 
 class SpaceError(wsss.WsssError):
@@ -49,16 +52,6 @@ class SpaceError(wsss.WsssError):
         # Ray pickles a trial's error to the driver; the default would rebuild it from the joined
         # message, and iterating that string gives one character per "problem".
         return type(self), (self.problems,)
-
-
-@dataclass(frozen=True)
-class Param:
-    key: str
-    distribution: BaseDistribution
-    json_choices: bool = False  # list-valued choices travel through Optuna as JSON strings
-
-    def decode(self, value: Any) -> Any:
-        return json.loads(value) if self.json_choices else value
 
 
 @dataclass(frozen=True)
@@ -98,88 +91,6 @@ def _read(path: Path, problems: list[str]) -> dict[str, Any] | None:
     return data
 
 
-def _config_error(overrides: dict[str, Any], method: str | None) -> str | None:
-    """The error a config with these overrides (and this seed method) would raise, if any."""
-    items = ({"seed.method": method} if method else {}) | overrides
-    try:
-        wsss.load_config(None, [f"{k}={json.dumps(v)}" for k, v in items.items()])
-    except wsss.ConfigError as exc:
-        return str(exc)
-    return None
-
-
-def _step_problem(kind: str, step: Any, bounds: list[float]) -> str | None:
-    """What is wrong with a range's `step` (absent is fine), e.g. 0, which Optuna cannot use."""
-    if step is None:
-        return None
-    if kind == "int" and (isinstance(step, bool) or not isinstance(step, int)):
-        return f"step must be a positive integer for an int range, got {step!r}"
-    if isinstance(step, bool) or not isinstance(step, int | float):
-        return f"step must be a positive number, got {step!r}"
-    if step <= 0:
-        return f"step must be > 0, got {step}"
-    if step > bounds[1] - bounds[0]:
-        return f"step {step} is larger than the range {bounds}"
-    return None
-
-
-def _distribution(
-    path: Path, key: str, spec: Any, field_type: Any, method: str | None, problems: list[str]
-) -> Param | None:
-    where = f"{path}: {key}"
-    if not isinstance(spec, dict) or len({"float", "int", "categorical"} & set(spec)) != 1:
-        problems.append(
-            f"{where}: expected one of {{float: [low, high]}}, {{int: [low, high]}}, {{categorical: [...]}}"
-        )
-        return None
-    if "categorical" in spec:
-        choices = spec["categorical"]
-        if not isinstance(choices, list) or not choices:
-            problems.append(f"{where}: categorical needs a non-empty list of choices")
-            return None
-        errors = [(choice, error) for choice in choices if (error := _config_error({key: choice}, method))]
-        if errors:
-            problems.append(f"{where}: choice {errors[0][0]!r} is invalid ({errors[0][1]})")
-            return None
-        if any(isinstance(c, list | dict) for c in choices):
-            return Param(key, CategoricalDistribution([json.dumps(c) for c in choices]), json_choices=True)
-        return Param(key, CategoricalDistribution(choices))
-    kind = "float" if "float" in spec else "int"
-    extra = set(spec) - {kind, "log", "step"}
-    bounds = spec[kind]
-    if extra:
-        problems.append(f"{where}: unknown option(s) {sorted(extra)}; use log and step")
-    elif not (
-        isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, int | float) for b in bounds)
-    ):
-        problems.append(f"{where}: {kind} needs [low, high] numbers, got {bounds!r}")
-    elif field_type not in ((float, int) if kind == "int" else (float,)):
-        problems.append(
-            f"{where}: a {kind} range does not fit this {getattr(field_type, '__name__', field_type)} field"
-        )
-    elif kind == "int" and not all(isinstance(b, int) for b in bounds):
-        problems.append(f"{where}: int bounds must be integers, got {bounds}")
-    elif bounds[0] >= bounds[1]:
-        problems.append(f"{where}: low {bounds[0]} must be below high {bounds[1]}")
-    elif spec.get("log") and bounds[0] <= 0:
-        problems.append(f"{where}: a log range needs low > 0, got {bounds[0]}")
-    elif spec.get("log") and spec.get("step") is not None:
-        problems.append(f"{where}: log and step cannot be combined")
-    elif (step_problem := _step_problem(kind, spec.get("step"), bounds)) is not None:
-        problems.append(f"{where}: {step_problem}")
-    elif (
-        error := _config_error({key: bounds[0]}, method) or _config_error({key: bounds[1]}, method)
-    ) is not None:
-        problems.append(f"{where}: range {bounds} leaves the valid values ({error})")
-    else:
-        log, step = bool(spec.get("log", False)), spec.get("step")
-        if kind == "int":
-            return Param(key, IntDistribution(bounds[0], bounds[1], log=log, step=step or 1))
-        step = None if step is None else float(step)
-        return Param(key, FloatDistribution(float(bounds[0]), float(bounds[1]), log=log, step=step))
-    return None
-
-
 def _key_problem(key: Any, fields: dict[str, Any], searched: bool) -> str | None:
     if not isinstance(key, str) or key not in fields:
         return "not a config field (see `wsss config show`)"
@@ -193,8 +104,8 @@ def _key_problem(key: Any, fields: dict[str, Any], searched: bool) -> str | None
     return None
 
 
-def _params(
-    path: Path, data: dict[str, Any], problems: list[str], method: str | None
+def read_params(
+    path: Path, data: dict[str, Any], problems: list[str], method: str | None, base: Base
 ) -> tuple[dict[str, Any], tuple[Param, ...]]:
     fields = wsss.config_fields(method)
     fixed, params = data.get("fixed") or {}, data.get("params") or {}
@@ -203,7 +114,7 @@ def _params(
         return {}, ()
     for key, value in fixed.items():
         if (problem := _key_problem(key, fields, searched=False)) or (
-            problem := _config_error({key: value}, method)
+            problem := base.config_error({key: value}, method)
         ):
             problems.append(
                 f"{path}: {problem}" if problem.startswith(f"{key}:") else f"{path}: {key}: {problem}"
@@ -214,13 +125,17 @@ def _params(
             problems.append(f"{path}: {key}: {problem}")
         elif key in fixed:
             problems.append(f"{path}: {key}: both fixed and searched")
-        elif (param := _distribution(path, key, spec, fields[key], method, problems)) is not None:
+        elif isinstance(param := parse_range(path, key, spec, fields[key], method, base), str):
+            problems.append(param)
+        else:
             out.append(param)
     return dict(fixed), tuple(out)
 
 
-def load_space(path: str | Path) -> Space:
-    """A method space with its includes; raises SpaceError listing every problem found."""
+def load_space(path: str | Path, base: Base | None = None) -> Space:
+    """A method space with its includes, its ranges checked against (and relative ranges scaled by)
+    the base config; raises SpaceError listing every problem found."""
+    base = base or Base()
     path, problems = Path(path), []
     data = _read(path, problems)
     if data is None:
@@ -242,16 +157,16 @@ def load_space(path: str | Path) -> Space:
     if mode not in ("max", "min"):
         problems.append(f"{path}: mode: {mode!r} is not max or min")
     method = data["method"] if data["method"] in wsss.list_methods() else None
-    fixed, params = _params(path, data, problems, method)
+    fixed, params = read_params(path, data, problems, method, base)
     shared_fixed, shared, files = {}, [], [path]
     for name in data.get("include") or []:
         included = (path.parent / str(name)).resolve()
         extra = _read(included, problems)
         if extra is None:
             continue
-        for key in sorted(set(extra) - _SHARED_KEYS):
+        for key in sorted(set(extra) - SHARED_KEYS):
             problems.append(f"{included}: {key}: an included file holds only `fixed` and `params`")
-        more_fixed, more = _params(included, extra, problems, method)
+        more_fixed, more = read_params(included, extra, problems, method, base)
         shared_fixed |= more_fixed
         shared += more
         files.append(included)
@@ -259,7 +174,7 @@ def load_space(path: str | Path) -> Space:
     for key in sorted(clashes):
         problems.append(f"{path}: {key}: also set by an included file")
     # Each fixed value was checked alone; together they may still contradict (alpha_high < alpha_low).
-    if not problems and (error := _config_error({**shared_fixed, **fixed}, method)) is not None:
+    if not problems and (error := base.config_error({**shared_fixed, **fixed}, method)) is not None:
         problems.append(f"{path}: fixed values are invalid together ({error})")
     if problems:
         raise SpaceError(problems)
@@ -276,8 +191,9 @@ def load_space(path: str | Path) -> Space:
     )
 
 
-def check_files(paths: Sequence[str | Path]) -> list[str]:
+def check_files(paths: Sequence[str | Path], base: Base | None = None) -> list[str]:
     """Every problem in the given files (method spaces and included files alike)."""
+    base = base or Base()
     problems: list[str] = []
     for path in map(Path, paths):
         data = _read(path, problems)
@@ -285,13 +201,13 @@ def check_files(paths: Sequence[str | Path]) -> list[str]:
             continue
         if "method" in data:
             try:
-                load_space(path)
+                load_space(path, base)
             except SpaceError as exc:
                 problems += exc.problems
         else:
-            for key in sorted(set(data) - _SHARED_KEYS):
+            for key in sorted(set(data) - SHARED_KEYS):
                 problems.append(f"{path}: {key}: unknown key; a shared file holds only `fixed` and `params`")
-            _params(path, data, problems, None)
+            read_params(path, data, problems, None, base)
     return list(dict.fromkeys(problems))
 
 
@@ -347,14 +263,15 @@ class SearchSpace:
         return out
 
 
-def load_search(paths: Sequence[str | Path]) -> SearchSpace:
-    """Method spaces for one search: one metric and mode, unique names, consistent shared knobs."""
+def load_search(paths: Sequence[str | Path], base: Base | None = None) -> SearchSpace:
+    """Method spaces for one search: one metric and mode, unique names, consistent shared knobs;
+    ranges resolved against the search's base config."""
     if not paths:
         raise SpaceError(["give at least one method space, e.g. search_spaces/cam.yaml"])
     spaces, problems = [], []
     for path in paths:
         try:
-            spaces.append(load_space(path))
+            spaces.append(load_space(path, base))
         except SpaceError as exc:
             problems += exc.problems
     if problems:

@@ -33,6 +33,34 @@ def test_cli_spaces_check(tmp_path: Path) -> None:
     assert f"{tmp_path / 'bad.yaml'}: refine.beta: low 4 must be below high 2" in bad.stderr
 
 
+def test_cli_spaces_check_on_a_preset_shows_its_values(tmp_path: Path) -> None:
+    """`spaces check --config voc12` prints what each range samples on the preset; a range that
+    cannot give the preset's own value is reported, and fails the check with --strict."""
+
+    def check(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "tuner.cli", "spaces", "check", "--config", "voc12", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    ok = check(*map(str, sorted(REPO_SPACES.glob("*.yaml"))))
+    assert ok.returncode == 0 and "0 problem(s), 0 range(s) excluding the base value" in ok.stdout, ok.stderr
+    lines = ok.stdout.splitlines()
+    assert any(
+        "seed.train.lr" in x and "log-uniform [0.02, 0.4]" in x and "x[0.2, 4.0] of 0.1" in x for x in lines
+    )
+    assert any("segment.train.lr" in x and "[6.25e-05, 0.000625]" in x for x in lines)
+    old = tmp_path / "segment.yaml"
+    old.write_text(yaml.safe_dump({"params": {"segment.train.lr": {"float": [0.005, 0.05], "log": True}}}))
+    lenient, strict = check(str(old)), check("--strict", str(old))
+    assert lenient.returncode == 0 and strict.returncode == 1
+    assert (
+        "segment.train.lr: float log-uniform [0.005, 0.05] cannot give the base config's value"
+        in strict.stderr
+    )
+    bad = check("--config", "nosuch", str(old))
+    assert bad.returncode == 2 and "nosuch: no such config file or preset" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_reading_commands_do_not_create_databases(tmp_path: Path) -> None:
     result = subprocess.run(
         [

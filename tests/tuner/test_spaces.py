@@ -93,6 +93,26 @@ def _problems(tmp_path: Path, body: dict, include: dict | None = None) -> list[s
         ({"params": {"refine.beta": {"float": [2, 6], "step": 5}}}, "step 5 is larger than the range"),
         ({"fixed": {"seed.train.lr": 0}}, "space.yaml: seed.train.lr: must be > 0"),
         (
+            {"params": {"segment.balanced_ce": {"categorical": [1, 2], "relative": True}}},
+            "segment.balanced_ce: relative ranges need a numeric field, but the base value is False",
+        ),
+        (
+            {"params": {"seed.train.epochs": {"int": [1, 2], "relative": True}}},
+            "seed.train.epochs: a relative range gives multipliers: use float",
+        ),
+        (
+            {"params": {"seed.train.lr": {"float": [-1, 2], "relative": True}}},
+            "seed.train.lr: multipliers must be > 0, got [-1, 2]",
+        ),
+        (
+            {"params": {"seed.train.lr": {"float": [0.5, 2], "relative": "yes"}}},
+            "seed.train.lr: relative must be true or false",
+        ),
+        (
+            {"params": {"refine.logt": {"float": [0.5, 3.0], "relative": True}}},
+            "refine.logt (float [0.5, 3.0] x base 5): range [3, 15] leaves the valid values",
+        ),
+        (
             {"fixed": {"refine.beta": 2}, "params": {"refine.beta": {"float": [1, 3]}}},
             "refine.beta: both fixed and searched",
         ),
