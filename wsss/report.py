@@ -52,7 +52,8 @@ def _grid(rows: list[list[np.ndarray]], size: int = 128) -> np.ndarray:
 def samples_picture(outcome: StageOutcome, data: VocDataset, count: int = 4) -> np.ndarray:
     """Rows of [image | what the stage made | ground truth] for the first `count` images it covers."""
     rows = []
-    ids = data.val_ids if outcome.stage == "segment" else data.train_ids
+    # Train-split stages show images of the eval split: their ground truth is the one scored.
+    ids = data.val_ids if outcome.stage == "segment" else [i for i in data.train_ids if i in data.eval_ids]
     for image_id in ids[:count]:
         image = data.read_image(image_id)
         truth = mask_picture(data.read_mask(image_id))
