@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ class Param:
     key: str
     distribution: BaseDistribution
     json_choices: bool = False  # list-valued choices travel through Optuna as JSON strings
-    note: str = ""  # how a relative range was resolved (for `wsss-tune spaces check`); not recorded
+    # How a relative range was resolved, for `wsss-tune spaces check`; the distribution is the range.
+    note: str = field(default="", compare=False)
 
     def decode(self, value: Any) -> Any:
         return json.loads(value) if self.json_choices else value

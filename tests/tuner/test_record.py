@@ -10,7 +10,7 @@ import pytest
 
 import wsss
 from tuner import record
-from tuner.spaces import load_search
+from tuner.spaces import Base, load_search
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACES = sorted(p for p in (ROOT / "search_spaces").glob("*.yaml") if "method:" in p.read_text())
@@ -18,8 +18,8 @@ SPACES = sorted(p for p in (ROOT / "search_spaces").glob("*.yaml") if "method:" 
 
 @pytest.mark.parametrize("path", SPACES, ids=[p.stem for p in SPACES])
 def test_every_shipped_space_round_trips(path: Path, tmp_path: Path) -> None:
-    search = load_search([path])
     base = wsss.config_source("voc12")
+    search = load_search([path], Base(base))  # relative ranges resolved on the base they are recorded with
     record.write(str(tmp_path), "s-1", search, base)
     again, base_again = record.read(str(tmp_path), "s-1")
     assert again == search and base_again == base
