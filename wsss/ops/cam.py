@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from wsss.data.transforms import resize_image
-from wsss.models.cam import CamNet
+
+
+def _plain_cams(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model.cams(x)  # type: ignore[operator]
+
+
+def max_normalise(total: torch.Tensor) -> torch.Tensor:
+    """psa / irn: each class map divided by its max (+1e-5)."""
+    return total / (total.amax(dim=(1, 2), keepdim=True) + 1e-5)
 
 
 @torch.no_grad()
 def multiscale_cams(
-    model: CamNet,
+    model: nn.Module,
     image: torch.Tensor,
     keys: np.ndarray,
     scales: tuple[float, ...],
     flip: bool,
     device: torch.device,
+    read: Callable[[nn.Module, torch.Tensor], torch.Tensor] = _plain_cams,
+    normalise: Callable[[torch.Tensor], torch.Tensor] = max_normalise,
 ) -> torch.Tensor:
     """(P, H, W) CAMs of the present classes `keys` for a normalised (3, H, W) image.
 
     As psa's infer_cls / irn's make_cam: sum over scales of (CAM + flipped-back CAM of the flipped
-    image), each upsampled to the image size, then each class map divided by its max (+1e-5). No min
-    subtraction, so the maps are in [0, 1] and comparable with a constant background threshold.
+    image), each upsampled to the image size, then `normalise`d: by default each class map divided by
+    its max (+1e-5), no min subtraction, so the maps are in [0, 1] and comparable with a constant
+    background threshold. A seed method may read other maps (`read`, e.g. SEAM's refined CAMs) and
+    normalise otherwise (SEAM: min-max).
     """
     height, width = image.shape[-2:]
     index = torch.as_tensor(keys, dtype=torch.long, device=device)
@@ -33,11 +48,10 @@ def multiscale_cams(
         x = resize_image(image, size)[None].to(device)
         if flip:
             x = torch.cat([x, x.flip(-1)])
-        cams = model.cams(x).float().index_select(1, index)
+        cams = read(model, x).float().index_select(1, index)
         cam = cams[0] + cams[1].flip(-1) if flip else cams[0]
         total += F.interpolate(cam[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-    total /= total.amax(dim=(1, 2), keepdim=True) + 1e-5
-    return total
+    return normalise(total)
 
 
 def background_power(cams: np.ndarray, alpha: float) -> np.ndarray:

@@ -24,7 +24,7 @@ from wsss.data.voc import VocDataset
 from wsss.errors import StoreError
 from wsss.loop import TrainStats, train_model
 from wsss.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
-from wsss.models.cam import CamNet
+from wsss.models.backbone import SplitParams
 from wsss.ops.cam import cams_to_mask, multiscale_cams
 from wsss.runtime import Runtime
 
@@ -57,11 +57,11 @@ def load_cams(seed_dir: Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
 
 def train_classifier(
     cfg: SeedConfig, data: VocDataset, rng_seed: int, runtime: Runtime
-) -> tuple[CamNet, TrainStats]:
+) -> tuple[SplitParams, TrainStats]:
     method = methods.get(cfg.method)
 
-    def build() -> CamNet:
-        model = CamNet(cfg.backbone, len(data.class_names))
+    def build() -> SplitParams:
+        model = method.build(cfg.backbone, len(data.class_names), cfg.params)
         method.check(cfg.params, model)  # e.g. a mixing layer the backbone does not have
         return model
 
@@ -101,7 +101,7 @@ def _curve_metrics(sweep: ThresholdSweep, at_threshold: ConfusionMatrix, thresho
 
 
 def infer_and_evaluate(
-    model: CamNet, cfg: SeedConfig, data: VocDataset, out_dir: Path, runtime: Runtime
+    model: SplitParams, cfg: SeedConfig, data: VocDataset, out_dir: Path, runtime: Runtime
 ) -> dict[str, Any]:
     """Write every train image's CAMs and score those of the eval split (data.eval_split, by default
     the whole train split) against their ground-truth masks in the same pass."""
@@ -111,12 +111,21 @@ def infer_and_evaluate(
     sweep = ThresholdSweep(data.num_classes, thresholds)
     at_threshold = ConfusionMatrix(data.num_classes)
     scored = data.eval_ids
+    method = methods.get(cfg.method)
     for image_id in tqdm(data.train_ids, desc="seed: CAMs", disable=not runtime.progress, leave=False):
         image = data.read_image(image_id)
         keys = np.flatnonzero(data.labels(image_id))
-        cams = (
-            multiscale_cams(model, to_tensor(image), keys, cfg.scales, cfg.flip, runtime.device).cpu().numpy()
+        cams = multiscale_cams(
+            model,
+            to_tensor(image),
+            keys,
+            cfg.scales,
+            cfg.flip,
+            runtime.device,
+            read=lambda m, x: method.cams(m, x, cfg.params),
+            normalise=lambda total: method.normalise(total, cfg.params),
         )
+        cams = cams.cpu().numpy()
         save_cams(out_dir / CAM_DIR / f"{image_id}.npz", keys, cams)
         if image_id not in scored:
             continue

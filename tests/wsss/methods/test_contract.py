@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -20,7 +21,7 @@ from wsss.data.torchsets import ClassificationSet, train_loader
 from wsss.data.transforms import TrainTransform
 from wsss.loop import fit
 from wsss.methods import SeedMethod, get, list_methods
-from wsss.models.cam import CamNet
+from wsss.ops.cam import multiscale_cams
 from wsss.pipeline import prepare_dataset, run_pipeline
 from wsss.runtime import Runtime, seeded
 from wsss.store import StageStore
@@ -53,7 +54,7 @@ def test_loss_is_finite_with_gradients_and_one_step_trains(
     method = get(name)
     data = prepare_dataset(cfg, tiny_data_dir, tmp_path)
     with seeded(0, CPU.device):
-        model = CamNet(cfg.seed.backbone, len(data.class_names))
+        model = method.build(cfg.seed.backbone, len(data.class_names), cfg.seed.params)
         method.check(cfg.seed.params, model)
         images = torch.randn(4, 3, 48, 48)
         labels = torch.tensor([[1.0, 0, 0], [0, 1, 1], [0, 0, 1], [1, 1, 0]])
@@ -92,3 +93,31 @@ def test_tiny_pipeline_run_completes(name: str, tiny_data_dir: Path, tmp_path: P
     assert all(0.0 <= summary[k] <= 1.0 for k in ("cam_miou_best", "pseudo_miou", "val_miou"))
     manifest = json.loads((tmp_path / "s" / "seed" / result.stages["seed"].key / "manifest.json").read_text())
     assert manifest["config"]["method"] == name
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_multiscale_inference_reads_the_methods_cams(name: str) -> None:
+    """Shared multi-scale + flip inference through the method's own read-out and normalisation:
+    (P, H, W) maps of the present classes in [0, 1], equal for an image and its mirror image."""
+    cfg = tiny_config(f"seed.method={name}")
+    method = get(name)
+    with seeded(0, CPU.device):
+        model = method.build(cfg.seed.backbone, 3, cfg.seed.params).eval()
+    image, keys = torch.randn(3, 40, 56), np.array([0, 2])
+
+    def infer(x: torch.Tensor) -> torch.Tensor:
+        return multiscale_cams(
+            model,
+            x,
+            keys,
+            (1.0, 0.5),
+            True,
+            CPU.device,
+            read=lambda m, b: method.cams(m, b, cfg.seed.params),
+            normalise=lambda t: method.normalise(t, cfg.seed.params),
+        )
+
+    cams = infer(image)
+    assert cams.shape == (2, 40, 56) and float(cams.min()) >= 0 and float(cams.max()) <= 1
+    assert float(cams.amax()) > 0  # something is activated
+    assert torch.allclose(cams, infer(image.flip(-1)).flip(-1), atol=1e-4)

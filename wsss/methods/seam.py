@@ -1,0 +1,128 @@
+"""SEAM (Wang et al., CVPR 2020): self-supervised equivariant attention. Two views of each batch (the
+crop and the crop rescaled), CAMs refined by the pixel correlation module (wsss.models.seam), and two
+consistency losses between the views: equivariant regularisation (ER) and equivariant cross
+regularisation (ECR) with online hard example mining. Losses as in SEAM's `train_SEAM.py`:
+
+    L = (cls_1 + cls_2)/2 + w_minpool (minpool_1 + minpool_2)/2 + w_er ER + w_ecr ECR
+
+Inference reads the refined CAMs' object channels and min-max normalises them (`infer_SEAM.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from wsss.config import BackboneConfig
+from wsss.errors import ConfigError
+from wsss.methods.base import SeedMethod
+from wsss.models.seam import SeamNet, keep_max_foreground, max_norm, with_background
+
+
+@dataclass(frozen=True)
+class SeamConfig:
+    rescale: float = 0.3  # scale of the second view (SEAM 0.3; research brief range [0.3, 0.7])
+    ohem: float = 0.2  # ECR keeps this top fraction of |target - refined| entries per image (SEAM 0.2)
+    weight_minpool: float = 1.0  # SEAM: 1 (the classification loss is the reference scale)
+    weight_er: float = 1.0  # SEAM: 1
+    weight_ecr: float = 1.0  # SEAM: 1
+
+    def validate(self, path: str) -> None:
+        if not 0.1 <= self.rescale <= 0.9:
+            raise ConfigError(f"{path}.rescale: must be within [0.1, 0.9], got {self.rescale}")
+        if not 0 < self.ohem <= 1:
+            raise ConfigError(f"{path}.ohem: must be within (0, 1], got {self.ohem}")
+        for name in ("weight_minpool", "weight_er", "weight_ecr"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{path}.{name}: must be >= 0, got {getattr(self, name)}")
+
+
+def min_pool_loss(maps: torch.Tensor) -> torch.Tensor:
+    """SEAM's adaptive min-pooling loss: the per-pixel max over (labelled) object channels, its lowest
+    quarter of pixels, ReLU, mean. Pushes the least activated pixels' refined CAMs towards 0."""
+    lowest = maps.amax(1).flatten(1)
+    k = max(1, lowest.shape[1] // 4)
+    return F.relu(torch.topk(lowest, k, dim=1, largest=False).values).mean()
+
+
+def ohem(errors: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Mean of each image's top `fraction` of entries (SEAM's ECR, CPN's CPCR)."""
+    flat = errors.flatten(1)
+    k = max(1, int(flat.shape[1] * fraction))
+    return torch.topk(flat, k, dim=1).values.mean()
+
+
+def equivariant_regularisation(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """ER: mean L1 distance between the object channels of the two views' normalised CAMs, the first
+    already brought into the second's frame (SEAM uses L1; its L2 variant is commented out)."""
+    return (first[:, 1:] - second[:, 1:]).abs().mean()
+
+
+_PARTS = ("cls", "minpool", "er", "ecr")
+
+
+def classification(cam: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Multi-label soft margin on the GAP of the object channels (the background channel is unscored)."""
+    return F.multilabel_soft_margin_loss(cam[:, 1:].mean(dim=(2, 3)), labels)
+
+
+def views(model: SeamNet, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CAMs, refined CAMs) upsampled to the input size (align_corners=True, as SEAM)."""
+    cam, refined = model(images)
+    size = images.shape[-2:]
+    return tuple(F.interpolate(t, size, mode="bilinear", align_corners=True) for t in (cam, refined))  # type: ignore[return-value]
+
+
+class Seam(SeedMethod):
+    name = "seam"
+    description = "SEAM: two-view equivariant CAMs refined by a pixel correlation module (Wang et al. 2020)"
+    Config = SeamConfig
+
+    def build(self, backbone: BackboneConfig, num_classes: int, params: SeamConfig) -> SeamNet:
+        return SeamNet(backbone, num_classes)
+
+    def loss(
+        self, model: SeamNet, images: torch.Tensor, labels: torch.Tensor, params: SeamConfig
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        height, width = images.shape[-2:]
+        small = (max(8, round(height * params.rescale)), max(8, round(width * params.rescale)))
+        second = F.interpolate(images, small, mode="bilinear", align_corners=True)
+        cam1, refined1 = views(model, images)
+        cam2, refined2 = views(model, second)
+        present = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1)[..., None, None]
+        cls = (classification(cam1, labels) + classification(cam2, labels)) / 2
+        minpool = (
+            min_pool_loss((refined1 * present)[:, 1:]) + min_pool_loss((refined2 * present)[:, 1:])
+        ) / 2
+
+        def shrink(t: torch.Tensor) -> torch.Tensor:  # A(.): the first view's maps in the second's frame
+            return F.interpolate(t, small, mode="bilinear", align_corners=True)
+
+        norm1, norm_refined1 = shrink(max_norm(cam1)) * present, shrink(max_norm(refined1)) * present
+        norm2, norm_refined2 = max_norm(cam2) * present, max_norm(refined2) * present
+        er = equivariant_regularisation(norm1, norm2)
+        norm1, norm2 = with_background(norm1), with_background(norm2)
+        ecr = ohem((keep_max_foreground(norm2.detach()) - norm_refined1).abs(), params.ohem) + ohem(
+            (keep_max_foreground(norm1.detach()) - norm_refined2).abs(), params.ohem
+        )
+        total = cls + params.weight_minpool * minpool + params.weight_er * er + params.weight_ecr * ecr
+        parts = {
+            name: float(value.detach()) for name, value in zip(_PARTS, (cls, minpool, er, ecr), strict=True)
+        }
+        return total, parts
+
+    def cams(self, model: SeamNet, x: torch.Tensor, params: SeamConfig) -> torch.Tensor:
+        return model.cams(x)
+
+    def normalise(self, total: torch.Tensor, params: SeamConfig) -> torch.Tensor:
+        """`infer_SEAM.py`: negatives clipped, then per class (x - min - 1e-5) / (max - min + 1e-5),
+        values within 1e-5 of the minimum set to 0."""
+        total = total.clamp(min=0)
+        low = total.amin(dim=(1, 2), keepdim=True)
+        high = total.amax(dim=(1, 2), keepdim=True)
+        return ((total - low - 1e-5) / (high - low + 1e-5)).clamp(min=0)
+
+
+METHOD = Seam()
