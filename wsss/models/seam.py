@@ -5,8 +5,8 @@ PCM, as in SEAM's `network/resnet38_SEAM.py`:
 - f = [image resized to the feature grid (3 ch); ReLU(1x1 conv -> 64) on the detached stride-8
   features; ReLU(1x1 conv -> 128) on the detached features of the next stage] (195 channels);
 - e = L2-normalised 1x1 conv 195 -> 192 of f; A = ReLU(e^T e) (HW x HW), each column summed to 1;
-- y_d: the CAM min-max normalised per channel (SEAM's `max_norm`), background = 1 - max foreground,
-  foreground channels other than the per-pixel maximum zeroed, all without gradient;
+- y_d: ReLU(CAM) divided by each channel's max (no min subtraction), background = 1 - max
+  foreground, foreground channels other than the per-pixel maximum zeroed, all without gradient;
 - refined CAM = y_d A.
 SEAM taps ResNet-38's conv4 and conv5; with timm's feature stages these are the two stages before the
 last (layer2 and layer3 of a ResNet), resized to the last stage's grid where the strides differ.
@@ -31,6 +31,12 @@ def max_norm(p: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return F.relu(p - low - eps) / (high - low + eps)
 
 
+def seed_norm(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """The PCM's seed normalisation (SEAM and CPN): ReLU(ReLU(cam) - eps) / (max ReLU(cam) + eps)."""
+    cam = F.relu(cam)
+    return F.relu(cam - eps) / (cam.flatten(2).amax(-1)[..., None, None] + eps)
+
+
 def with_background(cams: torch.Tensor) -> torch.Tensor:
     """Channel 0 set to 1 - max over the foreground channels (SEAM's background for its losses)."""
     return torch.cat([1 - cams[:, 1:].amax(1, keepdim=True), cams[:, 1:]], dim=1)
@@ -46,7 +52,8 @@ def keep_max_foreground(cams: torch.Tensor) -> torch.Tensor:
 def pcm_affinity(embedding: torch.Tensor) -> torch.Tensor:
     """(B, HW, HW) column-stochastic affinity from (B, C, H, W) features: ReLU of cosine similarity,
     each column divided by its sum (+1e-5), as SEAM's PCM."""
-    e = F.normalize(embedding.flatten(2), dim=1)
+    e = embedding.flatten(2)
+    e = e / (e.norm(dim=1, keepdim=True) + 1e-5)
     affinity = F.relu(e.transpose(1, 2) @ e)
     return affinity / (affinity.sum(dim=1, keepdim=True) + 1e-5)
 
@@ -84,15 +91,18 @@ class SeamNet(SplitParams):
         high = F.relu(self.high(at_grid(feats[-2].detach())))
         return torch.cat([image, mid, high], dim=1)
 
+    def refine(self, features: torch.Tensor, embedding: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """PCM: the seeds propagated by the features' affinities, y_d A."""
+        return (seeds.flatten(2) @ pcm_affinity(embedding)).view_as(seeds)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(raw CAMs, refined CAMs), both (B, 1 + K, h, w) on the feature grid."""
         feats = self.backbone(x)
         cam = self.classifier(self.dropout(feats[-1]))
         with torch.no_grad():
-            seeds = keep_max_foreground(with_background(max_norm(cam.detach())))
-        affinity = pcm_affinity(self.embed(self.pcm_features(x, feats)))
-        refined = (seeds.flatten(2) @ affinity).view_as(cam)
-        return cam, refined
+            seeds = keep_max_foreground(with_background(seed_norm(cam.detach())))
+        features = self.pcm_features(x, feats)
+        return cam, self.refine(features, self.embed(features), seeds)
 
     def cams(self, x: torch.Tensor) -> torch.Tensor:
         """Object-class refined CAMs (SEAM's inference reads cam_rv's foreground channels)."""

@@ -8,7 +8,7 @@ import torch
 from wsss.config import BackboneConfig, load_config
 from wsss.errors import ConfigError
 from wsss.methods.seam import METHOD, SeamConfig, equivariant_regularisation, min_pool_loss, ohem
-from wsss.models.seam import SeamNet, keep_max_foreground, max_norm, pcm_affinity, with_background
+from wsss.models.seam import SeamNet, keep_max_foreground, pcm_affinity, seed_norm, with_background
 
 
 def test_pcm_affinity_columns_sum_to_one_and_are_non_negative() -> None:
@@ -21,7 +21,7 @@ def test_pcm_affinity_columns_sum_to_one_and_are_non_negative() -> None:
 
 
 def test_refined_cams_are_seeds_propagated_by_the_affinity() -> None:
-    """refined = y_d A with y_d = keep_max_foreground(with_background(max_norm(cam))), no gradient."""
+    """refined = y_d A with y_d = keep_max_foreground(with_background(seed_norm(cam))), no gradient."""
     torch.manual_seed(0)
     model = SeamNet(BackboneConfig(name="test_resnet"), num_classes=3).eval()
     x = torch.randn(1, 3, 48, 64)
@@ -29,7 +29,7 @@ def test_refined_cams_are_seeds_propagated_by_the_affinity() -> None:
         cam, refined = model(x)
         feats = model.backbone(x)
         affinity = pcm_affinity(model.embed(model.pcm_features(x, feats)))
-        seeds = keep_max_foreground(with_background(max_norm(cam)))
+        seeds = keep_max_foreground(with_background(seed_norm(cam)))
     assert cam.shape == refined.shape == (1, 4, 6, 8)
     assert torch.allclose(refined, (seeds.flatten(2) @ affinity).view_as(cam), atol=1e-5)
 
