@@ -63,6 +63,15 @@ def equivariant_regularisation(first: torch.Tensor, second: torch.Tensor) -> tor
 _PARTS = ("cls", "minpool", "er", "ecr")
 
 
+def min_max(total: torch.Tensor) -> torch.Tensor:
+    """`infer_SEAM.py` (and CPN's): negatives clipped, then per class (x - min - 1e-5) /
+    (max - min + 1e-5), values within 1e-5 of the minimum set to 0."""
+    total = total.clamp(min=0)
+    low = total.amin(dim=(1, 2), keepdim=True)
+    high = total.amax(dim=(1, 2), keepdim=True)
+    return ((total - low - 1e-5) / (high - low + 1e-5)).clamp(min=0)
+
+
 def classification(cam: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Multi-label soft margin on the GAP of the object channels (the background channel is unscored)."""
     return F.multilabel_soft_margin_loss(cam[:, 1:].mean(dim=(2, 3)), labels)
@@ -117,12 +126,7 @@ class Seam(SeedMethod):
         return model.cams(x)
 
     def normalise(self, total: torch.Tensor, params: SeamConfig) -> torch.Tensor:
-        """`infer_SEAM.py`: negatives clipped, then per class (x - min - 1e-5) / (max - min + 1e-5),
-        values within 1e-5 of the minimum set to 0."""
-        total = total.clamp(min=0)
-        low = total.amin(dim=(1, 2), keepdim=True)
-        high = total.amax(dim=(1, 2), keepdim=True)
-        return ((total - low - 1e-5) / (high - low + 1e-5)).clamp(min=0)
+        return min_max(total)
 
 
 METHOD = Seam()

@@ -1,0 +1,154 @@
+"""CPN (Zhang et al., ICCV 2021): complementary patch network. Each image goes through the shared
+network (SEAM's, plus the PRCM of wsss.models.cpn) three times: whole (I), with a random set of
+patches hidden (I1 = I*M) and with the complement hidden (I2 = I*(1 - M)); hidden pixels are 0 in the
+normalised image, the ImageNet mean colour. Losses as in CPN's `train_cpn.py`:
+
+    L = mean of the 3 classification losses + w_minpool mean of the 3 min-pool losses
+        + w_tcp TCP + w_cpcr CPCR
+    TCP  = mean|(c1 + c2).detach() - c| + mean|r - r1 - r2|   (c: CAMs, r: refined CAMs, after
+           max_norm x labels; c1, r1 weighted by the kept fraction of I1, c2, r2 by the rest)
+    CPCR = OHEM|max_onehot(c - c1) - r2| + OHEM|max_onehot(c - c2) - r1|   (backgrounds set to
+           1 - max foreground first; targets detached)
+
+Patches (grid strategy, CPN's `hide_patch`): one cell count per crop side drawn per image from the
+patch set, each cell hidden with probability p_h; the kept fraction counts cells. Cell counts rather
+than CPN's pixel sizes ({224, 448} on 448 crops = 2 or 1 cells per side) keep one search space valid
+for any crop size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from wsss.config import BackboneConfig
+from wsss.errors import ConfigError
+from wsss.methods.base import SeedMethod
+from wsss.methods.seam import classification, min_max, min_pool_loss, ohem, views
+from wsss.models.cpn import CpnNet
+from wsss.models.seam import max_norm, with_background
+
+_PARTS = ("cls", "minpool", "tcp", "cpcr")
+
+
+@dataclass(frozen=True)
+class CpnConfig:
+    grid_cells: tuple[int, ...] = (1, 2)  # the patch set: cells per crop side, one drawn per image
+    hide: float = 0.5  # p_h, each cell's probability of being hidden in I1 (CPN 0.5)
+    ohem: float = 0.2  # CPCR keeps this top fraction of entries per image (CPN 0.2)
+    weight_minpool: float = 1.0  # CPN: 1 (the classification loss is the reference scale)
+    weight_tcp: float = 1.0  # CPN: 1
+    weight_cpcr: float = 1.0  # CPN: 1
+    halve_cams: bool = True  # CPN's infer_cam.py divides the min-max normalised CAMs by 2
+    reference_reshape: bool = False  # CPN's PRCM key reshape without transpose (wsss.models.cpn)
+
+    def validate(self, path: str) -> None:
+        if not self.grid_cells or any(c < 1 for c in self.grid_cells):
+            raise ConfigError(
+                f"{path}.grid_cells: need 1+ cell counts per crop side, each >= 1 (a count below 1 is a "
+                f"cell larger than the crop), got {list(self.grid_cells)}"
+            )
+        if any(c > 64 for c in self.grid_cells):
+            raise ConfigError(f"{path}.grid_cells: at most 64 cells per side, got {list(self.grid_cells)}")
+        if not 0 < self.hide < 1:
+            raise ConfigError(f"{path}.hide: p_h must be within (0, 1), got {self.hide}")
+        if not 0 < self.ohem <= 1:
+            raise ConfigError(f"{path}.ohem: must be within (0, 1], got {self.ohem}")
+        for name in ("weight_minpool", "weight_tcp", "weight_cpcr"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{path}.{name}: must be >= 0, got {getattr(self, name)}")
+
+
+def grid_masks(
+    batch: int, size: tuple[int, int], cells_set: tuple[int, ...], hide: float, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1, H, W) keep-masks M and the kept fraction of cells (B,), on `device` in one pass.
+
+    Each image draws a cell count g from `cells_set`; cell (i, j) covers rows [i H/g, (i+1) H/g) and
+    columns alike, and is hidden with probability `hide`.
+    """
+    height, width = size
+    cells = torch.tensor(cells_set, device=device)[torch.randint(len(cells_set), (batch,), device=device)]
+    most = max(cells_set)
+    hidden = torch.rand(batch, most, most, device=device) < hide
+    rows = torch.arange(height, device=device)[None] * cells[:, None] // height  # (B, H) cell row
+    cols = torch.arange(width, device=device)[None] * cells[:, None] // width  # (B, W) cell column
+    index = torch.arange(batch, device=device)[:, None, None]
+    keep = ~hidden[index, rows[:, :, None], cols[:, None, :]]
+    used = torch.arange(most, device=device)[None] < cells[:, None]  # (B, most)
+    in_grid = used[:, :, None] & used[:, None, :]
+    kept = ((~hidden) & in_grid).sum(dim=(1, 2)) / (cells * cells)
+    return keep[:, None].float(), kept.float()
+
+
+def max_onehot_all(maps: torch.Tensor) -> torch.Tensor:
+    """CPN's `max_onehot`: every channel but the per-pixel maximum over all channels (background
+    included) set to 0."""
+    return torch.where(maps == maps.amax(1, keepdim=True), maps, torch.zeros_like(maps))
+
+
+class Cpn(SeedMethod):
+    name = "cpn"
+    description = "CPN: complementary patch pairs through SEAM's network with PRCM (Zhang et al. 2021)"
+    Config = CpnConfig
+
+    def build(self, backbone: BackboneConfig, num_classes: int, params: CpnConfig) -> CpnNet:
+        return CpnNet(backbone, num_classes, params.reference_reshape)
+
+    def loss(
+        self, model: CpnNet, images: torch.Tensor, labels: torch.Tensor, params: CpnConfig
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        keep, kept = grid_masks(
+            images.shape[0], tuple(images.shape[-2:]), params.grid_cells, params.hide, images.device
+        )
+        return self.pair_loss(model, images, labels, keep, kept, params)
+
+    def pair_loss(
+        self,
+        model: CpnNet,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        keep: torch.Tensor,
+        kept: torch.Tensor,
+        params: CpnConfig,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss for given complementary masks `keep` (B, 1, H, W) with kept fractions (B,)."""
+        present = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1)[..., None, None]
+        outputs = [views(model, x) for x in (images, images * keep, images * (1 - keep))]
+        cls = sum(classification(cam, labels) for cam, _ in outputs) / 3
+        minpool = sum(min_pool_loss((refined * present)[:, 1:]) for _, refined in outputs) / 3
+        weights = (torch.ones_like(kept), kept, 1 - kept)
+        cams, refined = zip(
+            *[
+                (
+                    w[:, None, None, None] * max_norm(c) * present,
+                    w[:, None, None, None] * max_norm(r) * present,
+                )
+                for w, (c, r) in zip(weights, outputs, strict=True)
+            ],
+            strict=True,
+        )
+        tcp = ((cams[1] + cams[2]).detach() - cams[0])[:, 1:].abs().mean() + (
+            refined[0] - refined[1] - refined[2]
+        )[:, 1:].abs().mean()
+        cams = [with_background(c) for c in cams]
+        refined = [with_background(r) for r in refined]
+        whole = cams[0].detach()
+        cpcr = ohem((max_onehot_all(whole - cams[1].detach()) - refined[2]).abs(), params.ohem) + ohem(
+            (max_onehot_all(whole - cams[2].detach()) - refined[1]).abs(), params.ohem
+        )
+        total = cls + params.weight_minpool * minpool + params.weight_tcp * tcp + params.weight_cpcr * cpcr
+        parts = {name: float(v.detach()) for name, v in zip(_PARTS, (cls, minpool, tcp, cpcr), strict=True)}
+        return total, parts
+
+    def cams(self, model: CpnNet, x: torch.Tensor, params: CpnConfig) -> torch.Tensor:
+        return model.cams(x)
+
+    def normalise(self, total: torch.Tensor, params: CpnConfig) -> torch.Tensor:
+        """SEAM's min-max normalisation, then CPN's halving (`infer_cam.py`)."""
+        out = min_max(total)
+        return out / 2 if params.halve_cams else out
+
+
+METHOD = Cpn()
