@@ -15,19 +15,32 @@ from wsss.data.voc import VocDataset
 from wsss.errors import DataError
 
 
-class ClassificationSet(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """(augmented image, multi-hot labels) for CAM training."""
+class ClassificationSet(Dataset[tuple[torch.Tensor, ...]]):
+    """(augmented image, multi-hot labels) for CAM training; with `maps`, also the image's map (e.g.
+    superpixel ids) augmented with it, `fill` outside the image."""
 
-    def __init__(self, data: VocDataset, ids: Sequence[str], transform: TrainTransform) -> None:
-        self.data, self.ids, self.transform = data, list(ids), transform
+    def __init__(
+        self,
+        data: VocDataset,
+        ids: Sequence[str],
+        transform: TrainTransform,
+        maps: Callable[[str], np.ndarray] | None = None,
+        fill: int = -1,
+    ) -> None:
+        self.data, self.ids, self.transform, self.maps, self.fill = data, list(ids), transform, maps, fill
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         image_id = self.ids[index]
-        image, _ = self.transform(self.data.read_image(image_id))
-        return image, torch.from_numpy(self.data.labels(image_id))
+        labels = torch.from_numpy(self.data.labels(image_id))
+        if self.maps is None:
+            image, _ = self.transform(self.data.read_image(image_id))
+            return image, labels
+        image, extra = self.transform(self.data.read_image(image_id), self.maps(image_id), self.fill)
+        assert extra is not None
+        return image, labels, extra
 
 
 class SegmentationSet(Dataset[tuple[torch.Tensor, torch.Tensor]]):

@@ -52,8 +52,9 @@ class TrainTransform:
         )
 
     def __call__(
-        self, image: np.ndarray, mask: np.ndarray | None = None
+        self, image: np.ndarray, mask: np.ndarray | None = None, fill: int = IGNORE_INDEX
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(image, mask) augmented alike; the mask (any integer map) is `fill` outside the image."""
         cfg = self.cfg
         img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
         m = torch.from_numpy(np.ascontiguousarray(mask)).long() if mask is not None else None
@@ -70,13 +71,15 @@ class TrainTransform:
         if self.jitter is not None:
             img = self.jitter(img.clamp(0, 1))
         img = (img - IMAGENET_MEAN) / IMAGENET_STD
-        return self._crop(img, m)
+        return self._crop(img, m, fill)
 
-    def _crop(self, img: torch.Tensor, m: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _crop(
+        self, img: torch.Tensor, m: torch.Tensor | None, fill: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         crop = self.cfg.crop_size
         height, width = img.shape[-2:]
         out = torch.zeros((3, crop, crop))  # zero after normalisation = the mean colour
-        out_m = torch.full((crop, crop), IGNORE_INDEX, dtype=torch.long) if m is not None else None
+        out_m = torch.full((crop, crop), fill, dtype=torch.long) if m is not None else None
         # Where the image is smaller than the crop it is placed at a random offset inside the padding.
         ch, cw = min(crop, height), min(crop, width)
         sy = int(torch.randint(0, height - ch + 1, ()).item())

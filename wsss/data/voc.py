@@ -53,8 +53,10 @@ class VocDataset:
         splits: dict[str, tuple[str, ...]],
         entries: dict[str, Entry],
         labels: dict[str, np.ndarray],
+        cache_dir: Path | None = None,
     ) -> None:
         self.root = root
+        self.cache_dir = cache_dir  # where this dataset's derived files are cached (labels, image maps)
         self.class_names = class_names
         self.cfg = cfg
         self._splits = splits
@@ -245,6 +247,6 @@ def open_dataset(
         # Image labels come from mask_dir (or the label file); scoring reads the other ground truth.
         scored = {s: ids for s, ids in splits.items() if s != cfg.train_split or s == cfg.score_split}
         entries |= _entries(root, cfg.score_mask_dir, scored)
-    dataset = VocDataset(root, class_names, cfg, splits, entries, labels)
+    dataset = VocDataset(root, class_names, cfg, splits, entries, labels, cache_dir)
     validate_dataset(dataset, splits, cache_dir, workers)
     return dataset

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from wsss.config import BackboneConfig
+from wsss.config import BackboneConfig, TrainConfig
+from wsss.data.image_maps import ImageMaps
 from wsss.models.backbone import SplitParams
 from wsss.models.cam import CamNet
 from wsss.ops.cam import max_normalise
@@ -38,7 +39,8 @@ class SeedMethod(abc.ABC):
     def loss(
         self, model: CamNet, images: torch.Tensor, labels: torch.Tensor, params: Any
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss for one batch and named parts to show on the progress bar.
+        """Total loss for one batch and named parts to show on the progress bar. A method with
+        `image_maps` gets the batch's maps as one more argument after `params`.
 
         Randomness (mixing coefficients, permutations, masks) must come from torch's generator, which
         the shared loop seeds, so that a run is reproducible.
@@ -62,3 +64,9 @@ class SeedMethod(abc.ABC):
         """(P, H, W) maps summed over scales and flips -> CAMs in [0, 1]. psa / irn: each class divided
         by its max (+1e-5), no min subtraction."""
         return max_normalise(total)
+
+    def image_maps(self, params: Any, train: TrainConfig) -> ImageMaps | None:
+        """Per-image maps the loss needs beside each image (CPN's superpixels), or None. They are
+        computed once per image and setting, cached with the dataset, augmented with the image like
+        a mask and passed to `loss` as a (B, H, W) long tensor."""
+        return None

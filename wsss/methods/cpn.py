@@ -10,19 +10,27 @@ normalised image, the ImageNet mean colour. Losses as in CPN's `train_cpn.py`:
     CPCR = OHEM|max_onehot(c - c1) - r2| + OHEM|max_onehot(c - c2) - r1|   (backgrounds set to
            1 - max foreground first; targets detached)
 
-Patches (grid strategy, CPN's `hide_patch`): one cell count per crop side drawn per image from the
-patch set, each cell hidden with probability p_h; the kept fraction counts cells. Cell counts rather
-than CPN's pixel sizes ({224, 448} on 448 crops = 2 or 1 cells per side) keep one search space valid
-for any crop size.
+Masks M, two strategies:
+- superpixel (CPN's default, `hide_patch_ss`): SLIC superpixels, S_N per crop, about half of them
+  hidden (floor((S+1)/2) drawn with replacement); the kept fraction counts pixels. SLIC runs once per
+  image and setting (wsss.data.image_maps, cached with the dataset) instead of on every crop, and on
+  the RGB image rather than CPN's normalised tensor; the maps are cropped and flipped with the image
+  and the masks drawn from them on the batch's device.
+- grid (`hide_patch`): one cell count per crop side drawn per image from the patch set, each cell
+  hidden with probability p_h; the kept fraction counts cells. Cell counts rather than CPN's pixel
+  sizes ({224, 448} on 448 crops = 2 or 1 cells per side) keep one search space valid for any crop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
+import numpy as np
 import torch
 
-from wsss.config import BackboneConfig
+from wsss.config import BackboneConfig, TrainConfig
+from wsss.data.image_maps import ImageMaps, slic_labels
 from wsss.errors import ConfigError
 from wsss.methods.base import SeedMethod
 from wsss.methods.seam import classification, min_max, min_pool_loss, ohem, views
@@ -34,8 +42,12 @@ _PARTS = ("cls", "minpool", "tcp", "cpcr")
 
 @dataclass(frozen=True)
 class CpnConfig:
-    grid_cells: tuple[int, ...] = (1, 2)  # the patch set: cells per crop side, one drawn per image
-    hide: float = 0.5  # p_h, each cell's probability of being hidden in I1 (CPN 0.5)
+    # How M is drawn: superpixels (CPN's default, `hide_patch_ss`) or grid cells (`hide_patch`).
+    strategy: Literal["superpixel", "grid"] = "superpixel"
+    superpixels: int = 300  # S_N: SLIC segments per crop (CPN 300; brief {100, 200, 300, 500})
+    compactness: float = 10.0  # SLIC compactness (CPN 10)
+    grid_cells: tuple[int, ...] = (1, 2)  # the grid patch set: cells per crop side, one drawn per image
+    hide: float = 0.5  # grid: p_h, each cell's probability of being hidden in I1 (CPN 0.5)
     ohem: float = 0.2  # CPCR keeps this top fraction of entries per image (CPN 0.2)
     weight_minpool: float = 1.0  # CPN: 1 (the classification loss is the reference scale)
     weight_tcp: float = 1.0  # CPN: 1
@@ -51,6 +63,10 @@ class CpnConfig:
             )
         if any(c > 64 for c in self.grid_cells):
             raise ConfigError(f"{path}.grid_cells: at most 64 cells per side, got {list(self.grid_cells)}")
+        if not 2 <= self.superpixels <= 5000:
+            raise ConfigError(f"{path}.superpixels: S_N must be within 2..5000, got {self.superpixels}")
+        if self.compactness <= 0:
+            raise ConfigError(f"{path}.compactness: must be > 0, got {self.compactness}")
         if not 0 < self.hide < 1:
             raise ConfigError(f"{path}.hide: p_h must be within (0, 1), got {self.hide}")
         if not 0 < self.ohem <= 1:
@@ -82,6 +98,30 @@ def grid_masks(
     return keep[:, None].float(), kept.float()
 
 
+def superpixel_masks(superpixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1, H, W) keep-masks M and kept pixel fractions (B,) from (B, H, W) superpixel ids of the
+    crops (-1 outside the image, which stays kept), on their device in one pass.
+
+    As CPN's `hide_patch_ss`: each crop's S superpixels, floor((S + 1) / 2) of them drawn uniformly
+    with replacement and hidden, so about 1 - e^(-1/2) = 39% of them are hidden, never more than half.
+    """
+    batch = superpixels.shape[0]
+    inside = superpixels >= 0
+    ids = superpixels.clamp(min=0).flatten(1)
+    most = int(ids.max()) + 1
+    counts = torch.zeros(batch, most, device=ids.device).scatter_add_(1, ids, inside.flatten(1).float())
+    present = counts > 0
+    count = present.sum(1)  # S per crop
+    rank = present.long().cumsum(1) - 1  # each present id's index among the crop's ids
+    draws = (count + 1) // 2
+    picked = (torch.rand(batch, most, device=ids.device) * count[:, None]).long()  # ranks, with replacement
+    real = torch.arange(most, device=ids.device)[None] < draws[:, None]  # the first `draws` draws count
+    hidden_rank = torch.zeros(batch, most, device=ids.device).scatter_add_(1, picked, real.float()) > 0
+    hidden_id = hidden_rank.gather(1, rank.clamp(min=0)) & present
+    keep = ~(hidden_id.gather(1, ids).view_as(superpixels) & inside)
+    return keep[:, None].float(), keep.flatten(1).float().mean(1)
+
+
 def max_onehot_all(maps: torch.Tensor) -> torch.Tensor:
     """CPN's `max_onehot`: every channel but the per-pixel maximum over all channels (background
     included) set to 0."""
@@ -96,12 +136,39 @@ class Cpn(SeedMethod):
     def build(self, backbone: BackboneConfig, num_classes: int, params: CpnConfig) -> CpnNet:
         return CpnNet(backbone, num_classes, params.reference_reshape)
 
-    def loss(
-        self, model: CpnNet, images: torch.Tensor, labels: torch.Tensor, params: CpnConfig
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        keep, kept = grid_masks(
-            images.shape[0], tuple(images.shape[-2:]), params.grid_cells, params.hide, images.device
+    def image_maps(self, params: CpnConfig, train: TrainConfig) -> ImageMaps | None:
+        if params.strategy != "superpixel":
+            return None
+        # S_N counts superpixels per crop; a whole image holds more: S_N x its area over the area
+        # of the image that one crop covers at the mean random rescale.
+        mean_long = sum(train.resize_long) / 2 if train.random_rescale else None
+
+        def compute(image: np.ndarray) -> np.ndarray:
+            height, width = image.shape[:2]
+            scale = mean_long / max(height, width) if mean_long else 1.0
+            segments = max(2, round(params.superpixels * height * width * scale**2 / train.crop_size**2))
+            return slic_labels(image, segments, params.compactness)
+
+        rescale = f"{train.resize_long[0]}-{train.resize_long[1]}" if train.random_rescale else "none"
+        return ImageMaps(
+            f"slic-{params.superpixels}-{params.compactness:g}-crop{train.crop_size}-{rescale}", compute
         )
+
+    def loss(
+        self,
+        model: CpnNet,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        params: CpnConfig,
+        superpixels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        if params.strategy == "superpixel":
+            if superpixels is None:
+                raise ValueError("cpn with strategy superpixel needs the batch's superpixel maps")
+            keep, kept = superpixel_masks(superpixels)
+        else:
+            size = (images.shape[-2], images.shape[-1])
+            keep, kept = grid_masks(images.shape[0], size, params.grid_cells, params.hide, images.device)
         return self.pair_loss(model, images, labels, keep, kept, params)
 
     def pair_loss(

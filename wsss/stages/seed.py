@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from wsss import methods
 from wsss.config import SeedConfig
+from wsss.data.image_maps import CachedMaps
 from wsss.data.torchsets import ClassificationSet
 from wsss.data.transforms import TrainTransform, to_tensor
 from wsss.data.voc import VocDataset
@@ -65,10 +66,14 @@ def train_classifier(
         method.check(cfg.params, model)  # e.g. a mixing layer the backbone does not have
         return model
 
+    spec = method.image_maps(cfg.params, cfg.train)
+    maps = None
+    if spec is not None:
+        maps = CachedMaps(data, spec, data.train_ids, data.cache_dir, torch.get_num_threads())
     return train_model(
         build,
-        ClassificationSet(data, data.train_ids, TrainTransform(cfg.train)),
-        lambda m, batch: method.loss(m, *batch, cfg.params),
+        ClassificationSet(data, data.train_ids, TrainTransform(cfg.train), maps, spec.fill if spec else -1),
+        lambda m, batch: method.loss(m, batch[0], batch[1], cfg.params, *batch[2:]),
         cfg.train,
         runtime,
         rng_seed,

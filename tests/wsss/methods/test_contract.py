@@ -17,6 +17,7 @@ from tests.conftest import tiny_config
 from tuner.spaces import check_files
 from wsss.config import load_config
 from wsss.configio import to_mapping
+from wsss.data.image_maps import CachedMaps
 from wsss.data.torchsets import ClassificationSet, train_loader
 from wsss.data.transforms import TrainTransform
 from wsss.loop import fit
@@ -53,12 +54,18 @@ def test_loss_is_finite_with_gradients_and_one_step_trains(
     cfg = tiny_config(f"seed.method={name}")
     method = get(name)
     data = prepare_dataset(cfg, tiny_data_dir, tmp_path)
+    spec = method.image_maps(cfg.seed.params, cfg.seed.train)
     with seeded(0, CPU.device):
         model = method.build(cfg.seed.backbone, len(data.class_names), cfg.seed.params)
         method.check(cfg.seed.params, model)
-        images = torch.randn(4, 3, 48, 48)
+        pixels = torch.randint(0, 256, (4, 48, 48, 3), dtype=torch.uint8)
+        images = (pixels.permute(0, 3, 1, 2).float() / 255 - 0.45) / 0.225
         labels = torch.tensor([[1.0, 0, 0], [0, 1, 1], [0, 0, 1], [1, 1, 0]])
-        loss, parts = method.loss(model, images, labels, cfg.seed.params)
+        # A method's per-image maps (CPN's superpixels) come from its own spec, as in the seed stage.
+        maps = (
+            [torch.stack([torch.from_numpy(spec.compute(p.numpy())).long() for p in pixels])] if spec else []
+        )
+        loss, parts = method.loss(model, images, labels, cfg.seed.params, *maps)
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert all(isinstance(v, float) for v in parts.values())
     loss.backward()
@@ -67,10 +74,21 @@ def test_loss_is_finite_with_gradients_and_one_step_trains(
     assert sum(float(g.abs().sum()) for g in grads) > 0
 
     train = cfg.seed.train
-    loader = train_loader(ClassificationSet(data, data.train_ids, TrainTransform(train)), 4, 0, 0, False)
+    cached = CachedMaps(data, spec, data.train_ids, tmp_path, 1) if spec else None
+    dataset = ClassificationSet(
+        data, data.train_ids, TrainTransform(train), cached, spec.fill if spec else -1
+    )
+    loader = train_loader(dataset, 4, 0, 0, False)
     one_epoch = dataclasses.replace(train, epochs=1)
     before = [p.detach().clone() for p in model.parameters()]
-    stats = fit(model, lambda m, b: method.loss(m, *b, cfg.seed.params), loader, one_epoch, CPU, "seed")
+    stats = fit(
+        model,
+        lambda m, b: method.loss(m, b[0], b[1], cfg.seed.params, *b[2:]),
+        loader,
+        one_epoch,
+        CPU,
+        "seed",
+    )
     assert stats.steps == len(loader) and all(math.isfinite(v) for v in stats.epoch_losses)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
