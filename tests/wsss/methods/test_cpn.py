@@ -3,13 +3,19 @@ against a slow per-image reference computation written from CPN's `train_cpn.py`
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from wsss.config import BackboneConfig, load_config
+from wsss.config import BackboneConfig, DataConfig, load_config
+from wsss.data.image_maps import CachedMaps, ImageMaps, slic_labels
+from wsss.data.torchsets import ClassificationSet
+from wsss.data.transforms import TrainTransform
+from wsss.data.voc import open_dataset
 from wsss.errors import ConfigError
-from wsss.methods.cpn import METHOD, CpnConfig, grid_masks, max_onehot_all
+from wsss.methods.cpn import METHOD, CpnConfig, grid_masks, max_onehot_all, superpixel_masks
 from wsss.methods.seam import views
 from wsss.models.cpn import CpnNet
 from wsss.models.seam import keep_max_foreground, seed_norm, with_background
@@ -154,8 +160,97 @@ def test_inference_halves_the_min_max_cams_by_default() -> None:
         ("seed.params.hide=0", r"seed\.params\.hide: p_h must be within \(0, 1\)"),
         ("seed.params.ohem=1.5", r"seed\.params\.ohem: must be within \(0, 1\]"),
         ("seed.params.weight_tcp=-1", r"seed\.params\.weight_tcp: must be >= 0"),
+        ("seed.params.superpixels=1", r"seed\.params\.superpixels: S_N must be within 2\.\.5000"),
+        ("seed.params.strategy=cells", r"seed\.params\.strategy"),
     ],
 )
 def test_bad_params_are_config_errors(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["seed.method=cpn", override])
+
+
+def _blocks(batch: int, size: int, cell: int) -> torch.Tensor:
+    """Square superpixels of `cell` px: ids 0..(size/cell)^2 - 1, the same layout in every image."""
+    index = torch.arange(size) // cell
+    ids = index[:, None] * (size // cell) + index[None, :]
+    return ids.expand(batch, size, size).clone()
+
+
+def test_superpixel_masks_follow_segments_and_hide_about_39_percent_of_them() -> None:
+    torch.manual_seed(0)
+    spx = _blocks(500, 40, 4)  # 100 superpixels per crop -> 50 drawn with replacement
+    keep, kept = superpixel_masks(spx)
+    flat_ids, flat_keep = spx.flatten(1), keep.flatten(1)
+    per_segment = {
+        how: torch.zeros(500, 100).scatter_reduce(1, flat_ids, flat_keep, how, include_self=False)
+        for how in ("amin", "amax")
+    }
+    per_segment, per_segment_max = per_segment["amin"], per_segment["amax"]
+    assert torch.equal(per_segment, per_segment_max)  # every superpixel is kept or hidden whole
+    hidden = 1 - per_segment_max.mean(1)
+    expected = 1 - (1 - 1 / 100) ** 50  # floor((S + 1) / 2) = 50 draws with replacement: 0.395
+    assert abs(float(hidden.mean()) - expected) < 0.01 and float(hidden.max()) <= 0.5
+    assert torch.allclose(kept, keep.mean(dim=(1, 2, 3)))  # equal-size segments: pixels = segments
+
+
+def test_superpixel_masks_keep_what_lies_outside_the_image() -> None:
+    torch.manual_seed(0)
+    spx = _blocks(50, 16, 4)
+    spx[:, :, 12:] = -1  # padding after the crop: id -1
+    keep, _ = superpixel_masks(spx)
+    assert bool((keep[:, 0, :, 12:] == 1).all())
+    assert bool((keep[:, 0, :, :12] == 0).any())
+
+
+def test_superpixel_maps_are_slic_segments_following_image_edges() -> None:
+    """SLIC on an image of two flat halves never puts a superpixel across the edge."""
+    image = np.zeros((64, 96, 3), np.uint8)
+    image[:, 48:] = (200, 40, 40)
+    labels = slic_labels(image, 12, 10.0)
+    assert labels.shape == (64, 96) and labels.dtype == np.int16
+    left, right = set(np.unique(labels[:, :48]).tolist()), set(np.unique(labels[:, 48:]).tolist())
+    assert not left & right and len(left | right) >= 4
+
+
+def test_cached_maps_are_computed_once_and_recomputed_when_damaged(
+    tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    data = open_dataset(tiny_data_dir, DataConfig(), tmp_path)
+    calls: list[int] = []
+
+    def compute(image: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return slic_labels(image, 20, 10.0)
+
+    spec = ImageMaps("slic-test", compute)
+    first = CachedMaps(data, spec, data.train_ids, tmp_path, 2)
+    assert len(calls) == len(data.train_ids)
+    again = CachedMaps(data, spec, data.train_ids, tmp_path, 2)
+    assert len(calls) == len(data.train_ids)  # read back, not recomputed
+    image_id = data.train_ids[0]
+    assert np.array_equal(first(image_id), again(image_id))
+    path = tmp_path / "image_maps" / f"{data.fingerprint}-slic-test" / f"{image_id}.npy"
+    np.save(path, np.zeros((3, 3), np.int16))  # wrong shape: damaged
+    assert (
+        again(image_id).shape == data.read_image(image_id).shape[:2] and len(calls) == len(data.train_ids) + 1
+    )
+    path.write_bytes(b"\x93NUMPY garbage")
+    CachedMaps(data, spec, data.train_ids, tmp_path, 1)
+    assert len(calls) == len(data.train_ids) + 2
+
+
+def test_superpixel_maps_are_augmented_with_the_image(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """The batch's map is the image's SLIC map cropped, flipped and resized like the image: where an
+    image is smaller than the crop, the map is -1 outside it."""
+    cfg = load_config(None, ["seed.method=cpn", "seed.train.crop_size=80", "seed.train.resize_long=[64,64]"])
+    data = open_dataset(tiny_data_dir, DataConfig(), tmp_path)
+    spec = METHOD.image_maps(cfg.seed.params, cfg.seed.train)
+    assert spec is not None and spec.key.startswith("slic-300-10-crop80")
+    maps = CachedMaps(data, spec, data.train_ids, tmp_path, 1)
+    dataset = ClassificationSet(data, data.train_ids, TrainTransform(cfg.seed.train), maps, spec.fill)
+    torch.manual_seed(0)
+    image, labels, spx = dataset[0]
+    assert image.shape == (3, 80, 80) and spx.shape == (80, 80) and labels.shape == (3,)
+    inside = spx >= 0
+    assert int(inside.sum()) == 64 * 64  # the 64 px image inside the 80 px crop, padding -1
+    assert set(spx[inside].unique().tolist()) <= set(np.unique(maps(data.train_ids[0])).tolist())
