@@ -223,12 +223,14 @@ def test_data_settings_may_be_fixed_but_not_searched(tmp_path: Path) -> None:
 
 
 def test_all_method_spaces_search_together() -> None:
-    """cam, mixup, fmix and manifold_mixup in one search: the method is a choice with its own knobs."""
-    files = [REPO_SPACES / f"{m}.yaml" for m in ("cam", "mixup", "fmix", "manifold_mixup")]
+    """Every method in one search: the method is a choice with its own knobs."""
+    names = wsss.list_methods()
+    assert {"cam", "mixup", "fmix", "manifold_mixup", "seam", "cpn"} <= set(names)
+    files = [REPO_SPACES / f"{m}.yaml" for m in names]
     search = load_search(files)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     methods = set()
-    for _ in range(40):
+    for _ in range(60):
         trial = study.ask()
         constants = search.define(trial)
         overrides = search.overrides({**trial.params, **constants})
@@ -237,8 +239,10 @@ def test_all_method_spaces_search_together() -> None:
         methods.add(cfg.seed.method)
         if cfg.seed.method == "manifold_mixup":
             assert isinstance(cfg.seed.params.layers, tuple)
+        if cfg.seed.method == "cpn":  # patch sets are choices of sets
+            assert isinstance(cfg.seed.params.grid_cells, tuple) and cfg.seed.params.grid_cells
         study.tell(trial, 0.5)
-    assert methods == {"cam", "mixup", "fmix", "manifold_mixup"}
+    assert methods == set(names)
 
 
 def test_valid_steps_reach_optuna(tmp_path: Path) -> None:
