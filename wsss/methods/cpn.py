@@ -209,9 +209,6 @@ class Cpn(SeedMethod):
         parts = {name: float(v.detach()) for name, v in zip(_PARTS, (cls, minpool, tcp, cpcr), strict=True)}
         return total, parts
 
-    def cams(self, model: CpnNet, x: torch.Tensor, params: CpnConfig) -> torch.Tensor:
-        return model.cams(x)
-
     def normalise(self, total: torch.Tensor, params: CpnConfig) -> torch.Tensor:
         """SEAM's min-max normalisation, then CPN's halving (`infer_cam.py`)."""
         out = min_max(total)

@@ -122,9 +122,6 @@ class Seam(SeedMethod):
         }
         return total, parts
 
-    def cams(self, model: SeamNet, x: torch.Tensor, params: SeamConfig) -> torch.Tensor:
-        return model.cams(x)
-
     def normalise(self, total: torch.Tensor, params: SeamConfig) -> torch.Tensor:
         return min_max(total)
 
