@@ -67,7 +67,7 @@ class CachedMaps:
         self.data, self.spec = data, spec
         self.folder = cache_dir / "image_maps" / f"{data.fingerprint}-{spec.key}" if cache_dir else None
         self.memory: dict[str, np.ndarray] = {}
-        missing = [i for i in ids if self._read(i) is None]
+        missing = [i for i in ids if self._read(i, header_only=True) is None]
         if missing:
             start = time.perf_counter()
             with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -79,11 +79,13 @@ class CachedMaps:
         assert self.folder is not None
         return self.folder / f"{image_id}.npy"
 
-    def _read(self, image_id: str) -> np.ndarray | None:
+    def _read(self, image_id: str, header_only: bool = False) -> np.ndarray | None:
+        """The cached map, or None if missing or damaged; `header_only` checks shape and dtype from
+        the .npy header (memory-mapped) without reading the data, for the up-front check."""
         if self.folder is None:
             return self.memory.get(image_id)
         try:
-            labels = np.load(self._path(image_id), allow_pickle=False)
+            labels = np.load(self._path(image_id), allow_pickle=False, mmap_mode="r" if header_only else None)
         except (OSError, ValueError, EOFError):
             return None
         height, width = self.data.image_size(image_id)
