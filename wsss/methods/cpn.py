@@ -105,21 +105,26 @@ def superpixel_masks(superpixels: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     As CPN's `hide_patch_ss`: each crop's S superpixels, floor((S + 1) / 2) of them drawn uniformly
     with replacement and hidden, so about 1 - e^(-1/2) = 39% of them are hidden, never more than half.
     """
-    batch = superpixels.shape[0]
-    inside = superpixels >= 0
-    ids = superpixels.clamp(min=0).flatten(1)
-    most = int(ids.max()) + 1
-    counts = torch.zeros(batch, most, device=ids.device).scatter_add_(1, ids, inside.flatten(1).float())
-    present = counts > 0
+    batch, device = superpixels.shape[0], superpixels.device
+    # Slot 0 of each crop holds its pixels outside the image (always kept), slot k + 1 superpixel k:
+    # one scatter counts the pixels per slot and one gather paints the masks, the two passes over
+    # the pixels; everything else works on (B, slots) tables.
+    ids = (superpixels.long() + 1).flatten(1)
+    slots = int(ids.max()) + 1
+    ones = torch.ones(1, 1, device=device).expand_as(ids)
+    counts = torch.zeros(batch, slots, device=device).scatter_add_(1, ids, ones)
+    present = counts[:, 1:] > 0
     count = present.sum(1)  # S per crop
     rank = present.long().cumsum(1) - 1  # each present id's index among the crop's ids
     draws = (count + 1) // 2
-    picked = (torch.rand(batch, most, device=ids.device) * count[:, None]).long()  # ranks, with replacement
-    real = torch.arange(most, device=ids.device)[None] < draws[:, None]  # the first `draws` draws count
-    hidden_rank = torch.zeros(batch, most, device=ids.device).scatter_add_(1, picked, real.float()) > 0
+    most = slots - 1
+    picked = (torch.rand(batch, most, device=device) * count[:, None]).long()  # ranks, with replacement
+    real = torch.arange(most, device=device)[None] < draws[:, None]  # the first `draws` draws count
+    hidden_rank = torch.zeros(batch, most, device=device).scatter_add_(1, picked, real.float()) > 0
     hidden_id = hidden_rank.gather(1, rank.clamp(min=0)) & present
-    keep = ~(hidden_id.gather(1, ids).view_as(superpixels) & inside)
-    return keep[:, None].float(), keep.flatten(1).float().mean(1)
+    keep_slot = torch.cat([torch.ones_like(counts[:, :1]), (~hidden_id).float()], 1)
+    keep = keep_slot.gather(1, ids).view(batch, 1, *superpixels.shape[1:])
+    return keep, (counts * keep_slot).sum(1) / ids.shape[1]
 
 
 def max_onehot_all(maps: torch.Tensor) -> torch.Tensor:
