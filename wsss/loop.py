@@ -9,7 +9,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -43,6 +43,19 @@ class TrainStats:
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "seconds": self.seconds,
+            "images": self.images,
+            "epoch_losses": self.epoch_losses,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainStats:
+        losses = [float(v) for v in raw["epoch_losses"]]
+        return cls(int(raw["steps"]), float(raw["seconds"]), int(raw["images"]), losses)
 
     def metrics(self, stage: str) -> dict[str, float]:
         return {

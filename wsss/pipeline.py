@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +24,13 @@ from wsss.errors import LeaseLost, StoreError
 from wsss.ops.crf import require_crf
 from wsss.runtime import Runtime, torch_threads
 from wsss.stages import refine, seed, segment
+from wsss.stages.rounds import ROUND_VERSION, RoundCache, payload_key
 from wsss.store import Artifact, StageStore, stage_key
 
 log = logging.getLogger(__name__)
 
 STAGES = ("seed", "refine", "segment")
+ROUND_STAGE = "seed_round"  # store entries of seed training rounds (wsss.stages.rounds)
 _VERSIONS = {"seed": seed.FORMAT_VERSION, "refine": refine.FORMAT_VERSION, "segment": segment.FORMAT_VERSION}
 # The headline numbers, in the order `wsss run --json` prints them.
 HEADLINE = (
@@ -217,7 +219,7 @@ def run_pipeline(
                 "dataset": data.fingerprint,
                 "format_version": _VERSIONS[name],
             }
-            compute = _computation(name, cfg, data, upstream, runtime)
+            compute = _computation(name, cfg, data, upstream, runtime, _round_cache(store, lock, exclusive))
             outcome = _stage(store, lock, exclusive, name, key, meta, compute)
             outcomes[name] = upstream = outcome
             if on_stage is not None:
@@ -225,11 +227,35 @@ def run_pipeline(
     return PipelineResult(outcomes)
 
 
+def _round_cache(store: StageStore, lock: Lock, exclusive: bool) -> RoundCache:
+    """Seed rounds (wsss.stages.rounds) cached in the store as `seed_round` entries, built under the
+    same single-flight lock as stages."""
+
+    def cache(kind: str, payload: Mapping[str, Any], compute: Callable[[Path], None]) -> Path:
+        key = payload_key({"kind": kind, **payload})
+
+        def build(folder: Path) -> dict[str, Any]:
+            compute(folder)
+            return {}
+
+        meta = {"config": dict(payload), "kind": kind, "format_version": ROUND_VERSION}
+        return _stage(store, lock, exclusive, ROUND_STAGE, key, meta, build).path
+
+    return cache
+
+
 def _computation(
-    name: str, cfg: PipelineConfig, data: VocDataset, upstream: StageOutcome | None, runtime: Runtime
+    name: str,
+    cfg: PipelineConfig,
+    data: VocDataset,
+    upstream: StageOutcome | None,
+    runtime: Runtime,
+    rounds: RoundCache,
 ) -> Callable[[Path], dict[str, Any]]:
     if name == "seed":
-        return lambda out: seed.run(cfg.seed, data, out, rng_seed=cfg.rng_seed, runtime=runtime)
+        return lambda out: seed.run(
+            cfg.seed, data, out, rng_seed=cfg.rng_seed, runtime=runtime, rounds=rounds
+        )
     assert upstream is not None
     module = refine if name == "refine" else segment
     stage_cfg = getattr(cfg, name)

@@ -11,6 +11,9 @@ problem of WSSS (Ahn & Kwak 2018, section 1). The whole body shares one colour t
 the low-saturation background, so low-level affinities can carry the bullseye's activation across
 the body, which is exactly what AffinityNet's random walk is for.
 
+With `variants` > 1 every class comes in that many coats (wsss.data.synth_variants: plain,
+striped, spotted, two-tone), hidden sub-categories recorded per object in `variants.json`.
+
 Everything is drawn with vectorised numpy from a per-image generator seeded by (seed, split, index),
 so the output is deterministic per seed and independent of generation order.
 """
@@ -30,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from wsss.data.classes import IGNORE_INDEX, write_mask
+from wsss.data.synth_variants import VARIANT_NAMES, SynthObject, paint_coat, variant_stream, write_variants
 from wsss.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,7 @@ class SynthSpec:
     classes: int = 6
     seed: int = 0
     size_jitter: float = 0.0
+    variants: int = 1  # coats per class: hidden sub-categories (1 = none, the original benchmark)
 
     def validate(self, path: str = "") -> None:
         """Raise ConfigError naming `path.field` (config) or `--field` (command line, path empty)."""
@@ -87,6 +92,10 @@ class SynthSpec:
             "size_jitter": (
                 0.0 <= self.size_jitter < 0.6,
                 f"must be within [0, 0.6), got {self.size_jitter}",
+            ),
+            "variants": (
+                1 <= self.variants <= len(VARIANT_NAMES),
+                f"must be within 1..{len(VARIANT_NAMES)}, got {self.variants}",
             ),
         }
         for name, (ok, message) in problems.items():
@@ -233,7 +242,17 @@ def _void_band(mask: np.ndarray) -> np.ndarray:
 
 def render(spec: SynthSpec, split: str, index: int, signatures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One (H, W, 3) uint8 image and its (H, W) uint8 mask; deterministic in (seed, split, index)."""
+    img, mask, _ = render_objects(spec, split, index, signatures)
+    return img, mask
+
+
+def render_objects(
+    spec: SynthSpec, split: str, index: int, signatures: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, list[SynthObject]]:
+    """`render` plus the objects drawn (class, coat variant, area)."""
     rng = np.random.default_rng([spec.seed, 0 if split == "train" else 1, index])
+    coats = variant_stream(spec.seed, split, index)
+    objects: list[SynthObject] = []
     h = w = spec.size
     if spec.size_jitter > 0:
         h, w = (round(spec.size * rng.uniform(1 - spec.size_jitter, 1 + spec.size_jitter)) for _ in "hw")
@@ -257,25 +276,28 @@ def render(spec: SynthSpec, split: str, index: int, signatures: np.ndarray) -> t
         k = int(rng.integers(spec.classes))
         colour = _hsv(_body_hue(rng, k, spec.classes), rng.uniform(0.35, 0.75), rng.uniform(0.35, 0.95))
         img[body] = colour + shading[body]
+        variant = int(coats.integers(spec.variants)) if spec.variants > 1 else 0
+        paint_coat(coats, img, body, colour, variant)
+        objects.append(SynthObject(k, variant, int(body.sum())))
         if rng.random() < SPOT_VISIBILITY:  # hidden sometimes, as a face turned away: forces body evidence
             img[canvas.disc(sy, sx, spot_r)] = signatures[k, 0]
             img[canvas.disc(sy, sx, 0.5 * spot_r)] = signatures[k, 1]
         mask[body] = k + 1
         spots |= canvas.disc(sy, sx, 1.5 * spot_r)
     if not mask.any():  # every placement failed: fall back to one object in the middle, drawn plainly
-        return render(spec, split, index + 1_000_000, signatures)
+        return render_objects(spec, split, index + 1_000_000, signatures)
     img += rng.standard_normal(img.shape, dtype=np.float32) * 3.0
     mask[_void_band(mask)] = IGNORE_INDEX
-    return np.clip(img, 0, 255).astype(np.uint8), mask
+    return np.clip(img, 0, 255).astype(np.uint8), mask, objects
 
 
 def _write_split(
-    spec: SynthSpec, root: Path, split: str, count: int, signatures: np.ndarray
+    spec: SynthSpec, root: Path, split: str, count: int, signatures: np.ndarray, objects: dict
 ) -> dict[str, np.ndarray]:
     ids = [f"{split}_{i:05d}" for i in range(count)]
     labels: dict[str, np.ndarray] = {}
     for i, image_id in enumerate(ids):
-        img, mask = render(spec, split, i, signatures)
+        img, mask, objects[image_id] = render_objects(spec, split, i, signatures)
         Image.fromarray(img).save(root / "JPEGImages" / f"{image_id}.jpg", quality=92)
         write_mask(root / "SegmentationClass" / f"{image_id}.png", mask)
         present = np.unique(mask)
@@ -301,8 +323,10 @@ def generate(spec: SynthSpec, out_dir: str | os.PathLike[str]) -> Path:
         for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
             (tmp / sub).mkdir(parents=True)
         signatures = class_signatures(spec.classes)
-        labels = _write_split(spec, tmp, "train", spec.train, signatures)
-        labels |= _write_split(spec, tmp, "val", spec.val, signatures)
+        objects: dict[str, list[SynthObject]] = {}
+        labels = _write_split(spec, tmp, "train", spec.train, signatures, objects)
+        labels |= _write_split(spec, tmp, "val", spec.val, signatures, objects)
+        write_variants(tmp, objects)
         np.save(tmp / "cls_labels.npy", labels, allow_pickle=True)
         (tmp / "class_names.txt").write_text("\n".join(_NAMES[: spec.classes]) + "\n")
         (tmp / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=1) + "\n")

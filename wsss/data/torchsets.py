@@ -17,7 +17,8 @@ from wsss.errors import DataError
 
 class ClassificationSet(Dataset[tuple[torch.Tensor, ...]]):
     """(augmented image, multi-hot labels) for CAM training; with `maps`, also the image's map (e.g.
-    superpixel ids) augmented with it, `fill` outside the image."""
+    superpixel ids) augmented with it, `fill` outside the image; with `targets` ((N, D), rows following
+    `ids`), also the image's row (e.g. sub-category labels), last."""
 
     def __init__(
         self,
@@ -26,8 +27,12 @@ class ClassificationSet(Dataset[tuple[torch.Tensor, ...]]):
         transform: TrainTransform,
         maps: Callable[[str], np.ndarray] | None = None,
         fill: int = -1,
+        targets: np.ndarray | None = None,
     ) -> None:
         self.data, self.ids, self.transform, self.maps, self.fill = data, list(ids), transform, maps, fill
+        if targets is not None and len(targets) != len(self.ids):
+            raise ValueError(f"{len(targets)} target rows for {len(self.ids)} images")
+        self.targets = None if targets is None else torch.from_numpy(np.asarray(targets, dtype=np.float32))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -35,12 +40,13 @@ class ClassificationSet(Dataset[tuple[torch.Tensor, ...]]):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         image_id = self.ids[index]
         labels = torch.from_numpy(self.data.labels(image_id))
+        row = () if self.targets is None else (self.targets[index],)
         if self.maps is None:
             image, _ = self.transform(self.data.read_image(image_id))
-            return image, labels
+            return image, labels, *row
         image, extra = self.transform(self.data.read_image(image_id), self.maps(image_id), self.fill)
         assert extra is not None
-        return image, labels, extra
+        return image, labels, extra, *row
 
 
 class SegmentationSet(Dataset[tuple[torch.Tensor, torch.Tensor]]):

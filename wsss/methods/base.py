@@ -3,6 +3,11 @@ loop, never a copy of the loop, and may bring its own network and CAM read-out. 
 module in wsss/methods plus one search_spaces/<name>.yaml; tests/wsss/methods/test_contract.py runs
 every method through the contract.
 
+Methods that train in rounds (SC-CAM's exploration rounds, a teacher before the student) say how many
+(`rounds`) and what each round learns beside the image labels (`targets`, e.g. sub-category labels
+from clustering the previous round's features); wsss.stages.rounds runs the rounds through the same
+loop and caches each one, so a change that only touches a later round reuses the earlier ones.
+
 What stays shared whatever the method: the training loop (optimiser, LR groups, schedule, AMP), the
 stage store, multi-scale + flip inference (wsss.ops.cam.multiscale_cams calls `cams` at each scale and
 `normalise` once on the sum) and evaluation.
@@ -11,9 +16,11 @@ stage store, multi-scale + flip inference (wsss.ops.cam.multiscale_cams calls `c
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 
 from wsss.config import BackboneConfig, TrainConfig
@@ -22,10 +29,30 @@ from wsss.models.backbone import SplitParams
 from wsss.models.cam import CamNet
 from wsss.ops.cam import max_normalise
 
+if TYPE_CHECKING:
+    from wsss.stages.rounds import RoundContext
+
 
 @dataclass(frozen=True)
 class NoParams:
     """The config of a method without knobs of its own."""
+
+
+@dataclass(frozen=True)
+class RoundTargets:
+    """What one training round learns beside the image labels.
+
+    `targets` (N, D) float32 rows follow the train ids and reach `loss` as a (B, D) tensor after the
+    image maps; `outputs` = D sizes the network's extra head. `record` (JSON-able) and the files the
+    method wrote into the round's folder are kept in the seed artifact.
+    """
+
+    targets: np.ndarray
+    record: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def outputs(self) -> int:
+        return int(self.targets.shape[1])
 
 
 class SeedMethod(abc.ABC):
@@ -64,6 +91,34 @@ class SeedMethod(abc.ABC):
         """(P, H, W) maps summed over scales and flips -> CAMs in [0, 1]. psa / irn: each class divided
         by its max (+1e-5), no min subtraction."""
         return max_normalise(total)
+
+    def rounds(self, params: Any) -> int:
+        """How many networks are trained one after the other; the last one gives the CAMs."""
+        return 1
+
+    def round_knobs(self, params: Any, round_index: int) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        """The knobs of `params` that round `round_index`'s targets and its training depend on: keys of
+        the round caches, so that changing a knob only recomputes the rounds that use it."""
+        return {}, {"params": repr(params)}
+
+    def targets(
+        self, round_index: int, previous: SplitParams | None, context: RoundContext, params: Any
+    ) -> RoundTargets | None:
+        """What round `round_index` learns beside the image labels, from the previous round's trained
+        network (None before the first); None = the image labels only."""
+        return None
+
+    def build_round(
+        self,
+        backbone: BackboneConfig,
+        num_classes: int,
+        params: Any,
+        targets: RoundTargets | None,
+        previous: SplitParams | None,
+    ) -> SplitParams:
+        """The network of a round with `targets`, which may start from the `previous` round's weights
+        (None when it does not exist or the weights are loaded afterwards). By default `build`."""
+        return self.build(backbone, num_classes, params)
 
     def image_maps(self, params: Any, train: TrainConfig) -> ImageMaps | None:
         """Per-image maps the loss needs beside each image (CPN's superpixels), or None. They are

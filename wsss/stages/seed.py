@@ -8,6 +8,7 @@ Artifact: `model.pt`, `cams/<id>.npz` (keys = present class indices, cams = floa
 from __future__ import annotations
 
 import logging
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,14 @@ from tqdm.auto import tqdm
 
 from wsss import methods
 from wsss.config import SeedConfig
-from wsss.data.image_maps import CachedMaps
-from wsss.data.torchsets import ClassificationSet
-from wsss.data.transforms import TrainTransform, to_tensor
+from wsss.data.transforms import to_tensor
 from wsss.data.voc import VocDataset
 from wsss.errors import StoreError
-from wsss.loop import TrainStats, train_model
 from wsss.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
 from wsss.models.backbone import SplitParams
 from wsss.ops.cam import cams_to_mask, multiscale_cams
 from wsss.runtime import Runtime
+from wsss.stages.rounds import RoundCache, RoundResult, keep_round_files, local_rounds, train_rounds
 
 log = logging.getLogger(__name__)
 
@@ -57,28 +56,14 @@ def load_cams(seed_dir: Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_classifier(
-    cfg: SeedConfig, data: VocDataset, rng_seed: int, runtime: Runtime
-) -> tuple[SplitParams, TrainStats]:
-    method = methods.get(cfg.method)
-
-    def build() -> SplitParams:
-        model = method.build(cfg.backbone, len(data.class_names), cfg.params)
-        method.check(cfg.params, model)  # e.g. a mixing layer the backbone does not have
-        return model
-
-    spec = method.image_maps(cfg.params, cfg.train)
-    maps = None
-    if spec is not None:
-        maps = CachedMaps(data, spec, data.train_ids, data.cache_dir, torch.get_num_threads())
-    return train_model(
-        build,
-        ClassificationSet(data, data.train_ids, TrainTransform(cfg.train), maps, spec.fill if spec else -1),
-        lambda m, batch: method.loss(m, batch[0], batch[1], cfg.params, *batch[2:]),
-        cfg.train,
-        runtime,
-        rng_seed,
-        desc="seed",
-    )
+    cfg: SeedConfig, data: VocDataset, rng_seed: int, runtime: Runtime, rounds: RoundCache | None = None
+) -> RoundResult:
+    """The method's network trained (over its rounds, wsss.stages.rounds; cached in `rounds`, or in a
+    temporary folder)."""
+    if rounds is not None:
+        return train_rounds(cfg, data, rng_seed, runtime, rounds)
+    with tempfile.TemporaryDirectory(prefix="wsss-rounds-") as work:
+        return train_rounds(cfg, data, rng_seed, runtime, local_rounds(Path(work)))
 
 
 def _curve_metrics(sweep: ThresholdSweep, at_threshold: ConfusionMatrix, threshold: float) -> dict[str, Any]:
@@ -145,10 +130,33 @@ def infer_and_evaluate(
     return metrics
 
 
+def _round_metrics(result: RoundResult) -> dict[str, Any]:
+    """The rounds' count and the last round's scalar record entries (e.g. sub-category purity)."""
+    if not result.records:
+        return {}
+    last = result.records[-1]
+    scalars = {k: v for k, v in last.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return {
+        **{f"seed_{k}": v for k, v in scalars.items() if k != "round"},
+        "seed_rounds": len(result.records),
+    }
+
+
 def run(
-    cfg: SeedConfig, data: VocDataset, out_dir: Path, *, rng_seed: int, runtime: Runtime
+    cfg: SeedConfig,
+    data: VocDataset,
+    out_dir: Path,
+    *,
+    rng_seed: int,
+    runtime: Runtime,
+    rounds: RoundCache | None = None,
 ) -> dict[str, Any]:
     """Train, infer and evaluate; returns the stage's metrics."""
-    model, stats = train_classifier(cfg, data, rng_seed, runtime)
-    torch.save(model.state_dict(), out_dir / "model.pt")
-    return {**infer_and_evaluate(model, cfg, data, out_dir, runtime), **stats.metrics("seed")}
+    result = train_classifier(cfg, data, rng_seed, runtime, rounds)
+    keep_round_files(result, out_dir)
+    torch.save(result.model.state_dict(), out_dir / "model.pt")
+    return {
+        **infer_and_evaluate(result.model, cfg, data, out_dir, runtime),
+        **result.stats.metrics("seed"),
+        **_round_metrics(result),
+    }

@@ -1,0 +1,117 @@
+"""What SC-CAM and sub-category teaching share: the CAM net with a second head over sub-categories,
+the parent + weight x sub-category loss, and turning per-class cluster assignments into targets.
+
+Sub-category targets (SC-CAM's create_pseudo_label.py): classes' clusters laid end to end, class c
+owning columns [offset_c, offset_c + clusters_c); an image is 1 in the column of its cluster under
+every class it contains, so a multi-label image has one 1 per parent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wsss.config import BackboneConfig
+from wsss.data.synth_variants import SynthObject, subcategory_scores
+from wsss.methods.base import RoundTargets
+from wsss.models.cam import CamNet
+
+Assignments = dict[int, dict[str, int]]  # class index -> image id -> cluster within the class
+
+
+class SubCategoryNet(CamNet):
+    """CamNet plus a bias-free 1x1 sub-category head on the same pooled features (SC-CAM's fc8_200,
+    xavier-initialised like fc8); no head when `sub_outputs` is 0 (a round without targets)."""
+
+    def __init__(self, cfg: BackboneConfig, num_classes: int, sub_outputs: int) -> None:
+        super().__init__(cfg, num_classes)
+        self.sub_classifier: nn.Conv2d | None = None
+        if sub_outputs:
+            channels = self.classifier.in_channels
+            self.sub_classifier = nn.Conv2d(channels, sub_outputs, 1, bias=False)
+            nn.init.xavier_uniform_(self.sub_classifier.weight)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """GAP of the last feature map (SC-CAM's 4,096-d conv6 feature); call in eval mode."""
+        return F.adaptive_avg_pool2d(self.features(x), 1)
+
+    def both_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        pooled = F.adaptive_avg_pool2d(self.features(x), 1)
+        sub = self.sub_classifier(pooled).flatten(1) if self.sub_classifier is not None else None
+        return self.classifier(pooled).flatten(1), sub
+
+    def warm_from(self, previous: nn.Module) -> None:
+        """Start from `previous`'s weights wherever the shapes agree (all but a resized sub head)."""
+        own = self.state_dict()
+        same = {k: v for k, v in previous.state_dict().items() if k in own and own[k].shape == v.shape}
+        self.load_state_dict(same, strict=False)
+
+
+def build_subcategory_net(
+    backbone: BackboneConfig,
+    num_classes: int,
+    targets: RoundTargets | None,
+    previous: nn.Module | None,
+    restart: bool,
+) -> SubCategoryNet:
+    model = SubCategoryNet(backbone, num_classes, targets.outputs if targets is not None else 0)
+    if previous is not None and not restart:
+        model.warm_from(previous)
+    return model
+
+
+def subcategory_loss(
+    model: SubCategoryNet, images: torch.Tensor, labels: torch.Tensor, sub: torch.Tensor | None, weight: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """BCE(parent) + weight x BCE(sub-categories), both torch's multi-label soft margin (SC-CAM's
+    train_cls.py: loss + 5 * loss_200; mva-wsss's student: loss + 2 * loss_kd)."""
+    parent, sub_logits = model.both_logits(images)
+    loss = F.multilabel_soft_margin_loss(parent, labels)
+    if sub is None or sub_logits is None:
+        return loss, {}
+    sub_loss = F.multilabel_soft_margin_loss(sub_logits, sub)
+    return loss + weight * sub_loss, {"sub": float(sub_loss.detach())}
+
+
+def images_of_class(ids: Sequence[str], labels: np.ndarray, cls: int) -> list[int]:
+    """Rows of `ids` whose image contains class `cls` (multi-label images appear under every parent)."""
+    return [i for i in range(len(ids)) if labels[i, cls] > 0]
+
+
+def targets_from_assignments(
+    ids: Sequence[str],
+    labels: np.ndarray,
+    assignments: Assignments,
+    record: Mapping[str, Any],
+    variants: Mapping[str, Sequence[SynthObject]] | None,
+) -> RoundTargets:
+    """(N, sum of clusters) multi-hot targets, and a record with the assignments, the cluster count per
+    class and, on the synthetic benchmark, purity / NMI against its hidden variants."""
+    counts = {c: (max(found.values()) + 1 if found else 0) for c, found in assignments.items()}
+    offsets = np.cumsum([0] + [counts[c] for c in sorted(counts)])
+    offset = dict(zip(sorted(counts), offsets[:-1].tolist(), strict=True))
+    row = {image_id: i for i, image_id in enumerate(ids)}
+    targets = np.zeros((len(ids), int(offsets[-1])), np.float32)
+    for cls, found in assignments.items():
+        for image_id, cluster in found.items():
+            if image_id in row and labels[row[image_id], cls] > 0:  # val images clustered alongside
+                targets[row[image_id], offset[cls] + cluster] = 1.0
+    full = {
+        **record,
+        "clusters": int(offsets[-1]),
+        "clusters_per_class": {str(c): int(n) for c, n in sorted(counts.items())},
+        "assignments": {str(c): dict(sorted(found.items())) for c, found in sorted(assignments.items())},
+    }
+    if variants is not None:
+        full |= subcategory_scores(assignments, variants)
+    return RoundTargets(targets, full)
+
+
+def image_labels(ids: Sequence[str], read: Any) -> np.ndarray:
+    """(N, classes) multi-hot labels of `ids` through `read(image_id)`."""
+    return np.stack([read(i) for i in ids]).astype(np.float32)

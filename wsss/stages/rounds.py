@@ -1,0 +1,268 @@
+"""Training rounds of the seed stage: a method may train several networks one after the other (SC-CAM's
+exploration rounds; a teacher, then its student), each round learning the image labels plus targets
+derived from the previous round (wsss.methods.base: `rounds`, `targets`, `build_round`).
+
+Every round is two cached steps, each keyed by what it depends on:
+- targets: the previous round's model key, the method's target knobs for the round;
+- model: the targets key, the method's training knobs for the round, backbone, schedule.
+Keys also hold the dataset fingerprint and the RNG seed. So a search that changes a late knob (the
+number of rounds, the student's loss weight) reuses every earlier step. Through the pipeline the
+steps live in the stage store as `seed_round` entries (shared by nodes and trials, removed by `gc`
+like any stage); without a store they are computed into a work folder.
+
+A method with one round and no targets trains directly, as before rounds existed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from wsss import methods
+from wsss.config import SeedConfig, TrainConfig
+from wsss.configio import to_mapping
+from wsss.data.image_maps import CachedMaps
+from wsss.data.synth_variants import SynthObject, read_variants
+from wsss.data.torchsets import ClassificationSet
+from wsss.data.transforms import TrainTransform, to_tensor
+from wsss.data.voc import VocDataset
+from wsss.errors import StoreError
+from wsss.loop import TrainStats, train_model
+from wsss.methods.base import RoundTargets, SeedMethod
+from wsss.models.backbone import SplitParams
+from wsss.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+ROUND_VERSION = 1
+# (kind, key payload, compute into a folder) -> the folder holding the result
+RoundCache = Callable[[str, Mapping[str, Any], Callable[[Path], None]], Path]
+_DONE = ".complete"
+
+
+def payload_key(payload: Mapping[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def local_rounds(work: Path) -> RoundCache:
+    """A round cache without a store: each step computed once into `work`."""
+
+    def cache(kind: str, payload: Mapping[str, Any], compute: Callable[[Path], None]) -> Path:
+        folder = work / f"{kind}-{payload_key(payload)}"
+        if not (folder / _DONE).exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            compute(folder)
+            (folder / _DONE).touch()
+        return folder
+
+    return cache
+
+
+@dataclass
+class RoundContext:
+    """What a method's `targets` may use: the data, the shared training loop, feature extraction, and
+    `folder`, where it writes files to keep (features, cluster assignments, teacher weights)."""
+
+    cfg: SeedConfig
+    data: VocDataset
+    runtime: Runtime
+    rng_seed: int
+    folder: Path
+    variants: dict[str, list[SynthObject]] | None = field(default=None)  # the synthetic benchmark's truth
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self.data.train_ids
+
+    def features(
+        self, embed: Callable[[torch.Tensor], torch.Tensor], ids: tuple[str, ...] | None = None, size: int = 0
+    ) -> np.ndarray:
+        """(N, D) float32 `embed` outputs of `ids` (default the train ids), one image at a time, at
+        scale 1 without flip (SC-CAM's extract_feature.py), or resized to size x size if `size`."""
+        out = []
+        with torch.inference_mode():
+            for image_id in ids if ids is not None else self.ids:
+                x = to_tensor(self.data.read_image(image_id))[None].to(self.runtime.device)
+                if size:
+                    x = F.interpolate(
+                        x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+                    )
+                out.append(embed(x).flatten(1).float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    def train(
+        self,
+        build: Callable[[], SplitParams],
+        loss: Callable[[Any, tuple[torch.Tensor, ...]], tuple[torch.Tensor, dict[str, float]]],
+        train: TrainConfig,
+        desc: str,
+    ) -> tuple[SplitParams, TrainStats]:
+        """Train a network on the train images and labels through the shared loop."""
+        dataset = ClassificationSet(self.data, self.ids, TrainTransform(train))
+        return train_model(build, dataset, loss, train, self.runtime, self.rng_seed, desc=desc)
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    model: SplitParams
+    stats: TrainStats
+    records: list[dict[str, Any]]  # per round: what its targets recorded
+    folders: list[Path]  # per round: its targets folder, or None-like empty path
+
+
+def _has_rounds(method: SeedMethod, params: Any) -> bool:
+    return method.rounds(params) > 1 or type(method).targets is not SeedMethod.targets
+
+
+def train_direct(
+    method: SeedMethod, cfg: SeedConfig, data: VocDataset, rng_seed: int, runtime: Runtime,
+    targets: RoundTargets | None = None, previous: SplitParams | None = None,
+) -> tuple[SplitParams, TrainStats]:  # fmt: skip
+    def build() -> SplitParams:
+        model = method.build_round(cfg.backbone, data.num_classes - 1, cfg.params, targets, previous)
+        method.check(cfg.params, model)  # e.g. a mixing layer the backbone does not have
+        return model
+
+    spec = method.image_maps(cfg.params, cfg.train)
+    maps = CachedMaps(data, spec, data.train_ids, data.cache_dir, torch.get_num_threads()) if spec else None
+    dataset = ClassificationSet(
+        data,
+        data.train_ids,
+        TrainTransform(cfg.train),
+        maps,
+        spec.fill if spec else -1,
+        targets.targets if targets is not None else None,
+    )
+    return train_model(
+        build,
+        dataset,
+        lambda m, batch: method.loss(m, batch[0], batch[1], cfg.params, *batch[2:]),
+        cfg.train,
+        runtime,
+        rng_seed,
+        desc="seed",
+    )
+
+
+def _save_targets(folder: Path, targets: RoundTargets | None) -> None:
+    if targets is not None:
+        np.save(folder / "targets.npy", targets.targets.astype(np.float32), allow_pickle=False)
+    (folder / "record.json").write_text(json.dumps(dict(targets.record) if targets else {}) + "\n")
+
+
+def _load_targets(folder: Path) -> tuple[RoundTargets | None, dict[str, Any]]:
+    try:
+        record = json.loads((folder / "record.json").read_text())
+        path = folder / "targets.npy"
+        targets = np.load(path, allow_pickle=False) if path.exists() else None
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{folder}: damaged round targets ({exc})") from None
+    if targets is None:
+        return None, record
+    if targets.ndim != 2 or targets.dtype != np.float32:
+        raise StoreError(f"{folder / 'targets.npy'}: not an (N, D) float32 array")
+    return RoundTargets(targets, record), record
+
+
+def train_rounds(
+    cfg: SeedConfig, data: VocDataset, rng_seed: int, runtime: Runtime, cache: RoundCache
+) -> RoundResult:
+    """Train the method's rounds (see the module docstring); the last round's model gives the CAMs."""
+    method = methods.get(cfg.method)
+    if not _has_rounds(method, cfg.params):
+        model, stats = train_direct(method, cfg, data, rng_seed, runtime)
+        return RoundResult(model, stats, [], [])
+    base = {
+        "method": cfg.method,
+        "backbone": to_mapping(cfg.backbone),
+        "train": to_mapping(cfg.train),
+        "dataset": data.fingerprint,
+        "rng_seed": rng_seed,
+        "version": ROUND_VERSION,
+    }
+    variants = read_variants(data.root)
+    previous: tuple[str, Path, RoundTargets | None] | None = None  # (model key, folder, its targets)
+    records, folders = [], []
+    for r in range(method.rounds(cfg.params)):
+        target_knobs, train_knobs = method.round_knobs(cfg.params, r)
+        target_payload = {**base, "step": "targets", "round": r, "knobs": target_knobs,
+                          "previous": previous[0] if previous else None}  # fmt: skip
+
+        def make_targets(folder: Path, r: int = r, previous: Any = previous) -> None:
+            model = _load_model(method, cfg, data, previous) if previous else None
+            context = RoundContext(cfg, data, runtime, rng_seed, folder, variants)
+            _save_targets(folder, method.targets(r, model, context, cfg.params))
+
+        target_folder = cache("targets", target_payload, make_targets)
+        targets, record = _load_targets(target_folder)
+        model_payload = {**base, "step": "model", "round": r, "knobs": train_knobs,
+                         "targets": payload_key(target_payload)}  # fmt: skip
+
+        def make_model(
+            folder: Path, targets: RoundTargets | None = targets, previous: Any = previous
+        ) -> None:
+            warm = _load_model(method, cfg, data, previous) if previous else None
+            model, stats = train_direct(method, cfg, data, rng_seed, runtime, targets, warm)
+            torch.save(model.state_dict(), folder / "model.pt")
+            (folder / "stats.json").write_text(json.dumps(stats.as_dict()) + "\n")
+
+        model_folder = cache("model", model_payload, make_model)
+        previous = (payload_key(model_payload), model_folder, targets)
+        records.append({"round": r, **record})
+        folders.append(target_folder)
+        log.info("seed round %d/%d done (%s)", r + 1, method.rounds(cfg.params), model_folder)
+    assert previous is not None
+    model = _load_model(method, cfg, data, previous)
+    return RoundResult(model, _load_stats(previous[1]), records, folders)
+
+
+def _load_model(
+    method: SeedMethod, cfg: SeedConfig, data: VocDataset, previous: tuple[str, Path, RoundTargets | None]
+) -> SplitParams:
+    _, folder, targets = previous
+    model = method.build_round(cfg.backbone, data.num_classes - 1, cfg.params, targets, None)
+    try:
+        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise StoreError(f"{folder / 'model.pt'}: damaged round model ({str(exc)[:200]})") from None
+    return model.eval()
+
+
+def _load_stats(folder: Path) -> TrainStats:
+    try:
+        return TrainStats.from_dict(json.loads((folder / "stats.json").read_text()))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise StoreError(f"{folder / 'stats.json'}: damaged round statistics ({exc})") from None
+
+
+def keep_round_files(result: RoundResult, out_dir: Path) -> None:
+    """Copy each round's target files into the seed artifact (`rounds/<r>/`)."""
+    for r, folder in enumerate(result.folders):
+        dest = out_dir / "rounds" / str(r)
+        dest.mkdir(parents=True, exist_ok=True)
+        for path in folder.iterdir():
+            if path.is_file() and not path.name.startswith("."):
+                shutil.copy2(path, dest / path.name)
+
+
+def thumbnail(data: VocDataset, image_id: str, size: int) -> np.ndarray:
+    image = Image.fromarray(data.read_image(image_id))
+    image.thumbnail((size, size))
+    tile = np.full((size, size, 3), 255, np.uint8)
+    arr = np.asarray(image)
+    tile[: arr.shape[0], : arr.shape[1]] = arr
+    return tile
