@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--size-jitter", type=float, default=0.0, help="vary each side by up to this fraction (non-square)"
     )
+    synth.add_argument(
+        "--variants",
+        type=int,
+        default=1,
+        help="coats per class, hidden sub-categories recorded in variants.json (default 1: none; at most 4)",
+    )
 
     ev = sub.add_parser("eval", help="mIoU of a folder of <id>.png masks against the ground truth")
     ev.add_argument("pred_dir", type=Path)
@@ -181,7 +187,9 @@ def _cmd_run(args: argparse.Namespace, cache_dir: Path) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from wsss.data.synth import SynthSpec, generate
 
-    spec = SynthSpec(args.train, args.val, args.size, args.classes, args.seed, args.size_jitter)
+    spec = SynthSpec(
+        args.train, args.val, args.size, args.classes, args.seed, args.size_jitter, args.variants
+    )
     out = generate(spec, args.out_dir)
     print(f"wrote {spec.train} train and {spec.val} val images ({spec.classes} classes) to {out}")
     return 0

@@ -3,6 +3,7 @@ curve and per-class IoU. Written as files, so any tracker (MLflow in the tuner) 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,38 @@ def curve_picture(
     return np.asarray(canvas)
 
 
+def subcategory_picture(
+    assignments: dict[str, dict[str, int]], data: VocDataset, per_cluster: int = 4, rows: int = 24
+) -> np.ndarray:
+    """A row per (class, sub-category): a label tile, then up to `per_cluster` of its images."""
+    lines = []
+    for cls, found in sorted(assignments.items(), key=lambda kv: int(kv[0])):
+        clusters: dict[int, list[str]] = {}
+        for image_id, cluster in sorted(found.items()):
+            clusters.setdefault(int(cluster), []).append(image_id)
+        for cluster, ids in sorted(clusters.items()):
+            label = Image.new("RGB", (128, 128), "white")
+            name = data.class_names[int(cls)] if int(cls) < len(data.class_names) else cls
+            ImageDraw.Draw(label).text((6, 50), f"{name}\n#{cluster} ({len(ids)})", fill="black")
+            lines.append([np.asarray(label), *[data.read_image(i) for i in ids[:per_cluster]]])
+            if len(lines) == rows:
+                return _grid(lines, size=96)
+    return _grid(lines, size=96)
+
+
+def _round_records(seed_dir: Path) -> list[tuple[str, dict[str, dict[str, int]]]]:
+    """(round, assignments) of each seed round that clustered images (wsss.stages.rounds)."""
+    found = []
+    for record in sorted((seed_dir / "rounds").glob("*/record.json")):
+        try:
+            assignments = json.loads(record.read_text()).get("assignments")
+        except (OSError, ValueError):
+            continue
+        if isinstance(assignments, dict) and assignments:
+            found.append((record.parent.name, assignments))
+    return found
+
+
 def iou_table(outcomes: dict[str, StageOutcome], data: VocDataset) -> pa.Table:
     """Per-class IoU of every finished stage: CAMs (configured and best threshold), pseudo masks, val."""
     columns: dict[str, list[object]] = {"class": ["background", *data.class_names]}
@@ -122,6 +155,11 @@ def write_stage_report(
             path
         )
         written.append(path)
+    if outcome.stage == "seed":
+        for round_name, assignments in _round_records(outcome.path):
+            path = out_dir / f"seed_subcategories_round{round_name}.png"
+            Image.fromarray(subcategory_picture(assignments, data)).save(path)
+            written.append(path)
     table_path = out_dir / "per_class_iou.parquet"
     pq.write_table(iou_table(outcomes, data), table_path)
     return [*written, table_path]

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from wsss import methods
 from wsss.config import SeedConfig, TrainConfig
@@ -194,6 +193,8 @@ def train_rounds(
         "version": ROUND_VERSION,
     }
     variants = read_variants(data.root)
+    if variants is not None and not any(o.variant for objects in variants.values() for o in objects):
+        variants = None  # one coat per class: no sub-categories to score against
     previous: tuple[str, Path, RoundTargets | None] | None = None  # (model key, folder, its targets)
     records, folders = [], []
     for r in range(method.rounds(cfg.params)):
@@ -257,12 +258,3 @@ def keep_round_files(result: RoundResult, out_dir: Path) -> None:
         for path in folder.iterdir():
             if path.is_file() and not path.name.startswith("."):
                 shutil.copy2(path, dest / path.name)
-
-
-def thumbnail(data: VocDataset, image_id: str, size: int) -> np.ndarray:
-    image = Image.fromarray(data.read_image(image_id))
-    image.thumbnail((size, size))
-    tile = np.full((size, size, 3), 255, np.uint8)
-    arr = np.asarray(image)
-    tile[: arr.shape[0], : arr.shape[1]] = arr
-    return tile

@@ -25,6 +25,7 @@ from wsss.methods import SeedMethod, get, list_methods
 from wsss.ops.cam import multiscale_cams
 from wsss.pipeline import prepare_dataset, run_pipeline
 from wsss.runtime import Runtime, seeded
+from wsss.stages.rounds import local_rounds, train_rounds
 from wsss.store import StageStore
 
 SPACES = Path(__file__).resolve().parents[3] / "search_spaces"
@@ -139,3 +140,35 @@ def test_multiscale_inference_reads_the_methods_cams(name: str) -> None:
     assert cams.shape == (2, 40, 56) and float(cams.min()) >= 0 and float(cams.max()) <= 1
     assert float(cams.amax()) > 0  # something is activated
     assert torch.allclose(cams, infer(image.flip(-1)).flip(-1), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_rounds_go_through_the_shared_loop_and_are_cached(
+    name: str, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """A method's rounds (wsss.stages.rounds): each one's targets have a row per train image and its
+    network gets a head that fits them; run again, every round comes from the cache."""
+    cfg = tiny_config(f"seed.method={name}")
+    method = get(name)
+    data = prepare_dataset(cfg, tiny_data_dir, tmp_path)
+    computed: list[str] = []
+    cache = local_rounds(tmp_path / "rounds")
+
+    def counting(kind, payload, compute):  # type: ignore[no-untyped-def]
+        return cache(kind, payload, lambda folder: (computed.append(kind), compute(folder)))
+
+    result = train_rounds(cfg.seed, data, 0, CPU, counting)
+    rounds = method.rounds(cfg.seed.params)
+    has_targets = type(method).targets is not SeedMethod.targets
+    assert len(result.records) == (rounds if rounds > 1 or has_targets else 0)
+    assert computed == ["targets", "model"] * len(result.records)
+    for folder in result.folders:
+        if (folder / "targets.npy").exists():
+            assert np.load(folder / "targets.npy").shape[0] == len(data.train_ids)
+    first = computed.copy()
+    computed.clear()
+    again = train_rounds(cfg.seed, data, 0, CPU, counting)
+    if first:
+        assert computed == []
+        for a, b in zip(result.model.state_dict().values(), again.model.state_dict().values(), strict=True):
+            assert torch.equal(a, b)

@@ -1,0 +1,117 @@
+"""Hidden sub-categories of the synthetic benchmark (coat variants) and how found clusters are scored."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wsss.data.synth import SynthSpec, class_signatures, generate, render, render_objects
+from wsss.data.synth_variants import (
+    VARIANT_NAMES,
+    SynthObject,
+    image_variant,
+    read_variants,
+    subcategory_scores,
+)
+from wsss.errors import ConfigError, DataError
+
+# sha256 of the first six 64 px train renders (seed 0, 4 classes), taken before variants existed.
+BEFORE_VARIANTS = "fa815a6a9ca2e495134c68e4588647dcf580c62edb0684690c225c6ca24acfa1"
+
+
+def test_one_variant_is_the_benchmark_as_it_was() -> None:
+    spec = SynthSpec(seed=0, size=64, classes=4)
+    signatures = class_signatures(4)
+    digest = hashlib.sha256()
+    for i in range(6):
+        img, mask = render(spec, "train", i, signatures)
+        digest.update(img.tobytes() + mask.tobytes())
+    assert digest.hexdigest() == BEFORE_VARIANTS
+
+
+def test_coats_change_bodies_only_and_every_variant_appears() -> None:
+    signatures = class_signatures(4)
+    plain, coated = SynthSpec(seed=1, size=96, classes=4), SynthSpec(seed=1, size=96, classes=4, variants=4)
+    seen = set()
+    for i in range(30):
+        img_a, mask_a, objects_a = render_objects(plain, "train", i, signatures)
+        img_b, mask_b, objects_b = render_objects(coated, "train", i, signatures)
+        assert np.array_equal(mask_a, mask_b)  # same objects in the same places
+        assert [(o.cls, o.pixels) for o in objects_a] == [(o.cls, o.pixels) for o in objects_b]
+        assert all(o.variant == 0 for o in objects_a)
+        changed = np.abs(img_a.astype(int) - img_b.astype(int)).max(-1) > 0
+        assert not changed[mask_a == 0].any()  # backgrounds untouched
+        seen |= {o.variant for o in objects_b}
+        for o in objects_b:  # a coated body differs from the plain one, a plain body does not
+            body_changed = changed[mask_a == o.cls + 1].mean()
+            if len({p.cls for p in objects_b}) == len(objects_b):  # one object per class: unambiguous
+                assert (body_changed > 0.05) == (o.variant != 0)
+    assert seen == set(range(len(VARIANT_NAMES)))
+
+
+def test_variants_file_is_written_and_read_back(tmp_path: Path) -> None:
+    root = generate(SynthSpec(train=6, val=3, size=48, classes=3, variants=3), tmp_path / "d")
+    variants = read_variants(root)
+    assert variants is not None and len(variants) == 9
+    assert all(
+        0 <= o.cls < 3 and 0 <= o.variant < 3 and o.pixels > 0 for objs in variants.values() for o in objs
+    )
+    mask_ids = {p.stem for p in (root / "SegmentationClass").iterdir()}
+    assert set(variants) == mask_ids
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["not json", '{"objects": [1, 2]}', '{"objects": {"a": [[0, 1]]}}', '{"objects": {"a": [[0, "x", 3]]}}'],
+)
+def test_a_malformed_variants_file_is_a_data_error_naming_it(tmp_path: Path, content: str) -> None:
+    (tmp_path / "variants.json").write_text(content)
+    with pytest.raises(DataError, match=r"variants\.json"):
+        read_variants(tmp_path)
+
+
+def test_no_variants_file_means_no_truth(tmp_path: Path) -> None:
+    assert read_variants(tmp_path) is None
+
+
+def test_variants_count_is_checked() -> None:
+    with pytest.raises(ConfigError, match="--variants"):
+        SynthSpec(variants=len(VARIANT_NAMES) + 1).validate()
+
+
+def test_image_variant_is_its_largest_objects() -> None:
+    objects = [SynthObject(0, 1, 50), SynthObject(0, 2, 80), SynthObject(1, 0, 10)]
+    assert (
+        image_variant(objects, 0) == 2
+        and image_variant(objects, 1) == 0
+        and image_variant(objects, 2) is None
+    )
+
+
+def test_scores_of_perfect_relabelled_and_uninformative_clusterings() -> None:
+    rng = np.random.default_rng(0)
+    objects = {f"i{n}": [SynthObject(n % 2, int(rng.integers(3)), 100)] for n in range(120)}
+    truth = {c: {i: objs[0].variant for i, objs in objects.items() if objs[0].cls == c} for c in (0, 1)}
+    relabelled = {c: {i: (v + 1) % 3 for i, v in found.items()} for c, found in truth.items()}
+    one_cluster = {c: dict.fromkeys(found, 0) for c, found in truth.items()}
+    perfect = subcategory_scores(relabelled, objects)
+    assert perfect["subcat_purity"] == 1.0 and perfect["subcat_nmi"] == pytest.approx(1.0)
+    assert perfect["subcat_clusters"] == 6 and perfect["subcat_variants"] == 6
+    lumped = subcategory_scores(one_cluster, objects)
+    assert lumped["subcat_nmi"] == pytest.approx(0.0) and 0.3 < lumped["subcat_purity"] < 0.5
+    # Pooling classes must not reward the class part of the labels: a per-class shuffle scores low.
+    shuffled = {
+        c: dict(zip(found, rng.permutation(list(found.values())), strict=True)) for c, found in truth.items()
+    }
+    assert subcategory_scores(shuffled, objects)["subcat_nmi"] < 0.1
+
+
+def test_variants_json_holds_only_integers(tmp_path: Path) -> None:
+    root = generate(SynthSpec(train=3, val=2, size=48, classes=2, variants=2), tmp_path / "d")
+    payload = json.loads((root / "variants.json").read_text())
+    assert payload["names"] == list(VARIANT_NAMES)
+    assert all(type(v) is int for rows in payload["objects"].values() for row in rows for v in row)
