@@ -363,6 +363,27 @@ def read_provenance(source: str | os.PathLike[str]) -> tuple[str, dict[str, Any]
     return label, provenance
 
 
+BY_METHOD_KEY = "params_by_method"
+
+
+def resolve_method_params(data: dict[str, Any], label: str) -> dict[str, Any]:
+    """`seed.params_by_method` (a preset's per-method knobs, e.g. voc12's ViT teacher for sc_teach)
+    applied under `seed.params` for the method the config ends up with; explicit `seed.params` win."""
+    seed = data.get("seed")
+    if not isinstance(seed, dict) or BY_METHOD_KEY not in seed:
+        return data
+    seed = dict(seed)
+    by_method = seed.pop(BY_METHOD_KEY)
+    if not isinstance(by_method, dict) or not all(isinstance(v, dict) for v in by_method.values()):
+        raise ConfigError(f"{label}: seed.{BY_METHOD_KEY} must map method names to their seed.params")
+    chosen = by_method.get(seed.get("method", SeedConfig.method), {})
+    params = seed.get("params")
+    seed["params"] = deep_merge(chosen, params if isinstance(params, dict) else {})
+    if not seed["params"] and params is None:
+        del seed["params"]
+    return {**data, "seed": seed}
+
+
 def config_source(source: str | os.PathLike[str]) -> dict[str, Any]:
     """The settings a config file or preset makes, as a mapping (checked: it loads as a config).
 
@@ -371,7 +392,7 @@ def config_source(source: str | os.PathLike[str]) -> dict[str, Any]:
     """
     label, data, _ = _read_yaml(source)
     try:
-        from_mapping(PipelineConfig, data)
+        from_mapping(PipelineConfig, resolve_method_params(data, label))
     except ConfigError as exc:
         raise ConfigError(f"{label}: {exc}") from None
     return data
@@ -393,7 +414,7 @@ def load_config(
         extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
         data = deep_merge(data, extra)
     try:
-        return from_mapping(PipelineConfig, data)
+        return from_mapping(PipelineConfig, resolve_method_params(data, label))
     except ConfigError as exc:
         raise ConfigError(f"{label}: {exc}" if source is not None else str(exc)) from None
 

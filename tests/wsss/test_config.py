@@ -200,3 +200,28 @@ def test_method_params_follow_the_method(tmp_path: Path) -> None:
     path.write_text(dump_config(cfg))
     assert load_config(path) == cfg
     assert digest(cfg.seed) != digest(load_config(None, ["seed.method=mixup"]).seed)
+
+
+def test_a_presets_per_method_params_apply_to_the_method_a_run_picks() -> None:
+    teach = load_config("voc12", ["seed.method=sc_teach"]).seed.params
+    assert (teach.teacher, teach.teacher_pretrained, teach.teacher_size) == (
+        "vit_base_patch16_224",
+        True,
+        224,
+    )
+    explicit = load_config("voc12", ["seed.method=sc_teach", "seed.params.teacher_epochs=7"]).seed.params
+    assert explicit.teacher_epochs == 7 and explicit.teacher == "vit_base_patch16_224"
+    assert to_mapping(load_config("voc12").seed.params) == {}  # cam has no knobs; sc_teach's stay unused
+    assert load_config("voc12", ["seed.method=sc_cam"]).seed.params.clusters == 10
+
+
+def test_malformed_per_method_params_name_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"seed": {"params_by_method": {"sc_teach": 3}}}))
+    with pytest.raises(ConfigError, match="params_by_method"):
+        load_config(path)
+    path.write_text(
+        yaml.safe_dump({"seed": {"method": "sc_teach", "params_by_method": {"sc_teach": {"nope": 1}}}})
+    )
+    with pytest.raises(ConfigError, match="nope"):
+        load_config(path)
