@@ -89,6 +89,24 @@ def _parser() -> argparse.ArgumentParser:
         help="keep each node's copies of remote stage artifacts under this size (default: no cap)",
     )
 
+    s.add_argument(
+        "--warm-start", metavar="EXPERIMENT", help="seed the sampler with this experiment's trials"
+    )
+    s.add_argument(
+        "--reuse-fraction",
+        type=float,
+        default=0.5,
+        help="share of trials that reuse a finished seed (or seed + refine) stage of a promising trial and "
+        "search only the knobs downstream of it (default 0.5; 0: every trial samples every knob)",
+    )
+    s.add_argument(
+        "--reuse-warmup", type=int, default=4, help="finished seed stages before the first reuse (default 4)"
+    )
+
+    report = sub.add_parser("report", help="Optuna analysis of an experiment's study (PNG and HTML)")
+    _tracking_args(report)
+    report.add_argument("--out", type=Path, help="folder for the plots (default wsss-report-EXPERIMENT)")
+
     board = sub.add_parser("leaderboard", help="rank an experiment's trials (from MLflow)")
     _tracking_args(board)
     board.add_argument("--top", type=int, help="rows to show (per method with --by method)")
@@ -162,6 +180,7 @@ def _print_leaderboard(rows: list[dict[str, object]], title: str) -> None:
 def _summary(uri: str, experiment: str) -> None:
     from mlflow.tracking import MlflowClient
 
+    from tuner.analysis import reuse_counts
     from tuner.results import leaderboard
 
     rows = leaderboard(MlflowClient(uri), experiment)
@@ -174,6 +193,8 @@ def _summary(uri: str, experiment: str) -> None:
     )
     saved = f" ({100 * (1 - spent / full):.0f}% saved by reusing stages)" if full > 0 else ""
     print(f"stage compute: {spent:.0f} s spent; {full:.0f} s without reuse{saved}")
+    reused, total = reuse_counts(rows)
+    print(f"{reused} of {total} trials reused at least one finished stage")
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -198,6 +219,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         max_failures=args.max_failures,
         tracking_wait=args.tracking_wait,
         node_cache_gb=args.node_cache_gb,
+        warm_start=args.warm_start,
+        reuse_fraction=args.reuse_fraction,
+        reuse_warmup=args.reuse_warmup,
     )
     run_search(options)
     uri = resolve_tracking_uri(args.tracking_uri, local_workdir(args.storage))
@@ -228,6 +252,19 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     text = write_leaderboard(rows, args.format, args.out)
     if text is not None:
         print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from tuner.analysis import report
+
+    written, fidelity = report(_client(args), args.experiment, args.storage, args.out)
+    for path in written:
+        print(path)
+    print(
+        "proxy fidelity (Spearman with the final metric): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in fidelity.items())
+    )
     return 0
 
 
@@ -312,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "search": _cmd_search,
         "leaderboard": _cmd_leaderboard,
         "export": _cmd_export,
+        "report": _cmd_report,
         "resume": _cmd_resume,
         "demo": _cmd_demo,
         "gc": cmd_gc,

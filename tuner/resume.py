@@ -115,4 +115,4 @@ def resume_search(experiment: str, tracking_uri: str | None, storage: str) -> st
         settings = trial_settings(options, space, base, ids, lock_actor)
         return _restored(path, trainable(settings, options), callback)
 
-    return run_fit(factory, options, uri, ids)
+    return run_fit(factory, options, uri, ids, space)

@@ -20,21 +20,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
 import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 
 import wsss
 from tuner import record
 from tuner.journal import retry
 from tuner.locks import create_leases
-from tuner.searcher import StageAwareOptunaSearch
 from tuner.settle import FINISH_WAIT, SearchFailed, SearchInterrupted, failure_summary, finish
 from tuner.spaces import Base, SearchSpace, load_search
+from tuner.strategy import log_fidelity, make_searcher, scheduler
+from tuner.study import load as load_study
 from tuner.tracking import (
-    FINAL_ITERATION,
     ROLE,
     RunStatusCallback,
     ensure_experiment,
@@ -43,7 +41,7 @@ from tuner.tracking import (
     resolve_tracking_uri,
     set_tags,
 )
-from tuner.trainable import TrialSettings, run_trial
+from tuner.trainable import TrialSettings, final_iteration, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +68,9 @@ class SearchOptions:
     max_failures: int = 3  # retries of a trial that failed or was lost with its node (spot preemption)
     tracking_wait: float = 120.0  # seconds a trial's report waits for MLflow during an outage
     node_cache_gb: float | None = None  # cap on each node's copies of remote stage artifacts
+    warm_start: str | None = None  # another experiment whose finished trials seed the sampler
+    reuse_fraction: float = 0.5  # share of trials that reuse a finished upstream stage (tuner.reuse)
+    reuse_warmup: int = 4  # finished seed stages before the first reuse
 
     def validate(self) -> None:
         for name, ok in (
@@ -81,6 +82,8 @@ class SearchOptions:
             ("--max-failures", self.max_failures >= 0),
             ("--tracking-wait", self.tracking_wait >= 0),
             ("--node-cache-gb", self.node_cache_gb is None or self.node_cache_gb > 0),
+            ("--reuse-fraction", 0 <= self.reuse_fraction <= 1),
+            ("--reuse-warmup", self.reuse_warmup >= 1),
         ):
             if not ok:
                 raise wsss.ConfigError(f"{name}: {getattr(self, name[2:].replace('-', '_'))} is out of range")
@@ -183,13 +186,16 @@ def _start_parent(
         client, options.experiment, local_workdir(options.storage) / "mlartifacts"
     )
     run = client.create_run(experiment_id, run_name=name, tags={ROLE: "search", "wsss.metric": space.metric})
+    final = final_iteration(space.metric)
     params = {
         "spaces": ",".join(s.name for s in space.spaces),
         "samples": options.samples,
         "seed": options.seed,
-        "sampler": "optuna TPESampler(multivariate=True)",
-        "scheduler": f"ASHA(max_t={FINAL_ITERATION}, "
-        f"grace_period=1, reduction_factor={options.reduction_factor})",
+        "sampler": "optuna TPESampler(multivariate=True, group=True, constant_liar=True)",
+        "scheduler": f"ASHA(max_t={final}, grace_period=1, reduction_factor={options.reduction_factor})"
+        if final > 1
+        else "FIFO (one stage: nothing to stop early)",
+        "stages": ",".join(wsss.STAGES[:final]),
         "metric": space.metric,
         "mode": space.mode,
         "concurrency": options.concurrency,
@@ -204,20 +210,6 @@ def _start_parent(
     return experiment_id, run.info.run_id
 
 
-def _searcher(space: SearchSpace, options: SearchOptions, study_name: str) -> StageAwareOptunaSearch:
-    # Optuna 5 no longer warns about independent sampling by default (the flag is deprecated).
-    sampler = optuna.samplers.TPESampler(seed=options.seed, multivariate=True)
-    # With a define-by-run space Tune does not pass metric/mode on to the searcher: it needs its own.
-    return StageAwareOptunaSearch(
-        space=space.define,
-        metric="objective",
-        mode=space.mode,
-        sampler=sampler,
-        study_name=study_name,
-        final_iteration=FINAL_ITERATION,
-    )
-
-
 def _tuner(
     options: SearchOptions,
     space: SearchSpace,
@@ -230,13 +222,8 @@ def _tuner(
         tune_config=tune.TuneConfig(
             metric="objective",
             mode=space.mode,
-            search_alg=_searcher(space, options, study_name=name),
-            scheduler=ASHAScheduler(
-                time_attr="training_iteration",
-                max_t=FINAL_ITERATION,
-                grace_period=1,
-                reduction_factor=options.reduction_factor,
-            ),
+            search_alg=make_searcher(space, options),
+            scheduler=scheduler(space, options),
             num_samples=options.samples,
             max_concurrent_trials=options.concurrency,
         ),
@@ -252,12 +239,14 @@ def _tuner(
     )
 
 
-def run_fit(tuner_factory: Any, options: SearchOptions, uri: str, ids: tuple[str, str]) -> str:
+def run_fit(
+    tuner_factory: Any, options: SearchOptions, uri: str, ids: tuple[str, str], space: SearchSpace
+) -> str:
     """Fit inside a Ray session; the parent run ends FINISHED, FAILED or KILLED whatever happens.
 
     `tuner_factory(lock_actor, callback)` makes the Tuner (a new one, or one restored by resume)."""
     client = MlflowClient(uri)
-    callback = RunStatusCallback(uri, *ids)
+    callback = RunStatusCallback(uri, *ids, final_iteration=final_iteration(space.metric))
     status = "FAILED"
     try:
         with ray_session(options.address, trial_env(uri)):
@@ -272,6 +261,7 @@ def run_fit(tuner_factory: Any, options: SearchOptions, uri: str, ids: tuple[str
             status = "KILLED"
             raise SearchInterrupted()
         callback.close(FINISH_WAIT)  # every trial's status settled before they are counted
+        log_fidelity(client, options, space, ids[1])
         failure = retry(lambda c: failure_summary(c, *ids), client, "summarise the trials", FINISH_WAIT)
         if failure is not None:
             raise SearchFailed(failure)
@@ -296,6 +286,8 @@ def _prepare_data(space: SearchSpace, options: SearchOptions, base: dict[str, An
 def run_search(options: SearchOptions) -> str:
     """Run a new search; returns the parent run id. Space and option mistakes fail before Ray starts."""
     options.validate()
+    if options.warm_start:  # a missing study fails here, before Ray starts
+        load_study(options.storage, options.warm_start)
     base = base_settings(options.config)
     space = load_search(options.space_files, Base(base))
     _prepare_data(space, options, base)
@@ -316,4 +308,4 @@ def run_search(options: SearchOptions) -> str:
         settings = trial_settings(options, space, base, ids, lock_actor)
         return _tuner(options, space, settings, name, callback)
 
-    return run_fit(factory, options, uri, ids)
+    return run_fit(factory, options, uri, ids, space)

@@ -1,9 +1,15 @@
-"""OptunaSearch that tells Optuna the truth about trials the scheduler stopped.
+"""OptunaSearch that tells Optuna the truth about stage-wise trials, and plans stage reuse.
 
-Ray's OptunaSearch tells Optuna COMPLETE with the last reported value for a trial that ASHA stopped at
-a stage boundary (ray PR#5651), so TPE would be fitted on CAM or pseudo-mask scores as if they were
-final val scores. Here such a trial is told PRUNED: its per-stage values stay as intermediate values,
-and TPE treats it as worse than every completed trial.
+- Ray's OptunaSearch tells Optuna COMPLETE with the last reported value for a trial that ASHA stopped
+  at a stage boundary (ray PR#5651), so TPE would be fitted on CAM or pseudo-mask scores as if they
+  were final. Here such a trial is told PRUNED. Tune 2.60 does not pass the result that made the
+  scheduler stop a trial to `on_trial_result`, only to `on_trial_complete`
+  (TuneController._process_trial_result), so that value is reported here first: the pruned trial
+  keeps every stage value it reached as an intermediate value.
+- A retried trial (its node was lost) reports its stages again; steps Optuna already holds are skipped
+  instead of logging Optuna's "already reported" warning.
+- With a `ReusePolicy`, part of the trials reuse a finished seed (or seed + refine) stage on purpose
+  (tuner.reuse); the trial's Tune config says which (`wsss_reuse`).
 """
 
 from __future__ import annotations
@@ -11,25 +17,72 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from tuner.reuse import ReusePolicy, choose_upstream
+
 log = logging.getLogger(__name__)
+
+REUSE_KEY = "wsss_reuse"  # in a trial's Tune config: the upstream stage it was planned to reuse
 
 
 class StageAwareOptunaSearch(OptunaSearch):
-    def __init__(self, *args: Any, final_iteration: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        final_iteration: int,
+        reuse: ReusePolicy | None = None,
+        choice: str = "space",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.final_iteration = final_iteration
+        self.reuse, self.choice = reuse, choice
+        self.rng = np.random.default_rng(reuse.seed if reuse else 0)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        planned = None
+        if self.reuse is not None and trial_id not in self._ot_trials and self._ot_study is not None:
+            planned = choose_upstream(
+                self.reuse, self._ot_study.get_trials(deepcopy=False), self.mode, self.choice, self.rng
+            )
+            if planned is not None:
+                self._ot_study.enqueue_trial(planned[1], user_attrs={REUSE_KEY: planned[0]})
+        config = super().suggest(trial_id)
+        if config is not None:
+            attrs = self._ot_trials[trial_id].user_attrs
+            config[REUSE_KEY] = attrs.get(REUSE_KEY, "-")
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        trial = self._ot_trials.get(trial_id)
+        step = result.get("training_iteration")
+        if trial is not None and step in self._reported(trial_id):
+            return  # a retried trial reporting a stage again
+        super().on_trial_result(trial_id, result)
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         reached = int((result or {}).get("training_iteration", 0) or 0)
-        stopped_early = not error and result is not None and reached < self.final_iteration
-        if stopped_early and trial_id in self._ot_trials and trial_id not in self._completed_trials:
+        known = trial_id in self._ot_trials and trial_id not in self._completed_trials
+        value = result.get(self.metric) if result and not error else None
+        if known and value is not None and reached and reached not in self._reported(trial_id):
+            # The value the scheduler stopped it on (or the final one): Tune passed it here only.
+            self._ot_trials[trial_id].report(float(value), reached)
+        if known and value is not None and reached < self.final_iteration:
             self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
             self._completed_trials.add(trial_id)
             log.info("trial %s stopped after stage %d: told Optuna PRUNED", trial_id, reached)
             return
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def _reported(self, trial_id: str) -> set[int]:
+        number = self._ot_trials[trial_id].number
+        return set(self._ot_study.get_trials(deepcopy=False)[number].intermediate_values)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Searchers pickled before reuse existed restore without it.
+        self.__dict__.update({"reuse": None, "choice": "space", "rng": np.random.default_rng(0)} | state)

@@ -152,8 +152,15 @@ class RunStatusCallback(tune.Callback):
     Tune's experiment state without the journal (only strings).
     """
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_id: str,
+        parent_run_id: str,
+        final_iteration: int = FINAL_ITERATION,
+    ) -> None:
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self.final_iteration = final_iteration  # stage reports of a finished trial (the metric's stage)
         self._journal: Journal | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -207,7 +214,7 @@ class RunStatusCallback(tune.Callback):
         reached = int(last_result.get("training_iteration", 0) or 0)
         if error is not None:
             status, label = "FAILED", "failed"
-        elif reached < FINAL_ITERATION:
+        elif reached < getattr(self, "final_iteration", FINAL_ITERATION):
             status, label = "KILLED", "pruned"
         else:
             status, label = "FINISHED", "finished"

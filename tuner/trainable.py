@@ -1,10 +1,12 @@
 """One trial: a full seed -> refine -> segment pipeline through the public `wsss` API.
 
-It reports to Tune after every stage (`training_iteration` = stage number), with `objective` = the
-stage's proxy (best-threshold CAM mIoU, then pseudo-mask mIoU, then the search metric), so ASHA
-compares like with like at each stage boundary. Everything is logged to the trial's MLflow child run
-from here, the worker. The run is ended before the final report: at the last stage the scheduler stops
-the trial as soon as the report arrives, and a stopped trial's thread never resumes.
+It runs the stages up to the one that produces the search metric (a search on pseudo-mask mIoU never
+trains DeepLab) and reports to Tune after every stage (`training_iteration` = stage number), with
+`objective` = the stage's proxy (best-threshold CAM mIoU, then pseudo-mask mIoU) before the metric's
+stage and the search metric at it, so ASHA compares like with like at each stage boundary.
+Everything is logged to the trial's MLflow child run from here, the worker. The run is ended before
+the final report: at the last stage the scheduler stops the trial as soon as the report arrives, and
+a stopped trial's thread never resumes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ray import tune
 import wsss
 from tuner.journal import Journal
 from tuner.locks import ActorLock
+from tuner.searcher import REUSE_KEY
 from tuner.spaces import CHOICE, SearchSpace
 from tuner.tracking import (
     ATTEMPT,
@@ -82,13 +85,22 @@ def trial_config(search: SearchSpace, settings: TrialSettings, config: dict[str,
     return config[CHOICE], wsss.load_config(settings.base, dotted)
 
 
-def stage_objective(stage: str, so_far: dict[str, float], metric: str) -> float:
-    """What ASHA and Optuna see after `stage`: the stage's proxy, then the search metric at the end.
+def final_stage(metric: str) -> str:
+    """The stage that produces `metric`: the last one a search on it runs."""
+    return wsss.METRIC_STAGE[metric]
 
-    `so_far` holds every metric of the stages finished so far (the search metric may come from an
-    earlier stage, e.g. pseudo_miou).
-    """
-    return so_far[STAGE_PROXY[stage]] if stage in STAGE_PROXY else so_far[metric]
+
+def final_iteration(metric: str) -> int:
+    """The number of stage reports of a finished trial of a search on `metric`."""
+    return wsss.STAGES.index(final_stage(metric)) + 1
+
+
+def stage_objective(stage: str, so_far: dict[str, float], metric: str) -> float:
+    """What ASHA and Optuna see after `stage`: the stage's proxy before the metric's stage, the
+    search metric from it on (`so_far` holds every metric of the stages finished so far)."""
+    if wsss.STAGES.index(stage) >= wsss.STAGES.index(final_stage(metric)):
+        return so_far[metric]
+    return so_far[STAGE_PROXY[stage]]
 
 
 def _cache_dir(settings: TrialSettings) -> Path:
@@ -230,6 +242,8 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
             "wsss.metric": settings.search.metric,
             "wsss.mode": settings.search.mode,
             "wsss.node": ray.get_runtime_context().get_node_id(),
+            # The upstream stage the searcher planned this trial to reuse (tuner.reuse), or "-".
+            "wsss.planned_reuse": str(config.get(REUSE_KEY, "-")),
         }
         run.tags(tags)
         run.params(flatten(wsss.to_mapping(cfg)))
@@ -247,7 +261,7 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
 
         def on_stage(outcome: Any) -> None:
             metrics = trial_log.stage_done(outcome)
-            if outcome.stage == wsss.STAGES[-1]:
+            if outcome.stage == final_stage(settings.search.metric):
                 run.end("FINISHED", "finished")
             run.flush()  # after the report Ray may stop this trial (pruned, or done)
             if settings.node_cache_bytes is not None and not store.is_local:
@@ -255,7 +269,8 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
             summary = {k: metrics[k] for k in TUNE_KEYS if k in metrics}
             tune.report({**summary, "stage": outcome.stage, "reused": ",".join(trial_log.reused()) or "-"})
 
-        wsss.run_pipeline(cfg, data, store, on_stage=on_stage, lock=lock)
+        until = final_stage(settings.search.metric)
+        wsss.run_pipeline(cfg, data, store, on_stage=on_stage, lock=lock, until=until)
     except Exception as exc:
         run.end("FAILED", "failed", wsss.user_message(exc))
         run.flush()

@@ -32,6 +32,7 @@ _EXPORTS = {
     "PipelineResult": "wsss.pipeline",
     "StageOutcome": "wsss.pipeline",
     "STAGES": "wsss.pipeline",
+    "METRIC_STAGE": "wsss.pipeline",
     "open_dataset": "wsss.data.voc",
     "VocDataset": "wsss.data.voc",
     "SynthSpec": "wsss.data.synth",

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 STAGES = ("seed", "refine", "segment")
 ROUND_STAGE = "seed_round"  # store entries of seed training rounds (wsss.stages.rounds)
 _VERSIONS = {"seed": seed.FORMAT_VERSION, "refine": refine.FORMAT_VERSION, "segment": segment.FORMAT_VERSION}
+# The stage that produces each headline quality metric: a search on it needs the stages up to there.
+METRIC_STAGE = {"cam_miou": "seed", "cam_miou_best": "seed", "pseudo_miou": "refine", "val_miou": "segment"}
 # The headline numbers, in the order `wsss run --json` prints them.
 HEADLINE = (
     "cam_miou",
@@ -191,15 +193,20 @@ def run_pipeline(
     store: StageStore,
     on_stage: Callable[[StageOutcome], None] | None = None,
     lock: Lock | None = None,
+    until: str = STAGES[-1],
 ) -> PipelineResult:
-    """Run (or reuse) every stage in order; `on_stage` is called as each one finishes.
+    """Run (or reuse) every stage in order, up to and including `until`; `on_stage` is called as each
+    one finishes.
 
     `lock(stage, key)` guards each build so that concurrent runs compute a shared stage once; a lock
     given here must be exclusive across every process that builds into the store (the tuner's lease
     actor). The default is the store's own lock: a file lock on local stores, none on object stores.
     """
+    if until not in STAGES:
+        raise ValueError(f"until: {until!r} is not one of {STAGES}")
+    stages = STAGES[: STAGES.index(until) + 1]
     for stage in ("refine", "segment"):  # a missing extra must not surface after hours of seed training
-        if getattr(cfg, stage).crf.enabled:
+        if stage in stages and getattr(cfg, stage).crf.enabled:
             require_crf(f"{stage}.crf.enabled")
     exclusive = lock is not None or store.is_local
     lock = lock or store.lock
@@ -208,7 +215,7 @@ def run_pipeline(
     upstream: StageOutcome | None = None
     keys = stage_keys(cfg, data.fingerprint)
     with torch_threads(cfg.runtime.threads):
-        for name in STAGES:
+        for name in stages:
             stage_cfg = getattr(cfg, name)
             upstream_key = upstream.key if upstream else None
             key = keys[name]

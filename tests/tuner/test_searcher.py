@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
@@ -66,3 +68,96 @@ def test_searcher_state_survives_save_and_restore(tmp_path: Path) -> None:
         TrialState.FAIL,
     ]
     assert restored.final_iteration == 3
+
+
+def _staged(config: dict) -> None:
+    """Three 'stages' whose value grows with x; the trial runs them as a pipeline trial does."""
+    from ray import tune
+
+    for stage in (1, 2, 3):
+        tune.report({"objective": config["x"] * stage})
+
+
+def test_a_real_tune_run_gives_optuna_the_stopping_value_of_pruned_trials() -> None:
+    """Driven by Ray Tune 2.60 itself with ASHA at every stage boundary: Tune passes the result that
+    stops a trial only to on_trial_complete, and the pruned trial still holds it."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from tuner.search import sampler
+
+    searcher = StageAwareOptunaSearch(
+        space=_space, metric="objective", mode="max", final_iteration=3, sampler=sampler(0)
+    )
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        tune.Tuner(
+            _staged,
+            tune_config=tune.TuneConfig(
+                metric="objective",
+                mode="max",
+                search_alg=searcher,
+                scheduler=ASHAScheduler(
+                    time_attr="training_iteration", max_t=3, grace_period=1, reduction_factor=2
+                ),
+                num_samples=10,
+                max_concurrent_trials=1,
+            ),
+            run_config=tune.RunConfig(verbose=0),
+        ).fit()
+    finally:
+        ray.shutdown()
+    trials = searcher._ot_study.trials
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert pruned and complete and len(pruned) + len(complete) == 10
+    for trial in pruned:  # every stage it reached, the stopping one included
+        reached = max(trial.intermediate_values)
+        assert list(trial.intermediate_values) == list(range(1, reached + 1)) and reached < 3
+        assert trial.intermediate_values[reached] == pytest.approx(trial.params["x"] * reached)
+    for trial in complete:
+        assert trial.value == pytest.approx(trial.params["x"] * 3) and len(trial.intermediate_values) == 3
+
+
+def test_a_retried_trial_reporting_its_stages_again_is_not_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    searcher = StageAwareOptunaSearch(space=_space, metric="objective", mode="max", final_iteration=3, seed=0)
+    searcher.suggest("t")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna warns (UserWarning) when a step is reported twice
+        for _attempt in range(2):
+            for stage in (1, 2):
+                searcher.on_trial_result("t", {"objective": 0.1 * stage, "training_iteration": stage})
+    assert searcher._ot_study.trials[0].intermediate_values == {1: 0.1, 2: 0.2}
+
+
+def test_grouped_tpe_samples_each_methods_knobs_jointly() -> None:
+    """Conditional knobs (a method's own, under the method choice) stay in TPE's multivariate model
+    with group=True; without it Optuna samples them independently (and says so)."""
+    from tuner.search import sampler
+
+    def conditional(trial: optuna.Trial) -> dict[str, str]:
+        method = trial.suggest_categorical("space", ["a", "b"])
+        trial.suggest_float(f"{method}|x", 0.0, 1.0)
+        trial.suggest_float(f"{method}|y", 0.0, 1.0)
+        return {"space": method}
+
+    study = optuna.create_study(sampler=sampler(0), direction="maximize")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        for _ in range(24):
+            trial = study.ask()
+            conditional(trial)
+            params = trial.params
+            method = params["space"]
+            study.tell(trial, -((params[f"{method}|x"] - 0.8) ** 2) - (params[f"{method}|y"] - 0.2) ** 2)
+    assert study.sampler._group is True and study.sampler._multivariate is True
+    late = [t for t in study.trials[12:] if t.params["space"] == study.best_params["space"]]
+    method = study.best_params["space"]
+    near = [
+        abs(t.params[f"{method}|x"] - 0.8) < 0.3 and abs(t.params[f"{method}|y"] - 0.2) < 0.3 for t in late
+    ]
+    assert sum(near) >= len(near) / 2  # TPE models the conditional knobs, it does not sample blindly

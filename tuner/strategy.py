@@ -1,0 +1,80 @@
+"""How a search proposes and stops trials: the sampler, the stage-aware searcher on the experiment's
+persistent study, the scheduler whose rungs are the stages up to the metric's, and the proxies'
+fidelity logged when the search ends."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import optuna
+from mlflow.tracking import MlflowClient
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from tuner.journal import retry
+from tuner.reuse import ReusePolicy
+from tuner.searcher import StageAwareOptunaSearch
+from tuner.spaces import CHOICE, SearchSpace
+from tuner.study import load as load_study
+from tuner.study import proxy_fidelity, study_path, study_storage, warm_start
+from tuner.tracking import log_metrics
+from tuner.trainable import final_iteration
+
+if TYPE_CHECKING:
+    from tuner.search import SearchOptions
+
+log = logging.getLogger(__name__)
+
+
+def sampler(seed: int) -> optuna.samplers.TPESampler:
+    """Multivariate TPE with `group=True`: each method's own knobs exist only under that method, and
+    without groups TPE falls back to sampling such conditional parameters independently. The constant
+    liar keeps trials in flight from being proposed again by parallel suggestions."""
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+
+
+def make_searcher(space: SearchSpace, options: SearchOptions) -> StageAwareOptunaSearch:
+    """The searcher, on the experiment's persistent study (tuner.study): a search in an experiment that
+    was searched before continues its study, and `--warm-start` copies another experiment's trials."""
+    reuse = ReusePolicy(fraction=options.reuse_fraction, warmup=options.reuse_warmup, seed=options.seed)
+    # With a define-by-run space Tune does not pass metric/mode on to the searcher: it needs its own.
+    searcher = StageAwareOptunaSearch(
+        space=space.define,
+        metric="objective",
+        mode=space.mode,
+        sampler=sampler(options.seed),
+        study_name=options.experiment,
+        storage=study_storage(study_path(options.storage, options.experiment)),
+        final_iteration=final_iteration(space.metric),
+        reuse=reuse if options.reuse_fraction > 0 else None,
+        choice=CHOICE,
+    )
+    if options.warm_start:
+        source = load_study(options.storage, options.warm_start)
+        warm_start(searcher._ot_study, source)
+    return searcher
+
+
+def scheduler(space: SearchSpace, options: SearchOptions) -> TrialScheduler:
+    """ASHA with a rung at every stage boundary up to the metric's stage (FIFO for a one-stage search)."""
+    final = final_iteration(space.metric)
+    if final == 1:
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="training_iteration", max_t=final, grace_period=1, reduction_factor=options.reduction_factor
+    )
+
+
+def log_fidelity(client: MlflowClient, options: SearchOptions, space: SearchSpace, run_id: str) -> None:
+    """The stage proxies' rank correlation with the final metric (tuner.study.proxy_fidelity), as
+    metrics of the search's parent run."""
+    try:
+        study = load_study(options.storage, options.experiment)
+        fidelity = proxy_fidelity(study, final_iteration(space.metric))
+        retry(
+            lambda c: log_metrics(c, run_id, fidelity, 0, int(time.time() * 1000)), client, "log fidelity", 60
+        )
+        log.info("proxy fidelity: %s", {k: round(v, 3) for k, v in fidelity.items()})
+    except Exception as exc:  # an analysis: never the reason a finished search fails
+        log.warning("proxy fidelity not computed: %s", exc)
