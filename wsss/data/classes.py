@@ -89,6 +89,14 @@ def read_mask(path: str | os.PathLike[str], num_classes: int) -> np.ndarray:
     return mask
 
 
+def mask_labels(mask: np.ndarray, num_objects: int) -> np.ndarray:
+    """Multi-hot float32 image labels over the object classes (no background) of a label map."""
+    present = np.unique(mask)
+    vec = np.zeros(num_objects, dtype=np.float32)
+    vec[present[(present > 0) & (present != IGNORE_INDEX)] - 1] = 1.0
+    return vec
+
+
 def read_class_names(root: Path) -> tuple[str, ...]:
     """Object class names from `class_names.txt` (one per line, background excluded), else VOC's 20."""
     path = root / "class_names.txt"

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wsss.config import DataConfig
-from wsss.data.classes import IGNORE_INDEX, read_mask
+from wsss.data.classes import mask_labels, read_mask
 from wsss.data.safe_npy import UnsafeFileError, load_npy
 from wsss.errors import DataError
 
@@ -69,10 +69,7 @@ def _labels_from_file(path: Path, ids: tuple[str, ...], num_objects: int) -> dic
 def _labels_from_masks(masks: dict[str, tuple[Path, int]], num_classes: int) -> dict[str, np.ndarray]:
     out = {}
     for image_id, (path, _) in masks.items():
-        present = np.unique(read_mask(path, num_classes))
-        vec = np.zeros(num_classes - 1, dtype=np.float32)
-        vec[present[(present > 0) & (present != IGNORE_INDEX)] - 1] = 1.0
-        out[image_id] = vec
+        out[image_id] = mask_labels(read_mask(path, num_classes), num_classes - 1)
     return out
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wsss.data.classes import IGNORE_INDEX, write_mask
+from wsss.data.classes import IGNORE_INDEX, mask_labels, write_mask
 from wsss.data.synth_variants import VARIANT_NAMES, SynthObject, paint_coat, variant_stream, write_variants
 from wsss.errors import ConfigError, DataError
 
@@ -300,10 +300,7 @@ def _write_split(
         img, mask, objects[image_id] = render_objects(spec, split, i, signatures)
         Image.fromarray(img).save(root / "JPEGImages" / f"{image_id}.jpg", quality=92)
         write_mask(root / "SegmentationClass" / f"{image_id}.png", mask)
-        present = np.unique(mask)
-        vec = np.zeros(spec.classes, dtype=np.float32)
-        vec[present[(present > 0) & (present != IGNORE_INDEX)] - 1] = 1.0
-        labels[image_id] = vec
+        labels[image_id] = mask_labels(mask, spec.classes)
     (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
     return labels
 

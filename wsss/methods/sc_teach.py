@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.config import BackboneConfig
-from wsss.data.classes import IGNORE_INDEX
+from wsss.data.classes import mask_labels
 from wsss.errors import ConfigError, WsssError
 from wsss.methods._subcat import (
     Assignments,
@@ -132,15 +132,6 @@ def finch_per_class(
     return out, levels
 
 
-def _mask_labels(context: RoundContext, image_id: str) -> np.ndarray:
-    """Image labels of a val image, from its mask (label files cover the train split only)."""
-    mask = context.data.read_mask(image_id)
-    present = np.unique(mask[(mask > 0) & (mask != IGNORE_INDEX)]) - 1
-    vec = np.zeros(context.data.num_classes - 1, np.float32)
-    vec[present] = 1.0
-    return vec
-
-
 class ScTeach(SeedMethod):
     name = "sc_teach"
     description = (
@@ -185,10 +176,12 @@ class ScTeach(SeedMethod):
         teacher = self.train_teacher(context, params).to(context.runtime.device).eval()
         ids = list(context.ids)
         labels = image_labels(ids, context.data.labels)
-        if params.cluster_val:
-            val = list(context.data.val_ids)
+        if params.cluster_val:  # val images' labels from their masks (label files cover train only)
+            val, classes = list(context.data.val_ids), context.data.num_classes - 1
             ids += val
-            labels = np.concatenate([labels, np.stack([_mask_labels(context, i) for i in val])])
+            labels = np.concatenate(
+                [labels, np.stack([mask_labels(context.data.read_mask(i), classes) for i in val])]
+            )
         features = context.features(teacher.embed, tuple(ids), size=params.teacher_size)
         np.save(context.folder / "features.npy", features.astype(np.float16), allow_pickle=False)
         found, levels = finch_per_class(features, ids, labels, params, context.rng_seed)

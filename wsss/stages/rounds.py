@@ -119,7 +119,7 @@ class RoundResult:
     model: SplitParams
     stats: TrainStats
     records: list[dict[str, Any]]  # per round: what its targets recorded
-    folders: list[Path]  # per round: its targets folder, or None-like empty path
+    folders: list[Path]  # per round: the folder of its targets (files kept in the seed artifact)
 
 
 def _has_rounds(method: SeedMethod, params: Any) -> bool:
