@@ -95,12 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--reuse-fraction",
         type=float,
-        default=0.5,
+        default=0.75,
         help="share of trials that reuse a finished seed (or seed + refine) stage of a promising trial and "
-        "search only the knobs downstream of it (default 0.5; 0: every trial samples every knob)",
+        "search only the knobs downstream of it (default 0.75; 0: every trial samples every knob)",
     )
     s.add_argument(
-        "--reuse-warmup", type=int, default=4, help="finished seed stages before the first reuse (default 4)"
+        "--reuse-warmup", type=int, default=3, help="finished seed stages before the first reuse (default 3)"
     )
 
     report = sub.add_parser("report", help="Optuna analysis of an experiment's study (PNG and HTML)")

@@ -2,7 +2,7 @@
 
 Every method space samples seed knobs continuously (the learning rate, the epochs), so two trials that
 TPE proposes practically never share a seed stage, and the stage store would only pay off by luck.
-Here, once `warmup` trials have finished their seed stage, each new trial is, with probability
+Here, once `warmup` distinct seed stages have finished, each new trial is, with probability
 `fraction`, a *downstream trial*: it copies all seed knobs (the method included) of one of the `top`
 most promising finished seed stages, and with probability 1/2, when that stage's best trial also
 finished refinement, its refinement knobs too. The rest of its knobs are TPE's (Optuna's partial
@@ -34,8 +34,8 @@ STAGE_PARAMS = ("seed", "refine")  # the upstream stages a downstream trial may 
 
 @dataclass(frozen=True)
 class ReusePolicy:
-    fraction: float = 0.5  # share of trials after the warm-up that reuse a finished upstream stage
-    warmup: int = 4  # finished seed stages before the first reuse (TPE explores first)
+    fraction: float = 0.75  # share of trials after the warm-up that reuse a finished upstream stage
+    warmup: int = 3  # finished seed stages before the first reuse (TPE explores first)
     top: int = 3  # the upstream is drawn among this many of the most promising
     seed: int = 0
 

@@ -69,8 +69,8 @@ class SearchOptions:
     tracking_wait: float = 120.0  # seconds a trial's report waits for MLflow during an outage
     node_cache_gb: float | None = None  # cap on each node's copies of remote stage artifacts
     warm_start: str | None = None  # another experiment whose finished trials seed the sampler
-    reuse_fraction: float = 0.5  # share of trials that reuse a finished upstream stage (tuner.reuse)
-    reuse_warmup: int = 4  # finished seed stages before the first reuse
+    reuse_fraction: float = 0.75  # share of trials that reuse a finished upstream stage (tuner.reuse)
+    reuse_warmup: int = 3  # finished seed stages before the first reuse
 
     def validate(self) -> None:
         for name, ok in (
