@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
@@ -28,8 +29,10 @@ from tuner.search import (
     trainable,
     trial_settings,
 )
+from tuner.searcher import StageAwareOptunaSearch
 from tuner.settle import mark_interrupted
 from tuner.spaces import Base, SearchSpace, load_search
+from tuner.study import study_path
 from tuner.tracking import ROLE, RunStatusCallback, existing_tracking_uri, set_tags
 
 log = logging.getLogger(__name__)
@@ -85,8 +88,13 @@ def _space_andbase_settings(options: SearchOptions, name: str) -> tuple[SearchSp
     return load_search(options.space_files, Base(base)), base
 
 
-def _restored(path: str, trainable: Any, callback: RunStatusCallback) -> tune.Tuner:
+def _restored(path: str, trainable: Any, callback: RunStatusCallback, study_file: Path) -> tune.Tuner:
     tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    # The searcher's study journal moves with the storage folder; the restored searcher reopens it
+    # from here (StageAwareOptunaSearch.restore).
+    searcher = tuner._local_tuner._tune_config.search_alg  # type: ignore[union-attr]
+    if isinstance(searcher, StageAwareOptunaSearch):
+        searcher.study_file = str(study_file)
     # Tune restores its run config, callbacks included, from the pickled experiment state: they would
     # write to the tracking URI the search started with. Ray 2.60 has no public way to replace them.
     run_config = tuner._local_tuner.get_run_config()  # type: ignore[union-attr]
@@ -113,6 +121,7 @@ def resume_search(experiment: str, tracking_uri: str | None, storage: str) -> st
 
     def factory(lock_actor: str | None, callback: RunStatusCallback) -> tune.Tuner:
         settings = trial_settings(options, space, base, ids, lock_actor)
-        return _restored(path, trainable(settings, options), callback)
+        study_file = study_path(options.storage, options.experiment)
+        return _restored(path, trainable(settings, options), callback, study_file)
 
     return run_fit(factory, options, uri, ids, space)

@@ -15,13 +15,19 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
+from optuna.pruners import NopPruner
+from optuna.storages import JournalStorage
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from tuner.reuse import ReusePolicy, choose_upstream
+from tuner.study import study_storage
+from wsss.errors import WsssError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,7 @@ class StageAwareOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.final_iteration = final_iteration
         self.reuse, self.choice = reuse, choice
+        self.study_file: str | None = None  # set by resume to the journal's current path
         self.rng = np.random.default_rng(reuse.seed if reuse else 0)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -79,10 +86,36 @@ class StageAwareOptunaSearch(OptunaSearch):
             return
         super().on_trial_complete(trial_id, result=result, error=error)
 
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's restore, then the study reopened from `study_file` when resume set it: a search
+        resumed from a copy of its storage folder must write the copy's journal, not the original's."""
+        moved = self.__dict__.get("study_file")
+        super().restore(checkpoint_path)
+        if moved:
+            self.study_file = moved
+            self._reopen(Path(moved))
+
+    def _reopen(self, path: Path) -> None:
+        if not isinstance(getattr(self._ot_study, "_storage", None), JournalStorage):
+            return  # a searcher saved before studies were kept on disk: its study is in the pickle
+        if not path.is_file():
+            raise WsssError(
+                f"{path}: the search's Optuna study is missing; copy STORAGE/optuna/ along with the storage"
+            )
+        study = optuna.load_study(
+            study_name=self._study_name,
+            storage=study_storage(path),
+            sampler=self._sampler,
+            pruner=NopPruner(),
+        )
+        self._ot_trials = {tid: optuna.Trial(study, t._trial_id) for tid, t in self._ot_trials.items()}
+        self._ot_study = study
+
     def _reported(self, trial_id: str) -> set[int]:
         number = self._ot_trials[trial_id].number
         return set(self._ot_study.get_trials(deepcopy=False)[number].intermediate_values)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Searchers pickled before reuse existed restore without it.
-        self.__dict__.update({"reuse": None, "choice": "space", "rng": np.random.default_rng(0)} | state)
+        defaults = {"reuse": None, "choice": "space", "rng": np.random.default_rng(0), "study_file": None}
+        self.__dict__.update(defaults | state)

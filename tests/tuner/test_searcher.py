@@ -85,7 +85,7 @@ def test_a_real_tune_run_gives_optuna_the_stopping_value_of_pruned_trials() -> N
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from tuner.search import sampler
+    from tuner.strategy import sampler
 
     searcher = StageAwareOptunaSearch(
         space=_space, metric="objective", mode="max", final_iteration=3, sampler=sampler(0)
@@ -136,7 +136,7 @@ def test_a_retried_trial_reporting_its_stages_again_is_not_a_warning(
 def test_grouped_tpe_samples_each_methods_knobs_jointly() -> None:
     """Conditional knobs (a method's own, under the method choice) stay in TPE's multivariate model
     with group=True; without it Optuna samples them independently (and says so)."""
-    from tuner.search import sampler
+    from tuner.strategy import sampler
 
     def conditional(trial: optuna.Trial) -> dict[str, str]:
         method = trial.suggest_categorical("space", ["a", "b"])
