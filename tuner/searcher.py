@@ -25,9 +25,9 @@ from optuna.storages import JournalStorage
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+import wsss
 from tuner.reuse import ReusePolicy, choose_upstream
 from tuner.study import study_storage
-from wsss.errors import WsssError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class StageAwareOptunaSearch(OptunaSearch):
         if not isinstance(getattr(self._ot_study, "_storage", None), JournalStorage):
             return  # a searcher saved before studies were kept on disk: its study is in the pickle
         if not path.is_file():
-            raise WsssError(
+            raise wsss.WsssError(
                 f"{path}: the search's Optuna study is missing; copy STORAGE/optuna/ along with the storage"
             )
         study = optuna.load_study(
