@@ -8,6 +8,7 @@ every class it contains, so a multi-label image has one 1 per parent.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +19,8 @@ from torch import nn
 
 from wsss.config import BackboneConfig
 from wsss.data.synth_variants import SynthObject, subcategory_scores
-from wsss.methods.base import RoundTargets
+from wsss.methods.base import RoundTargets, SeedMethod
+from wsss.models.backbone import SplitParams
 from wsss.models.cam import CamNet
 
 Assignments = dict[int, dict[str, int]]  # class index -> image id -> cluster within the class
@@ -52,19 +54,6 @@ class SubCategoryNet(CamNet):
         self.load_state_dict(same, strict=False)
 
 
-def build_subcategory_net(
-    backbone: BackboneConfig,
-    num_classes: int,
-    targets: RoundTargets | None,
-    previous: nn.Module | None,
-    restart: bool,
-) -> SubCategoryNet:
-    model = SubCategoryNet(backbone, num_classes, targets.outputs if targets is not None else 0)
-    if previous is not None and not restart:
-        model.warm_from(previous)
-    return model
-
-
 def subcategory_loss(
     model: SubCategoryNet, images: torch.Tensor, labels: torch.Tensor, sub: torch.Tensor | None, weight: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -76,6 +65,45 @@ def subcategory_loss(
         return loss, {}
     sub_loss = F.multilabel_soft_margin_loss(sub_logits, sub)
     return loss + weight * sub_loss, {"sub": float(sub_loss.detach())}
+
+
+class SubCategoryMethod(SeedMethod):
+    """What SC-CAM and sub-category teaching share as seed methods: the CAM net with a sub-category
+    head sized by the round's targets, and parent + weight x sub-category loss. A subclass says how
+    heavy the sub-category loss is and whether a round starts from the previous round's weights."""
+
+    @abc.abstractmethod
+    def sub_weight(self, params: Any) -> float:
+        """The sub-category loss's weight (SC-CAM's lambda_sub, mva-wsss's 2)."""
+
+    def warm_start(self, params: Any) -> bool:
+        return False  # every round from the initial weights, as both references do
+
+    def build(self, backbone: BackboneConfig, num_classes: int, params: Any) -> SubCategoryNet:
+        return SubCategoryNet(backbone, num_classes, 0)
+
+    def build_round(
+        self,
+        backbone: BackboneConfig,
+        num_classes: int,
+        params: Any,
+        targets: RoundTargets | None,
+        previous: SplitParams | None,
+    ) -> SubCategoryNet:
+        model = SubCategoryNet(backbone, num_classes, targets.outputs if targets is not None else 0)
+        if previous is not None and self.warm_start(params):
+            model.warm_from(previous)
+        return model
+
+    def loss(
+        self,
+        model: SubCategoryNet,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        params: Any,
+        sub: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        return subcategory_loss(model, images, labels, sub, self.sub_weight(params))
 
 
 def images_of_class(ids: Sequence[str], labels: np.ndarray, cls: int) -> list[int]:

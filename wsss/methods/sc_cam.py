@@ -19,21 +19,18 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.cluster import KMeans
 
-from wsss.config import BackboneConfig
 from wsss.errors import ConfigError
 from wsss.methods._subcat import (
     Assignments,
+    SubCategoryMethod,
     SubCategoryNet,
-    build_subcategory_net,
     image_labels,
     images_of_class,
-    subcategory_loss,
     targets_from_assignments,
 )
-from wsss.methods.base import RoundTargets, SeedMethod
+from wsss.methods.base import RoundTargets
 from wsss.models.backbone import SplitParams
 from wsss.stages.rounds import RoundContext
 
@@ -79,7 +76,7 @@ def kmeans_per_class(
     return out
 
 
-class ScCam(SeedMethod):
+class ScCam(SubCategoryMethod):
     name = "sc_cam"
     description = (
         "SC-CAM: k-means sub-categories of each class from the previous round's features (Chang et al. 2020)"
@@ -116,28 +113,11 @@ class ScCam(SeedMethod):
                  {k: v for k, v in targets.record.items() if k.startswith("subcat")})  # fmt: skip
         return targets
 
-    def build(self, backbone: BackboneConfig, num_classes: int, params: ScCamConfig) -> SubCategoryNet:
-        return SubCategoryNet(backbone, num_classes, 0)
+    def sub_weight(self, params: ScCamConfig) -> float:
+        return params.lambda_sub
 
-    def build_round(
-        self,
-        backbone: BackboneConfig,
-        num_classes: int,
-        params: ScCamConfig,
-        targets: RoundTargets | None,
-        previous: SplitParams | None,
-    ) -> SubCategoryNet:
-        return build_subcategory_net(backbone, num_classes, targets, previous, params.restart)
-
-    def loss(
-        self,
-        model: SubCategoryNet,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        params: ScCamConfig,
-        sub: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        return subcategory_loss(model, images, labels, sub, params.lambda_sub)
+    def warm_start(self, params: ScCamConfig) -> bool:
+        return not params.restart
 
 
 METHOD = ScCam()

@@ -26,18 +26,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss.config import BackboneConfig
 from wsss.data.classes import mask_labels
 from wsss.errors import ConfigError, WsssError
 from wsss.methods._subcat import (
     Assignments,
-    SubCategoryNet,
-    build_subcategory_net,
+    SubCategoryMethod,
     image_labels,
-    subcategory_loss,
     targets_from_assignments,
 )
-from wsss.methods.base import RoundTargets, SeedMethod
+from wsss.methods.base import RoundTargets
 from wsss.models.backbone import SplitParams
 from wsss.models.teacher import VitTeacher
 from wsss.stages.rounds import RoundContext
@@ -132,7 +129,7 @@ def finch_per_class(
     return out, levels
 
 
-class ScTeach(SeedMethod):
+class ScTeach(SubCategoryMethod):
     name = "sc_teach"
     description = (
         "sub-category teaching: FINCH clusters of a ViT teacher's embeddings as extra labels (mva-wsss)"
@@ -193,28 +190,8 @@ class ScTeach(SeedMethod):
                  {k: v for k, v in targets.record.items() if k.startswith("subcat")})  # fmt: skip
         return targets
 
-    def build(self, backbone: BackboneConfig, num_classes: int, params: ScTeachConfig) -> SubCategoryNet:
-        return SubCategoryNet(backbone, num_classes, 0)
-
-    def build_round(
-        self,
-        backbone: BackboneConfig,
-        num_classes: int,
-        params: ScTeachConfig,
-        targets: RoundTargets | None,
-        previous: SplitParams | None,
-    ) -> SubCategoryNet:
-        return build_subcategory_net(backbone, num_classes, targets, None, restart=True)
-
-    def loss(
-        self,
-        model: SubCategoryNet,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        params: ScTeachConfig,
-        clusters: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        return subcategory_loss(model, images, labels, clusters, params.weight)
+    def sub_weight(self, params: ScTeachConfig) -> float:
+        return params.weight
 
 
 METHOD = ScTeach()
