@@ -192,7 +192,7 @@ def _start_parent(
         "samples": options.samples,
         "seed": options.seed,
         "sampler": "optuna TPESampler(multivariate=True, group=True, constant_liar=True)",
-        "scheduler": f"ASHA(max_t={final}, grace_period=1, reduction_factor={options.reduction_factor})"
+        "scheduler": f"StageASHA(max_t={final}, grace_period=1, reduction_factor={options.reduction_factor})"
         if final > 1
         else "FIFO (one stage: nothing to stop early)",
         "stages": ",".join(wsss.STAGES[:final]),

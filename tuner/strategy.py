@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from mlflow.tracking import MlflowClient
@@ -19,7 +19,7 @@ from tuner.spaces import CHOICE, SearchSpace
 from tuner.study import load as load_study
 from tuner.study import proxy_fidelity, study_path, study_storage, warm_start
 from tuner.tracking import log_metrics
-from tuner.trainable import final_iteration
+from tuner.trainable import STAGE_CACHED, final_iteration
 
 if TYPE_CHECKING:
     from tuner.search import SearchOptions
@@ -56,12 +56,29 @@ def make_searcher(space: SearchSpace, options: SearchOptions) -> StageAwareOptun
     return searcher
 
 
+class StageASHA(ASHAScheduler):
+    """ASHA that judges a trial at a stage boundary only on a stage the trial computed itself.
+
+    A stage read from the store was judged at its rung when the trial that computed it reported it.
+    A downstream trial (tuner.reuse) copies an upstream chosen for its end-to-end value; judging it
+    again on the seed proxy (weakly correlated with val mIoU on small sets) stopped such trials at
+    once, before they tested any knob of their own, and recorded the same value once per copy,
+    pulling the rung's cutoff toward the most-copied upstream. Such a report continues the trial
+    unrecorded; its first computed stage is judged at that stage's rung as usual."""
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if result.get(STAGE_CACHED) and result.get(self._time_attr, 0) < self._max_t:
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
 def scheduler(space: SearchSpace, options: SearchOptions) -> TrialScheduler:
-    """ASHA with a rung at every stage boundary up to the metric's stage (FIFO for a one-stage search)."""
+    """ASHA (StageASHA) with a rung at every stage boundary up to the metric's stage (FIFO for a
+    one-stage search)."""
     final = final_iteration(space.metric)
     if final == 1:
         return FIFOScheduler()
-    return ASHAScheduler(
+    return StageASHA(
         time_attr="training_iteration", max_t=final, grace_period=1, reduction_factor=options.reduction_factor
     )
 

@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 STAGE_PROXY = {"seed": "cam_miou_best", "refine": "pseudo_miou"}
 # What Tune sees (and prints); MLflow gets every metric.
 TUNE_KEYS = ("objective", *TUNE_METRICS)
+# Set in a stage report when the stage came from the store: the scheduler does not judge it again
+# (tuner.strategy.StageASHA).
+STAGE_CACHED = "stage_cached"
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,8 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
             if settings.node_cache_bytes is not None and not store.is_local:
                 store.trim_cache(settings.node_cache_bytes)
             summary = {k: metrics[k] for k in TUNE_KEYS if k in metrics}
-            tune.report({**summary, "stage": outcome.stage, "reused": ",".join(trial_log.reused()) or "-"})
+            reused = ",".join(trial_log.reused()) or "-"
+            tune.report({**summary, "stage": outcome.stage, "reused": reused, STAGE_CACHED: outcome.cached})
 
         until = final_stage(settings.search.metric)
         wsss.run_pipeline(cfg, data, store, on_stage=on_stage, lock=lock, until=until)

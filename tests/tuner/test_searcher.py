@@ -161,3 +161,52 @@ def test_grouped_tpe_samples_each_methods_knobs_jointly() -> None:
         abs(t.params[f"{method}|x"] - 0.8) < 0.3 and abs(t.params[f"{method}|y"] - 0.2) < 0.3 for t in late
     ]
     assert sum(near) >= len(near) / 2  # TPE models the conditional knobs, it does not sample blindly
+
+
+def _copying(config: dict) -> None:
+    """A pipeline-like trial whose first stage is either computed (`x`) or read from the store, as a
+    downstream trial's copied seed stage is (a weak value, flagged cached), then computed stages."""
+    from ray import tune
+
+    from tuner.trainable import STAGE_CACHED
+
+    trial = config["trial"]
+    tune.report({"objective": trial["x"], STAGE_CACHED: trial["cached"]})
+    for stage in (2, 3):
+        tune.report({"objective": trial["later"] * stage, STAGE_CACHED: False})
+
+
+def _stages_reached(scheduler: object) -> dict[float, int]:
+    """Two computed trials, then one whose weak first stage came from the store, one at a time in this
+    order through a real Tune run; the stages each trial reached."""
+    import ray
+    from ray import tune
+
+    trials = [
+        {"x": 1.0, "later": 1.0, "cached": False},
+        {"x": 0.9, "later": 0.9, "cached": False},
+        {"x": 0.1, "later": 2.0, "cached": True},
+    ]
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    try:
+        results = tune.Tuner(
+            _copying,
+            param_space={"trial": tune.grid_search(trials)},
+            tune_config=tune.TuneConfig(metric="objective", mode="max", scheduler=scheduler),
+            run_config=tune.RunConfig(verbose=0),
+        ).fit()
+    finally:
+        ray.shutdown()
+    return {r.config["trial"]["x"]: r.metrics["training_iteration"] for r in results}
+
+
+def test_a_stage_read_from_the_store_is_not_judged_again() -> None:
+    """A downstream trial's copied seed stage (weaker than the rung's cutoff) does not stop it: it is
+    judged on the first stage it computes. Plain ASHA stops it on the copy."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from tuner.strategy import StageASHA
+
+    kwargs = {"time_attr": "training_iteration", "max_t": 3, "grace_period": 1, "reduction_factor": 2}
+    assert _stages_reached(StageASHA(**kwargs))[0.1] == 3
+    assert _stages_reached(ASHAScheduler(**kwargs))[0.1] == 1
