@@ -51,16 +51,23 @@ def load(storage: str, experiment: str) -> optuna.Study:
         raise wsss.WsssError(f"{path}: holds no study named {experiment!r}") from None
 
 
+# User attributes of a trial copied by a warm start: the experiment and trial number it came from.
+WARM_START, WARM_START_TRIAL = "wsss_warm_start", "wsss_warm_start_trial"
+
+
 def warm_start(study: optuna.Study, source: optuna.Study) -> int:
     """Copy `source`'s finished trials (COMPLETE, and PRUNED with their stage values) into `study`, so
     its sampler starts from them; a trial whose parameters do not fit the new study's earlier ones
-    is skipped. Returns how many were copied."""
-    known = {}
+    is skipped, and so is one an earlier warm start already copied (each copy names its source trial),
+    so warm-starting twice from the same experiment adds nothing the second time. Returns how many
+    were copied."""
+    known, present = {}, set()
     for trial in study.get_trials(deepcopy=False):
         known |= trial.distributions
+        present.add((trial.user_attrs.get(WARM_START), trial.user_attrs.get(WARM_START_TRIAL)))
     copied = []
     for trial in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if any(
+        if (source.study_name, trial.number) in present or any(
             name in known and not _compatible(known[name], dist) for name, dist in trial.distributions.items()
         ):
             continue
@@ -71,7 +78,11 @@ def warm_start(study: optuna.Study, source: optuna.Study) -> int:
                 params=trial.params,
                 distributions=trial.distributions,
                 intermediate_values=trial.intermediate_values,
-                user_attrs={**trial.user_attrs, "wsss_warm_start": source.study_name},
+                user_attrs={
+                    **trial.user_attrs,
+                    WARM_START: source.study_name,
+                    WARM_START_TRIAL: trial.number,
+                },
             )
         )
     study.add_trials(copied)

@@ -15,7 +15,10 @@ from tuner.study import load, proxy_fidelity, study_path, study_storage, warm_st
 
 def _study(storage: str, name: str, trials: int, proxy_noise: float = 0.0) -> optuna.Study:
     study = optuna.create_study(
-        study_name=name, storage=study_storage(study_path(storage, name)), direction="maximize"
+        study_name=name,
+        storage=study_storage(study_path(storage, name)),
+        direction="maximize",
+        load_if_exists=True,
     )
     for n in range(trials):
         x, y = n / trials, (n * 7 % trials) / trials
@@ -65,6 +68,9 @@ def test_warm_start_copies_finished_trials_that_fit(tmp_path: Path) -> None:
     assert target.trials[-1].user_attrs["wsss_warm_start"] == "old"
     assert target.trials[-1].intermediate_values == source.trials[-1].intermediate_values
     target.ask()  # the sampler works on the copied trials
+    assert warm_start(target, source) == 0 and len(target.trials) == 8  # nothing copied twice
+    _study(str(tmp_path), "old", 2)  # the source experiment searched on: only its new trials come
+    assert warm_start(target, load(str(tmp_path), "old")) == 2
 
 
 def test_report_writes_importances_history_and_parallel_coordinates(tmp_path: Path) -> None:
