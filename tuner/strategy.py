@@ -66,10 +66,34 @@ class StageASHA(ASHAScheduler):
     pulling the rung's cutoff toward the most-copied upstream. Such a report continues the trial
     unrecorded; its first computed stage is judged at that stage's rung as usual."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._skipped: dict[str, int] = {}  # trial id -> the last stage it read from the store
+
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        if result.get(STAGE_CACHED) and result.get(self._time_attr, 0) < self._max_t:
-            return TrialScheduler.CONTINUE
+        stage = result.get(self._time_attr, 0)
+        if stage < self._max_t:
+            if result.get(STAGE_CACHED):
+                self._skipped[trial.trial_id] = stage
+                return TrialScheduler.CONTINUE
+            # After a skipped rung ASHA would judge the next report at that rung, against values of an
+            # earlier stage: a trial that skipped is judged only where its stage is a rung's own.
+            rungs = [milestone for milestone, _ in self._trial_info[trial.trial_id]._rungs]
+            if trial.trial_id in self._skipped and stage not in rungs:
+                return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        # ASHA records a finished trial's last value at every rung it was not judged at; for a trial
+        # that skipped a rung that would put its final metric among an earlier stage's values.
+        if self._skipped.pop(trial.trial_id, None) is not None:
+            self._trial_info.pop(trial.trial_id, None)
+            return
+        super().on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._skipped.pop(trial.trial_id, None)
+        super().on_trial_remove(tune_controller, trial)
 
 
 def scheduler(space: SearchSpace, options: SearchOptions) -> TrialScheduler:

@@ -176,7 +176,7 @@ def _copying(config: dict) -> None:
         tune.report({"objective": trial["later"] * stage, STAGE_CACHED: False})
 
 
-def _stages_reached(scheduler: object) -> dict[float, int]:
+def _stages_reached(scheduler: object, later: float = 2.0) -> dict[float, int]:
     """Two computed trials, then one whose weak first stage came from the store, one at a time in this
     order through a real Tune run; the stages each trial reached."""
     import ray
@@ -185,7 +185,7 @@ def _stages_reached(scheduler: object) -> dict[float, int]:
     trials = [
         {"x": 1.0, "later": 1.0, "cached": False},
         {"x": 0.9, "later": 0.9, "cached": False},
-        {"x": 0.1, "later": 2.0, "cached": True},
+        {"x": 0.1, "later": later, "cached": True},
     ]
     ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
     try:
@@ -210,3 +210,6 @@ def test_a_stage_read_from_the_store_is_not_judged_again() -> None:
     kwargs = {"time_attr": "training_iteration", "max_t": 3, "grace_period": 1, "reduction_factor": 2}
     assert _stages_reached(StageASHA(**kwargs))[0.1] == 3
     assert _stages_reached(ASHAScheduler(**kwargs))[0.1] == 1
+    # One rung only (at stage 1): the trial that skipped it is not judged there on its (lower) stage 2
+    # value against the stage 1 values.
+    assert _stages_reached(StageASHA(**(kwargs | {"reduction_factor": 100})), later=0.2)[0.1] == 3
