@@ -24,10 +24,20 @@ from wsss.configio import (
     from_mapping,
     load_yaml,
     parse_overrides,
+    short_repr,
     to_mapping,
 )
 from wsss.data.synth import SynthSpec
 from wsss.errors import ConfigError, read_text
+
+# Bounds on sizes and counts that no real run comes near (VOC trains 512 px crops, batch 16, a few
+# dozen epochs), so that a typo such as an extra zero is a config error and not an out-of-memory
+# kill or an overflow inside torch.
+MAX_SIDE = 4096  # crop and resize sides, pixels
+MAX_EPOCHS = 10_000
+MAX_BATCH = 4096
+MAX_SCALES = 16  # inference scales
+MAX_RNG_SEED = 2**31 - 1  # fits every seed torch and numpy take
 
 
 def _check(ok: bool, path: str, message: str) -> None:
@@ -85,18 +95,21 @@ class TrainConfig:
 
     def validate(self, path: str) -> None:
         _check(self.epochs >= 1, f"{path}.epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.epochs <= MAX_EPOCHS, f"{path}.epochs", f"must be <= {MAX_EPOCHS}")
         _check(self.batch_size >= 1, f"{path}.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.batch_size <= MAX_BATCH, f"{path}.batch_size", f"must be <= {MAX_BATCH}")
         _check(self.lr > 0, f"{path}.lr", f"must be > 0, got {self.lr}")
         _check(self.weight_decay >= 0, f"{path}.weight_decay", f"must be >= 0, got {self.weight_decay}")
         _check(0 <= self.momentum < 1, f"{path}.momentum", f"must be within [0, 1), got {self.momentum}")
         _check(self.poly_power >= 0, f"{path}.poly_power", f"must be >= 0, got {self.poly_power}")
         _check(all(m > 0 for m in self.lr_mults), f"{path}.lr_mults", "multipliers must be > 0")
         _check(self.crop_size >= 16, f"{path}.crop_size", f"must be >= 16, got {self.crop_size}")
+        _check(self.crop_size <= MAX_SIDE, f"{path}.crop_size", f"must be <= {MAX_SIDE} pixels")
         lo, hi = self.resize_long
         _check(
-            16 <= lo <= hi,
+            16 <= lo <= hi <= MAX_SIDE,
             f"{path}.resize_long",
-            f"must be [low, high] with 16 <= low <= high, got {[lo, hi]}",
+            f"must be [low, high] with 16 <= low <= high <= {MAX_SIDE}, got {[lo, hi]}",
         )
         _check(all(j >= 0 for j in self.color_jitter), f"{path}.color_jitter", "values must be >= 0")
         _check(self.color_jitter[3] <= 0.5, f"{path}.color_jitter", "hue jitter must be <= 0.5")
@@ -130,6 +143,7 @@ def _no_global_pool_dropout(backbone: BackboneConfig, path: str) -> None:
 
 
 def _scales_ok(scales: tuple[float, ...], path: str) -> None:
+    _check(len(scales) <= MAX_SCALES, path, f"at most {MAX_SCALES} scales, got {len(scales)}")
     _check(
         len(scales) > 0 and all(0 < s <= 4 for s in scales),
         path,
@@ -243,9 +257,9 @@ class SegmentConfig:
 
     def validate(self, path: str) -> None:
         _check(
-            len(self.aspp_rates) > 0 and all(r >= 1 for r in self.aspp_rates),
+            0 < len(self.aspp_rates) <= 8 and all(1 <= r <= 256 for r in self.aspp_rates),
             f"{path}.aspp_rates",
-            f"need 1+ rates >= 1, got {list(self.aspp_rates)}",
+            f"need 1+ rates >= 1, got {short_repr(list(self.aspp_rates))} (at most 8 rates, each <= 256)",
         )
         _scales_ok(self.scales, f"{path}.scales")
         _no_global_pool_dropout(self.backbone, path)
@@ -274,6 +288,11 @@ class DataConfig:
     def validate(self, path: str) -> None:
         _check(bool(self.train_split), f"{path}.train_split", "must not be empty")
         _check(bool(self.val_split), f"{path}.val_split", "must not be empty")
+        _check(
+            self.val_split != self.train_split,
+            f"{path}.val_split",
+            f"must be held out, not the train split {self.train_split!r}",
+        )
         _check(
             self.eval_split != self.val_split,
             f"{path}.eval_split",
@@ -306,8 +325,10 @@ class RuntimeConfig:
             f"{path}.device",
             f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}",
         )
-        _check(self.threads >= 0, f"{path}.threads", f"must be >= 0, got {self.threads}")
-        _check(self.workers >= 0, f"{path}.workers", f"must be >= 0, got {self.workers}")
+        for name in ("threads", "workers"):
+            value = getattr(self, name)
+            _check(value >= 0, f"{path}.{name}", f"must be >= 0, got {value}")
+            _check(value <= 1024, f"{path}.{name}", f"must be <= 1024, got {value}")
 
 
 @dataclass(frozen=True)
@@ -318,6 +339,13 @@ class PipelineConfig:
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     rng_seed: int = 0  # seeds every stage; part of every stage key
+
+    def validate(self, path: str) -> None:
+        _check(
+            0 <= self.rng_seed <= MAX_RNG_SEED,
+            f"{path}.rng_seed" if path else "rng_seed",
+            f"must be within 0..{MAX_RNG_SEED}, got {self.rng_seed}",
+        )
 
 
 PROVENANCE_KEY = "provenance"
@@ -410,10 +438,10 @@ def load_config(
         label, data = "base config", dict(source)
     elif source is not None:
         label, data, _ = _read_yaml(source)
-    if overrides:
-        extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
-        data = deep_merge(data, extra)
+    extra = (parse_overrides(overrides) if isinstance(overrides, list) else overrides) or {}
     try:
+        # strict: an override never hides a malformed section of the file beneath it
+        data = deep_merge(data, extra, strict=True)
         return from_mapping(PipelineConfig, resolve_method_params(data, label))
     except ConfigError as exc:
         raise ConfigError(f"{label}: {exc}" if source is not None else str(exc)) from None

@@ -9,24 +9,88 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
+import math
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
+from yaml.constructor import ConstructorError
+from yaml.nodes import MappingNode, Node, SequenceNode
 
-from wsss.errors import ConfigError
+from wsss.errors import ConfigError, bounded
 
 T = TypeVar("T")
 
+# A config or search space holds tens of values. Aliases let a few hundred bytes of YAML stand for
+# millions of them (nested `*a` references, "billion laughs"), which every later walk over the value
+# (merging, converting, an error message) would expand; documents over this many values are refused.
+MAX_YAML_VALUES = 100_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# libyaml's parser when PyYAML was built with it (10-50x faster on a long file), else PyYAML's own.
+_SafeLoader: type = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
 
-class _Loader(yaml.SafeLoader):
+
+def _expanded_size(root: Node, limit: int) -> int:
+    """How many values the document stands for with every alias expanded (counted once per node, so
+    the count itself stays linear in the document), stopping past `limit`."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in active:
+            raise ConstructorError(None, None, "an alias refers to itself", node.start_mark)
+        active.add(id(node))
+        if isinstance(node, SequenceNode):
+            total = 1 + sum(size(child) for child in node.value)
+        elif isinstance(node, MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        else:
+            total = 1
+        active.discard(id(node))
+        sizes[id(node)] = total = min(total, limit + 1)
+        if total > limit:
+            why = f"holds over {limit} values (counting each alias's repeats); not a file of settings"
+            raise ConstructorError(None, None, why, node.start_mark)
+        return total
+
+    return size(root)
+
+
+class _Loader(_SafeLoader):  # type: ignore[misc, valid-type]
     """PyYAML's safe loader reading floats as YAML 1.2 does: `1e-5` is a number, not the string
-    YAML 1.1 makes of it (which would turn `--set seed.train.lr=1e-5` into a type error)."""
+    YAML 1.1 makes of it (which would turn `--set seed.train.lr=1e-5` into a type error). A key given
+    twice in one mapping is an error (PyYAML would keep the last silently), and so is a document
+    that expands to more than MAX_YAML_VALUES values."""
+
+    def construct_document(self, node: Node) -> Any:
+        _expanded_size(node, MAX_YAML_VALUES)
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:  # `<<: *base` then explicit keys: overriding is the point
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # unhashable; the base constructor reports it
+                continue
+            if duplicate:
+                raise ConstructorError(
+                    "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -44,12 +108,35 @@ _Loader.add_implicit_resolver(
 
 
 def load_yaml(text: str) -> Any:
-    """Parse YAML text (config files, --set values, search spaces) with YAML 1.2 numbers."""
-    return yaml.load(text, Loader=_Loader)
+    """Parse YAML text (config files, --set values, search spaces) with YAML 1.2 numbers; refuses
+    duplicate keys and alias bombs (yaml.YAMLError, with the line where it can tell)."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except RecursionError:
+        raise ConstructorError(None, None, "nested too deeply to be a config", None) from None
+
+
+def _short_repr_settings() -> reprlib.Repr:
+    short = reprlib.Repr()  # keyword arguments only from Python 3.12
+    short.maxlevel, short.maxlist, short.maxtuple, short.maxdict = 3, 8, 8, 8
+    short.maxstring = short.maxother = 80
+    return short
+
+
+_SHORT = _short_repr_settings()
+
+
+def short_repr(value: Any) -> str:
+    """repr() of a value from a user's file, cut to a readable size (it may hold anything)."""
+    return bounded(_SHORT.repr(value), 200)
 
 
 def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
+    return f"{short_repr(value)} ({type(value).__name__})"
+
+
+# No setting needs an integer beyond this (sizes, counts, seeds); larger ones overflow torch or numpy.
+MAX_INT = 2**31 - 1
 
 
 def _convert(tp: Any, value: Any, path: str) -> Any:
@@ -77,7 +164,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
-            raise ConfigError(f"{path}: {value!r} is not one of {list(choices)}")
+            raise ConfigError(f"{path}: {short_repr(value)} is not one of {list(choices)}")
         return value
     if origin is tuple:
         args = get_args(tp)
@@ -95,11 +182,19 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path}: expected an integer, got {_describe(value)}")
+        if abs(value) > MAX_INT:
+            raise ConfigError(f"{path}: {short_repr(value)} is out of range (at most {MAX_INT})")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{path}: expected a number, got {_describe(value)}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
+            raise ConfigError(f"{path}: {short_repr(value)} is out of range") from None
+        if not math.isfinite(number):  # no setting means anything at inf or nan
+            raise ConfigError(f"{path}: must be a finite number, got {number}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {_describe(value)}")
@@ -130,7 +225,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
     A field whose metadata has RESOLVE_TYPE takes its type from the fields before it, e.g. the seed
     stage's `params`, typed by the chosen method's own config class.
     """
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in data:
         if not isinstance(key, str) or key not in fields:
@@ -166,6 +261,37 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
     return obj
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A config class's field types (evaluating string annotations is most of a config's load time)."""
+    return typing.get_type_hints(cls)
+
+
+def with_setting(obj: Any, key: str, value: Any) -> Any:
+    """`obj` (a config) with the dotted `key` set to `value`: converted and checked as `from_mapping`
+    would, but rebuilding only the key's own section and replacing the sections above it (each one
+    validated again). A search space checks every choice of a categorical so, cheaply."""
+    *outer, leaf = key.split(".")
+    chain = [obj]
+    for i, part in enumerate(outer):
+        section = getattr(chain[-1], part, None)
+        if not dataclasses.is_dataclass(section):
+            raise ConfigError(f"{'.'.join(outer[: i + 1])}: not a section of settings")
+        chain.append(section)
+    prefix = ".".join(outer)
+    rebuilt = from_mapping(type(chain[-1]), {**to_mapping(chain[-1]), leaf: value}, prefix)
+    for depth in range(len(outer) - 1, -1, -1):
+        parent, path = chain[depth], ".".join(outer[:depth])
+        try:
+            rebuilt = dataclasses.replace(parent, **{outer[depth]: rebuilt})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path or type(parent).__name__}: {exc}") from None
+        validate = getattr(rebuilt, "validate", None)
+        if callable(validate):
+            validate(path)
+    return rebuilt
+
+
 def _default(f: dataclasses.Field[Any]) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
@@ -197,8 +323,11 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. seed.train.lr=0.05")
         try:
             value = load_yaml(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
+        except yaml.YAMLError as exc:
+            why = getattr(exc, "problem", None)
+            raise ConfigError(
+                f"--set {key}: cannot parse value {short_repr(raw)}" + (f" ({why})" if why else "")
+            ) from None
         set_dotted(nested, key, value)
     return nested
 
@@ -214,11 +343,20 @@ def set_dotted(nested: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(
+    base: Mapping[str, Any], override: Mapping[str, Any], strict: bool = False, path: str = ""
+) -> dict[str, Any]:
+    """`override` on top of `base`, section by section. With `strict`, a section of `override` may not
+    replace a value of `base` that is not a section: `--set seed.train.lr=1` over a file's
+    `seed: {train: fast}` is the file's mistake, not a reason to drop it."""
     merged = dict(base)
     for key, value in override.items():
+        where = _join(path, str(key))
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value, strict, where)
+        elif strict and isinstance(value, Mapping) and key in merged and merged[key] is not None:
+            got = _describe(merged[key])
+            raise ConfigError(f"{where}: expected a mapping of settings, got {got}")
         else:
             merged[key] = value
     return merged
@@ -233,7 +371,7 @@ def field_paths(cls: type, prefix: str = "", resolved: Mapping[str, type] | None
     out: dict[str, Any] = {}
     resolved = resolved or {}
     dynamic = {f.name for f in dataclasses.fields(cls) if RESOLVE_TYPE in f.metadata}  # type: ignore[arg-type]
-    for name, tp in typing.get_type_hints(cls).items():
+    for name, tp in _type_hints(cls).items():
         path = _join(prefix, name)
         if name in dynamic:
             if path in resolved:

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from wsss.config import PipelineConfig, dump_config, load_config, preset_names
-from wsss.configio import digest, field_paths, to_mapping
+from wsss.configio import digest, field_paths, load_yaml, to_mapping, with_setting
 from wsss.errors import ConfigError
 
 
@@ -225,3 +225,39 @@ def test_malformed_per_method_params_name_the_key(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="nope"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("refine.beta", 9.0),
+        ("seed.train.lr", 0.02),
+        ("seed.params.alpha", 0.7),
+        ("segment.scales", [1.0, 0.5]),
+    ],
+)
+def test_one_setting_checked_alone_equals_a_full_load(key: str, value: object) -> None:
+    base = load_config(None, ["seed.method=mixup"])
+    assert with_setting(base, key, value) == load_config(None, ["seed.method=mixup", f"{key}={value}"])
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("refine.alpha_high", 1.0, "refine.alpha_high: must be > alpha_low"),
+        ("refine.backbone.dropout", 0.5, "refine.backbone.dropout: only the CAM network pools globally"),
+        ("seed.train.lrr", 1.0, "seed.train.lrr: unknown key"),
+        ("seed.train.lr.x", 1.0, "seed.train.lr: not a section of settings"),
+    ],
+)
+def test_one_setting_checked_alone_is_checked_by_every_section_above_it(
+    key: str, value: object, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        with_setting(load_config(), key, value)
+
+
+def test_yaml_merge_keys_may_override_what_they_merge() -> None:
+    """Duplicate keys are refused, but a key after `<<: *anchor` overrides the merged one, as YAML means."""
+    text = "defaults: &train {lr: 0.5, epochs: 2}\nseed:\n  train:\n    <<: *train\n    lr: 0.1\n"
+    assert load_yaml(text)["seed"]["train"] == {"lr": 0.1, "epochs": 2}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 
@@ -13,9 +14,15 @@ __all__ = ["SeedMethod", "get", "list_methods"]
 
 def list_methods() -> list[str]:
     """Module names in this package, found without importing them (config validation stays cheap)."""
-    return sorted(
+    return list(_method_names())
+
+
+@functools.cache
+def _method_names() -> tuple[str, ...]:
+    found = (
         m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "base"
     )
+    return tuple(sorted(found))
 
 
 def get(name: str) -> SeedMethod:
