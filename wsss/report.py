@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from wsss.data.classes import IGNORE_INDEX, voc_palette
+from wsss.data.image_files import read_mask
 from wsss.data.voc import VocDataset
 from wsss.pipeline import StageOutcome
 from wsss.stages.seed import load_cams
@@ -61,7 +62,7 @@ def samples_picture(outcome: StageOutcome, data: VocDataset, count: int = 4) -> 
         if outcome.stage == "seed":
             made = cam_picture(image, load_cams(outcome.path, image_id)[1])
         else:
-            made = mask_picture(np.asarray(Image.open(outcome.path / f"{image_id}.png")))
+            made = mask_picture(read_mask(outcome.path / f"{image_id}.png", data.num_classes))
         rows.append([image, made, truth])
     return _grid(rows)
 

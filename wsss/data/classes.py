@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from wsss.data.image_files import IGNORE_INDEX
 from wsss.errors import DataError, read_text
 
-IGNORE_INDEX = 255
+__all__ = ["IGNORE_INDEX", "VOC_CLASSES", "mask_labels", "read_class_names", "voc_palette", "write_mask"]
 
 # The 20 VOC object classes in the order every WSSS repository uses; segmentation id = index + 1.
 VOC_CLASSES: tuple[str, ...] = (
@@ -62,33 +63,6 @@ def write_mask(path: str | os.PathLike[str], mask: np.ndarray, compress_level: i
     image.save(path, compress_level=compress_level)
 
 
-def read_mask(path: str | os.PathLike[str], num_classes: int) -> np.ndarray:
-    """Read a label PNG as uint8 indices, checking every value is a class id or 255.
-
-    `num_classes` counts the background, so valid ids are 0..num_classes-1 plus 255.
-    """
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("P", "L", "I", "I;16"):
-                raise DataError(f"{path}: mask must be a palette or greyscale PNG, got mode {image.mode}")
-            mask = np.array(image)  # writable, for torch.from_numpy
-    except DataError:
-        raise
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: unreadable mask ({exc})") from None
-    if mask.dtype != np.uint8:
-        if mask.max(initial=0) > 255:
-            raise DataError(f"{path}: mask value {int(mask.max())} outside 0..{num_classes - 1} and 255")
-        mask = mask.astype(np.uint8)
-    present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))  # np.unique without the sort
-    bad = present[(present >= num_classes) & (present != IGNORE_INDEX)]
-    if bad.size:
-        raise DataError(
-            f"{path}: mask values {bad.tolist()} outside the classes 0..{num_classes - 1} and {IGNORE_INDEX}"
-        )
-    return mask
-
-
 def mask_labels(mask: np.ndarray, num_objects: int) -> np.ndarray:
     """Multi-hot float32 image labels over the object classes (no background) of a label map."""
     present = np.unique(mask)
@@ -107,6 +81,9 @@ def read_class_names(root: Path) -> tuple[str, ...]:
         raise DataError(f"{path}: no class names")
     if "background" in (n.lower() for n in names):
         raise DataError(f"{path}: list object classes only; 'background' is implicit as id 0")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # each name keys a class in reports and `wsss eval --json`
+        raise DataError(f"{path}: class names listed more than once: {repeated[:5]}")
     if len(names) >= IGNORE_INDEX:
         raise DataError(f"{path}: {len(names)} classes; at most {IGNORE_INDEX - 1} fit in a uint8 mask")
     return names

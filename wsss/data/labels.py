@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wsss.config import DataConfig
-from wsss.data.classes import mask_labels, read_mask
+from wsss.data.classes import mask_labels
+from wsss.data.image_files import read_mask
 from wsss.data.safe_npy import UnsafeFileError, load_npy
 from wsss.errors import DataError
 
@@ -31,12 +32,12 @@ def _label_vector(path: Path, image_id: str, value: object, num_objects: int) ->
     if not ok:
         kind = type(value).__name__
         raise DataError(f"{path}: labels of {image_id!r} are not a vector of numbers ({kind})")
-    vec = np.asarray(value, dtype=np.float32).reshape(-1)
-    if vec.shape[0] != num_objects:
+    entries = value.size if isinstance(value, np.ndarray) else len(value)  # checked before converting
+    if entries != num_objects:
         raise DataError(
-            f"{path}: labels of {image_id!r} have {vec.shape[0]} entries, expected {num_objects} classes"
+            f"{path}: labels of {image_id!r} have {entries} entries, expected {num_objects} classes"
         )
-    return vec
+    return np.asarray(value, dtype=np.float32).reshape(-1)
 
 
 def _labels_from_file(path: Path, ids: tuple[str, ...], num_objects: int) -> dict[str, np.ndarray]:

@@ -34,7 +34,7 @@ from PIL import Image
 
 from wsss.data.classes import IGNORE_INDEX, mask_labels, write_mask
 from wsss.data.synth_variants import VARIANT_NAMES, SynthObject, paint_coat, variant_stream, write_variants
-from wsss.errors import ConfigError, DataError
+from wsss.errors import ConfigError, DataError, EnvironmentFault
 
 log = logging.getLogger(__name__)
 
@@ -314,8 +314,14 @@ def generate(spec: SynthSpec, out_dir: str | os.PathLike[str]) -> Path:
     out = Path(out_dir).absolute()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: exists and is not an empty directory; choose a new output directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    above = next(p for p in out.parents if p.exists())
+    if not above.is_dir():
+        raise DataError(f"{above}: not a folder, so {out} cannot be made inside it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:
+        raise EnvironmentFault(f"{out}: cannot write the benchmark there ({exc.strerror or exc})") from None
     try:
         for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
             (tmp / sub).mkdir(parents=True)
@@ -330,8 +336,12 @@ def generate(spec: SynthSpec, out_dir: str | os.PathLike[str]) -> Path:
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):  # a disk that filled up half way
+            raise EnvironmentFault(
+                f"{out}: cannot write the benchmark there ({exc.strerror or exc})"
+            ) from None
         raise
     log.info("wrote synthetic benchmark (%d train, %d val) to %s", spec.train, spec.val, out)
     return out

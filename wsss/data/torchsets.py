@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from wsss.data.classes import read_mask
+from wsss.data.image_files import read_mask
 from wsss.data.transforms import TrainTransform
 from wsss.data.voc import VocDataset
-from wsss.errors import DataError
+from wsss.errors import DamagedArtifact, DataError
 
 
 class ClassificationSet(Dataset[tuple[torch.Tensor, ...]]):
@@ -58,8 +58,12 @@ class SegmentationSet(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         ids: Sequence[str],
         mask_path: Callable[[str], Path],
         transform: TrainTransform,
+        stored: bool = False,
     ) -> None:
+        """`stored`: the label maps are an upstream artifact's, so an unreadable one is a damaged
+        artifact (rebuilt by the pipeline), not a problem of the dataset."""
         self.data, self.ids, self.mask_path, self.transform = data, list(ids), mask_path, transform
+        self.stored = stored
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -68,11 +72,16 @@ class SegmentationSet(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         image_id = self.ids[index]
         image = self.data.read_image(image_id)
         path = self.mask_path(image_id)
-        mask = read_mask(path, self.data.num_classes)
-        if mask.shape != image.shape[:2]:
-            raise DataError(
-                f"{path}: label map is {mask.shape[::-1]} but image {image_id} is {image.shape[1::-1]}"
-            )
+        try:
+            mask = read_mask(path, self.data.num_classes)
+            if mask.shape != image.shape[:2]:
+                raise DataError(
+                    f"{path}: label map is {mask.shape[::-1]} but image {image_id} is {image.shape[1::-1]}"
+                )
+        except DataError as exc:
+            if not self.stored:
+                raise
+            raise DamagedArtifact(path, str(exc).removeprefix(f"{path}: ")) from None
         img, m = self.transform(image, mask)
         assert m is not None
         return img, m

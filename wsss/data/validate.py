@@ -21,9 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image
-
-from wsss.data.classes import read_mask
+from wsss.data.image_files import decoded_size, read_mask
 from wsss.errors import DataError
 
 if TYPE_CHECKING:
@@ -31,21 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHECK_VERSION = 1  # bump when the check gets stricter, so earlier passes are not trusted
-_DRAFT_SCALE = 8
-
-
-def decoded_size(path: Path) -> tuple[int, int]:
-    """(height, width) of an image after decoding all of it; DataError if it does not decode."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if image.format == "JPEG":
-                image.draft("RGB", (max(1, width // _DRAFT_SCALE), max(1, height // _DRAFT_SCALE)))
-            image.load()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: unreadable or corrupt image ({exc})") from None
-    return height, width
+CHECK_VERSION = 2  # bump when the check gets stricter, so earlier passes are not trusted
 
 
 def check_pair(image: Path, mask: Path, num_classes: int) -> str | None:

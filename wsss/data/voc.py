@@ -15,14 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from wsss.config import DataConfig
-from wsss.data.classes import read_class_names, read_mask
+from wsss.data.classes import read_class_names
+from wsss.data.image_files import image_size, read_image, read_mask
 from wsss.data.labels import load_labels
 from wsss.data.validate import validate_dataset
 from wsss.errors import DataError, read_text
@@ -113,13 +114,7 @@ class VocDataset:
 
     def image_size(self, image_id: str) -> tuple[int, int]:
         """(height, width) from the image header, without decoding."""
-        path = self.image_path(image_id)
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise DataError(f"{path}: unreadable image ({exc})") from None
-        return height, width
+        return image_size(self.image_path(image_id))
 
     def _fingerprint(self) -> str:
         """Content identity used in stage keys: ids, file sizes, labels, class names.
@@ -140,15 +135,6 @@ class VocDataset:
         return h.hexdigest()[:16]
 
 
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; a DataError naming the file if it is unreadable or corrupt."""
-    try:
-        with Image.open(path) as image:
-            return np.array(image.convert("RGB"))  # a writable copy, as torch.from_numpy expects
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: unreadable or corrupt image ({exc})") from None
-
-
 def _read_split(root: Path, split: str, key: str) -> tuple[str, ...]:
     path = root / SPLIT_DIR / f"{split}.txt"
     if not path.is_file():
@@ -160,22 +146,56 @@ def _read_split(root: Path, split: str, key: str) -> tuple[str, ...]:
             ids.append(Path(token[0]).stem if "/" in token[0] else token[0])
     if not ids:
         raise DataError(f"{path}: empty split, no image ids listed")
-    duplicates = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+    duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
     if duplicates:
         raise DataError(f"{path}: ids listed more than once: {duplicates[:5]}")
     return tuple(ids)
 
 
-def _scan(folder: Path, suffixes: tuple[str, ...]) -> dict[str, tuple[Path, int, int]]:
-    """{stem: (path, size, mtime_ns)} of the regular files with these suffixes."""
-    found: dict[str, tuple[Path, int, int]] = {}
+@dataclass
+class _Scan:
+    """The regular files of one folder with the wanted suffixes, by stem, and what stands in the way
+    of using some of them: entries that cannot be looked at (a symlink loop), stems with two files."""
+
+    found: dict[str, tuple[Path, int, int]]  # stem -> (path, size, mtime_ns)
+    unreadable: dict[str, str]  # stem -> the problem, naming the file
+    ambiguous: dict[str, list[Path]]  # stem -> its files (x.jpg and x.png)
+
+    def get(self, image_id: str, expected: Path, what: str, split_file: Path) -> tuple[Path, int, int]:
+        """The file of an id listed in `split_file`, or a DataError naming the `expected` file."""
+        if image_id in self.ambiguous:
+            names = ", ".join(p.name for p in self.ambiguous[image_id])
+            raise DataError(f"{expected}: several files for one id ({names}); keep one")
+        if image_id in self.found:
+            return self.found[image_id]
+        if image_id in self.unreadable:
+            raise DataError(self.unreadable[image_id])
+        raise DataError(f"{expected}: missing {what} for id listed in {split_file}")
+
+
+def _scan(folder: Path, suffixes: tuple[str, ...]) -> _Scan:
+    """The folder's files with these suffixes; a file that cannot even be looked at matters only if a
+    split lists its id (an unlisted broken link must not stop every run)."""
+    scan = _Scan({}, {}, {})
     with os.scandir(folder) as it:
         for entry in it:
             stem, suffix = os.path.splitext(entry.name)
-            if suffix.lower() in suffixes and stem not in found and entry.is_file():
+            if suffix.lower() not in suffixes:
+                continue
+            try:
+                if not entry.is_file():
+                    continue
                 stat = entry.stat()
-                found[stem] = (Path(entry.path), stat.st_size, stat.st_mtime_ns)
-    return found
+            except OSError as exc:
+                scan.unreadable.setdefault(stem, f"{entry.path}: cannot read it ({exc.strerror or exc})")
+                continue
+            if stem in scan.found:
+                scan.ambiguous.setdefault(stem, [scan.found[stem][0]]).append(Path(entry.path))
+                continue
+            scan.found[stem] = (Path(entry.path), stat.st_size, stat.st_mtime_ns)
+    for paths in scan.ambiguous.values():
+        paths.sort()
+    return scan
 
 
 def _entries(root: Path, mask_dir: str, splits: dict[str, tuple[str, ...]]) -> dict[str, Entry]:
@@ -190,18 +210,23 @@ def _entries(root: Path, mask_dir: str, splits: dict[str, tuple[str, ...]]) -> d
     for split, ids in splits.items():
         split_file = root / SPLIT_DIR / f"{split}.txt"
         for image_id in ids:
-            if image_id not in images:
-                raise DataError(
-                    f"{root / IMAGE_DIR / (image_id + '.jpg')}: missing image for id listed in {split_file}"
-                )
-            if image_id not in masks:
-                raise DataError(
-                    f"{root / mask_dir / (image_id + '.png')}: missing mask for id listed in {split_file}"
-                )
-            image, image_bytes, image_mtime = images[image_id]
-            mask, mask_bytes, mask_mtime = masks[image_id]
+            expected_image = root / IMAGE_DIR / f"{image_id}.jpg"
+            image, image_bytes, image_mtime = images.get(image_id, expected_image, "image", split_file)
+            expected_mask = root / mask_dir / f"{image_id}.png"
+            mask, mask_bytes, mask_mtime = masks.get(image_id, expected_mask, "mask", split_file)
             entries[image_id] = Entry(image, mask, image_bytes, mask_bytes, image_mtime, mask_mtime)
     return entries
+
+
+def _check_disjoint(root: Path, cfg: DataConfig, splits: dict[str, tuple[str, ...]]) -> None:
+    """val mIoU is the held-out score: images the models trained on must not be among val's."""
+    shared = sorted(set(splits[cfg.val_split]) & set(splits[cfg.train_split]))
+    if shared:
+        val_file, train_file = (root / SPLIT_DIR / f"{s}.txt" for s in (cfg.val_split, cfg.train_split))
+        raise DataError(
+            f"{val_file}: {len(shared)} val id(s) are also in {train_file} (e.g. {shared[:3]}); val must be "
+            "held out (score train images with data.eval_split)"
+        )
 
 
 def _check_subset(root: Path, cfg: DataConfig, splits: dict[str, tuple[str, ...]]) -> None:
@@ -235,6 +260,8 @@ def open_dataset(
         cfg.train_split: _read_split(root, cfg.train_split, "data.train_split"),
         cfg.val_split: _read_split(root, cfg.val_split, "data.val_split"),
     }
+    if cfg.val_split != cfg.train_split:  # the same split for both is DataConfig's to refuse
+        _check_disjoint(root, cfg, splits)
     if cfg.eval_split:
         splits.setdefault(cfg.eval_split, _read_split(root, cfg.eval_split, "data.eval_split"))
         _check_subset(root, cfg, splits)

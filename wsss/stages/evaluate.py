@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wsss.data.classes import read_mask
+from wsss.data.image_files import read_mask
 from wsss.data.voc import VocDataset
 from wsss.errors import DataError
 from wsss.metrics import ConfusionMatrix, Scores

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +123,81 @@ def test_label_tables_of_the_wrong_shape(
     np.save(data_copy / "cls_labels.npy", np.array(table, dtype=object), allow_pickle=True)
     with pytest.raises(DataError, match=message):
         open_dataset(data_copy, DataConfig(), tmp_path / "cache")
+
+
+class _DeclaresAHugeArray:
+    """Pickles as a direct call of numpy.ndarray with 200 million elements: 1.6 GB from 300 bytes."""
+
+    def __reduce__(self) -> tuple[object, tuple[tuple[int]]]:
+        return np.ndarray, ((200_000_000,),)
+
+
+class _StateLargerThanItsData:
+    """numpy's own reconstruction, then a state that declares 200 million floats and holds none."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        reconstruct = np.zeros(1).__reduce__()[0]
+        return reconstruct, (np.ndarray, (0,), b"b"), (1, (200_000_000,), np.dtype("float64"), False, b"")
+
+
+# Peak memory of a fresh interpreter that opens the dataset: VmHWM, the high-water mark of this
+# process image (ru_maxrss would also count the pytest process it was forked from).
+_PEAK_MEMORY = """
+import re, sys
+from pathlib import Path
+from wsss.config import DataConfig
+from wsss.data.voc import open_dataset
+from wsss.errors import DataError
+try:
+    open_dataset(Path(sys.argv[1]), DataConfig(), Path(sys.argv[2]))
+except DataError as exc:
+    peak_kb = int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
+    print(peak_kb // 1024, exc)
+"""
+
+
+@pytest.mark.parametrize("crafted", [_DeclaresAHugeArray, _StateLargerThanItsData], ids=["call", "state"])
+def test_a_small_label_file_cannot_make_the_reader_allocate(
+    tiny_data_dir: Path, tmp_path: Path, crafted: type
+) -> None:
+    root = Path(shutil.copytree(tiny_data_dir, tmp_path / "data"))
+    ids = _train_ids(root)
+    table: dict[str, object] = {i: np.array([1, 0, 0], np.float32) for i in ids}
+    table[ids[0]] = crafted()
+    np.save(root / "cls_labels.npy", table, allow_pickle=True)
+    assert (root / "cls_labels.npy").stat().st_size < 2000
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_MEMORY, str(root), str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    peak_mb, _, message = done.stdout.strip().partition(" ")
+    assert done.returncode == 0 and "unreadable label file" in message, done.stderr[-2000:]
+    assert int(peak_mb) < 400, f"{peak_mb} MB at the peak reading a {crafted.__name__} label file"
+
+
+def test_numpy_written_label_files_still_load_through_the_checked_unpickler(tmp_path: Path) -> None:
+    table = {
+        "2007_000032": np.array([1, 0, 1], np.float32),
+        "2007_000033": np.zeros((1, 3), np.float64),
+        "2007_000034": [1, 0, 0],
+        "2007_000035": np.float32(1.0),
+    }
+    np.save(tmp_path / "labels.npy", table, allow_pickle=True)
+    loaded = load_npy(tmp_path / "labels.npy")
+    assert set(loaded) == set(table)
+    assert np.array_equal(loaded["2007_000033"], np.zeros((1, 3))) and loaded["2007_000034"] == [1, 0, 0]
+    objects = np.empty(2, dtype=object)
+    objects[:] = [np.ones(2), "x"]
+    np.save(tmp_path / "objects.npy", objects, allow_pickle=True)
+    assert load_npy(tmp_path / "objects.npy")[1] == "x"
+    with pytest.raises(UnsafeFileError, match="does not match the data"):
+        (tmp_path / "short.npy").write_bytes(_numeric_npy_bytes()[:-8])
+        load_npy(tmp_path / "short.npy")
+
+
+def _numeric_npy_bytes() -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((4, 4)))
+    return buffer.getvalue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -262,3 +263,19 @@ def test_eval_split_cannot_be_the_val_split() -> None:
 
     with pytest.raises(ConfigError, match=r"data\.eval_split: must be a subset of the train split"):
         load_config(None, ["data.eval_split=val"])
+
+
+def test_an_unlisted_broken_link_does_not_stop_a_run(data_copy: Path, tmp_path: Path) -> None:
+    loop = data_copy / "JPEGImages" / "stray.jpg"
+    os.symlink(loop.name, loop)  # a link to itself: looking at it fails with ELOOP
+    data = open_dataset(data_copy, DataConfig(), tmp_path)
+    assert "stray" not in data.train_ids and len(data.train_ids) == 12
+
+
+def test_a_split_file_saved_with_a_byte_order_mark(
+    tiny_data_dir: Path, data_copy: Path, tmp_path: Path
+) -> None:
+    split = data_copy / "ImageSets/Segmentation/val.txt"
+    split.write_bytes(b"\xef\xbb\xbf" + split.read_bytes())  # as Windows editors save UTF-8
+    data = open_dataset(data_copy, DataConfig(), tmp_path)
+    assert data.val_ids == open_dataset(tiny_data_dir, DataConfig(), tmp_path).val_ids
