@@ -20,7 +20,7 @@ from wsss.config import PipelineConfig
 from wsss.configio import to_mapping
 from wsss.data.synth import ensure_cached
 from wsss.data.voc import VocDataset, open_dataset
-from wsss.errors import LeaseLost, StoreError
+from wsss.errors import DamagedArtifact, LeaseLost, StoreError
 from wsss.ops.crf import require_crf
 from wsss.runtime import Runtime, torch_threads
 from wsss.stages import refine, seed, segment
@@ -115,6 +115,22 @@ Lock = Callable[[str, str], AbstractContextManager[Lease | None]]
 _BUILD_TRIES = 3
 
 
+class _Used:
+    """The artifacts a run has used, by local folder: when a file inside one turns out damaged
+    (DamagedArtifact), the artifact it belongs to is withdrawn and built again."""
+
+    def __init__(self) -> None:
+        self.by_path: dict[Path, tuple[str, str, str]] = {}  # folder -> (stage, key, attempt)
+
+    def add(self, artifact: Artifact) -> Artifact:
+        self.by_path[artifact.path.absolute()] = (artifact.stage, artifact.key, artifact.manifest["attempt"])
+        return artifact
+
+    def owner(self, path: Path) -> tuple[str, str, str] | None:
+        path = path.absolute()
+        return next((o for folder, o in self.by_path.items() if path.is_relative_to(folder)), None)
+
+
 def _stage(
     store: StageStore,
     lock: Lock,
@@ -123,16 +139,18 @@ def _stage(
     key: str,
     meta: dict[str, Any],
     compute: Callable[[Path], dict[str, Any]],
+    used: _Used | None = None,
 ) -> StageOutcome:
     """Reuse the stage's artifact or build it. Only building holds the lock: an artifact published
     meanwhile is fetched after the lock is released, so downloads never queue behind a lock. A build
     whose lease lapsed (its holder was presumed dead) is thrown away, and the stage is looked up again."""
     start = time.perf_counter()
+    used = used or _Used()
     for _ in range(_BUILD_TRIES):
         artifact = store.lookup(name, key)
         if artifact is not None:
             log.info("%s: reusing %s", name, artifact.path)
-            return _outcome(name, key, artifact, cached=True, start=start)
+            return _outcome(name, key, used.add(artifact), cached=True, start=start)
         with lock(name, key) as lease:  # single flight: one builder per key, the others wait and reuse
             if not store.available(name, key):
                 try:
@@ -140,7 +158,7 @@ def _stage(
                 except LeaseLost as exc:
                     log.warning("%s", exc)
                     continue
-                return _outcome(name, key, artifact, cached=False, start=start)
+                return _outcome(name, key, used.add(artifact), cached=False, start=start)
     raise StoreError(f"{store.key_dir(name, key)}: the stage could not be built or fetched")
 
 
@@ -211,30 +229,56 @@ def run_pipeline(
     exclusive = lock is not None or store.is_local
     lock = lock or store.lock
     runtime = Runtime.from_config(cfg.runtime)
+    with torch_threads(cfg.runtime.threads):
+        for attempt in range(_REPAIRS + 1):
+            used = _Used()
+            try:
+                return _run_stages(cfg, data, store, lock, exclusive, stages, runtime, used, on_stage)
+            except DamagedArtifact as exc:
+                owner = used.owner(exc.path)
+                if owner is None or attempt == _REPAIRS:
+                    raise
+                log.warning("%s; withdrawing %s/%s and running again", exc, *owner[:2])
+                store.unpublish(*owner)
+    raise AssertionError("unreachable")
+
+
+# Damaged artifacts repaired in one run before giving up (each repair withdraws one and reruns).
+_REPAIRS = 3
+
+
+def _run_stages(
+    cfg: PipelineConfig,
+    data: VocDataset,
+    store: StageStore,
+    lock: Lock,
+    exclusive: bool,
+    stages: tuple[str, ...],
+    runtime: Runtime,
+    used: _Used,
+    on_stage: Callable[[StageOutcome], None] | None,
+) -> PipelineResult:
     outcomes: dict[str, StageOutcome] = {}
     upstream: StageOutcome | None = None
     keys = stage_keys(cfg, data.fingerprint)
-    with torch_threads(cfg.runtime.threads):
-        for name in stages:
-            stage_cfg = getattr(cfg, name)
-            upstream_key = upstream.key if upstream else None
-            key = keys[name]
-            meta = {
-                "config": to_mapping(stage_cfg),
-                "rng_seed": cfg.rng_seed,
-                "upstream": upstream_key,
-                "dataset": data.fingerprint,
-                "format_version": _VERSIONS[name],
-            }
-            compute = _computation(name, cfg, data, upstream, runtime, _round_cache(store, lock, exclusive))
-            outcome = _stage(store, lock, exclusive, name, key, meta, compute)
-            outcomes[name] = upstream = outcome
-            if on_stage is not None:
-                on_stage(outcome)
+    for name in stages:
+        meta = {
+            "config": to_mapping(getattr(cfg, name)),
+            "rng_seed": cfg.rng_seed,
+            "upstream": upstream.key if upstream else None,
+            "dataset": data.fingerprint,
+            "format_version": _VERSIONS[name],
+        }
+        rounds = _round_cache(store, lock, exclusive, used)
+        compute = _computation(name, cfg, data, upstream, runtime, rounds)
+        outcome = _stage(store, lock, exclusive, name, keys[name], meta, compute, used)
+        outcomes[name] = upstream = outcome
+        if on_stage is not None:
+            on_stage(outcome)
     return PipelineResult(outcomes)
 
 
-def _round_cache(store: StageStore, lock: Lock, exclusive: bool) -> RoundCache:
+def _round_cache(store: StageStore, lock: Lock, exclusive: bool, used: _Used) -> RoundCache:
     """Seed rounds (wsss.stages.rounds) cached in the store as `seed_round` entries, built under the
     same single-flight lock as stages."""
 
@@ -246,7 +290,7 @@ def _round_cache(store: StageStore, lock: Lock, exclusive: bool) -> RoundCache:
             return {}
 
         meta = {"config": dict(payload), "kind": kind, "format_version": ROUND_VERSION}
-        return _stage(store, lock, exclusive, ROUND_STAGE, key, meta, build).path
+        return _stage(store, lock, exclusive, ROUND_STAGE, key, meta, build, used).path
 
     return cache
 

@@ -1,8 +1,12 @@
 """Content-addressed, atomically published stage artifacts on any pyarrow filesystem.
 
 Layout under the store root:
+    wsss-store.json                  marks the folder as a store (written by its first build)
     <stage>/<key>/<attempt>/...      the files of one build attempt
     <stage>/<key>/manifest.json      written last; names the attempt that won, its files and metrics
+
+A folder that is neither empty, nor marked, nor laid out as a store (a store of an earlier version)
+is refused: `--store` pointed at a dataset or a working folder must not be built into or cleaned.
 
 A reader only trusts an artifact through its manifest, and the manifest is moved into place after
 all files are written, so nobody sees half an artifact, on a laptop or on S3. A local root is used in
@@ -17,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import time
@@ -30,14 +33,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from wsss.configio import to_mapping
-from wsss.errors import StoreError
+from wsss.errors import EnvironmentFault, StoreError, os_error_message
 from wsss.store_cache import adopt, download, file_lock, file_sizes, trim
 from wsss.store_debris import clean_store, new_attempt_name, remove_if_empty, remove_stale_attempts
+from wsss.store_layout import MANIFEST, MANIFEST_FORMAT, MARKER, complete, laid_out_as_store, well_formed
+
+__all__ = ["MANIFEST", "Artifact", "Build", "StageStore", "stage_key"]
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
 
 
 def stage_key(
@@ -80,27 +83,8 @@ class Build:
     artifact: Artifact | None = None
 
 
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
-
-
-def _well_formed(manifest: Any) -> bool:
-    """A manifest of ours: stores are shared, so its attempt and file names must stay inside the
-    artifact's folder (no absolute paths, no `..`) before any of them is joined onto a path."""
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        return False
-    attempt, files = manifest.get("attempt"), manifest.get("files", {})
-    if not isinstance(attempt, str) or not _SAFE_NAME.fullmatch(attempt) or not isinstance(files, dict):
-        return False
-    if not isinstance(manifest.get("metrics", {}), dict):
-        return False
-    return all(
-        isinstance(name, str)
-        and isinstance(size, int)
-        and name
-        and not name.startswith("/")
-        and ".." not in name.split("/")
-        for name, size in files.items()
-    )
+def _reason(exc: BaseException) -> str:
+    return os_error_message(exc) if isinstance(exc, OSError) else str(exc)
 
 
 class StageStore:
@@ -126,6 +110,39 @@ class StageStore:
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
         self.cache_dir = Path(cache_dir).absolute()
         self.location = text
+        self._marked = self._check_is_store()
+
+    def _check_is_store(self) -> bool:
+        """Whether the root is marked as a store; a StoreError if it holds anything else."""
+        try:
+            if self.fs.get_file_info(f"{self.root}/{MARKER}").type == pafs.FileType.File:
+                return True
+            if laid_out_as_store(self.fs, self.root):
+                # An earlier version's store is marked now, so that it is not listed again each time
+                # it is opened; an empty one is marked by its first build (a mistyped --store given to
+                # `store clean` must not become a store).
+                with contextlib.suppress(OSError, pa.ArrowException):  # a read-only store stays usable
+                    if self.fs.get_file_info(pafs.FileSelector(self.root)):
+                        self._write_marker()
+                        return True
+                return False
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"{self.location}: cannot open the stage store ({exc})") from None
+        raise StoreError(
+            f"{self.location}: not a stage store (it holds other files and no {MARKER}); give an empty "
+            "folder or an existing store, e.g. WORKDIR/store"
+        )
+
+    def _write_marker(self) -> None:
+        marker = json.dumps({"format": MANIFEST_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        with self.fs.open_output_stream(f"{self.root}/{MARKER}") as stream:
+            stream.write(marker.encode())
+
+    def _mark(self) -> None:
+        """Write the marker before the first build, so that clean and gc know the folder is ours."""
+        if not self._marked:
+            self._write_marker()
+            self._marked = True
 
     def uri(self) -> str:
         """The store's location as a URI another process or node can open."""
@@ -136,15 +153,18 @@ class StageStore:
 
     def read_manifest(self, stage: str, key: str) -> dict[str, Any] | None:
         path = f"{self.key_dir(stage, key)}/{MANIFEST}"
-        if self.fs.get_file_info(path).type != pafs.FileType.File:
-            return None
+        try:
+            if self.fs.get_file_info(path).type != pafs.FileType.File:
+                return None
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"{path}: cannot look up the artifact ({exc})") from None
         try:
             with self.fs.open_input_stream(path) as stream:
                 manifest = json.loads(stream.read().decode())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, pa.ArrowException) as exc:
             log.warning("ignoring unreadable manifest %s (%s); the stage will be rebuilt", path, exc)
             return None
-        if not _well_formed(manifest):
+        if not well_formed(manifest):
             log.warning("ignoring manifest %s of an unknown format; the stage will be rebuilt", path)
             return None
         return manifest
@@ -157,9 +177,11 @@ class StageStore:
         remote = f"{self.key_dir(stage, key)}/{manifest['attempt']}"
         if self.is_local:
             local = Path(remote)
-            missing = [f for f in manifest.get("files", {}) if not (local / f).is_file()]
-            if missing:
-                log.warning("artifact %s/%s lost files (%s, ...); it will be rebuilt", stage, key, missing[0])
+            damaged = complete(local, manifest.get("files", {}))
+            if damaged is not None:
+                log.warning(
+                    "artifact %s/%s: %s is missing or damaged; it will be rebuilt", stage, key, damaged
+                )
                 return None
             return Artifact(stage, key, local, manifest)
         return Artifact(stage, key, self._download(stage, key, remote, manifest), manifest)
@@ -175,7 +197,21 @@ class StageStore:
         if manifest is None or not self.is_local:
             return manifest is not None
         local = Path(f"{self.key_dir(stage, key)}/{manifest['attempt']}")
-        return all((local / f).is_file() for f in manifest.get("files", {}))
+        return complete(local, manifest.get("files", {})) is None
+
+    def unpublish(self, stage: str, key: str, attempt: str) -> bool:
+        """Withdraw a damaged artifact (its manifest, if it still names `attempt`, and this node's copy),
+        so that the key is built again; its folder is left as debris for the next build or `clean`."""
+        manifest = self.read_manifest(stage, key)
+        if manifest is None or manifest["attempt"] != attempt:
+            return False  # already withdrawn, or rebuilt by someone else meanwhile
+        log.warning(
+            "withdrawing the damaged artifact %s/%s (attempt %s); it will be rebuilt", stage, key, attempt
+        )
+        self.fs.delete_file(f"{self.key_dir(stage, key)}/{MANIFEST}")
+        if not self.is_local:
+            shutil.rmtree(self.cache_dir / "store" / stage / f"{key}-{attempt}", ignore_errors=True)
+        return True
 
     def trim_cache(self, max_bytes: int, grace: float = 86400.0, dry_run: bool = False) -> list[Path]:
         """Keep this node's copies of remote artifacts under `max_bytes` (see wsss.store_cache.trim)."""
@@ -207,21 +243,28 @@ class StageStore:
         Attempts that killed builders left behind are removed first: every unpublished one when the
         caller holds an exclusive lock on the key (`exclusive`), else those whose builder is known dead.
         """
-        remove_stale_attempts(self, stage, key, exclusive)
         attempt = new_attempt_name()
         if self.is_local:
             path = Path(self.key_dir(stage, key)) / attempt
         else:
             path = self.staging_dir / f"{stage}-{key}-{attempt}"
-        path.mkdir(parents=True)
+        try:
+            self._mark()
+            remove_stale_attempts(self, stage, key, exclusive)
+            path.mkdir(parents=True)
+        except (OSError, pa.ArrowException) as exc:
+            raise EnvironmentFault(f"{self.location}: cannot build {stage} here ({_reason(exc)})") from None
         build = Build(path)
         try:
             yield build
             build.artifact = self._publish(stage, key, attempt, build)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(path, ignore_errors=True)
             if self.is_local:
                 remove_if_empty(Path(self.key_dir(stage, key)))
+            if isinstance(exc, OSError):  # a full or read-only disk: the machine's fault, not the input's
+                message = f"the {stage} stage hit a file-system error ({os_error_message(exc, path)})"
+                raise EnvironmentFault(f"{self.location}: {message}") from None
             raise
 
     def clean(self, older_than: float = 48 * 3600, dry_run: bool = False) -> list[str]:

@@ -37,6 +37,13 @@ def file_sizes(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _intact(folder: Path, files: dict[str, int]) -> bool:
+    try:
+        return all((folder / name).stat().st_size == size for name, size in files.items())
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive fcntl lock on `path` (created if needed): per open file, so it excludes other
@@ -68,14 +75,18 @@ def download(
     `entry` is `<stage>/<key>-<attempt>`: a published attempt never changes, so a copy is never stale.
     """
     local = cache_root / entry
-    if local.is_dir():
+    files = manifest.get("files", {})
+    if local.is_dir() and _intact(local, files):
         _touch(local)
         return local
     local.parent.mkdir(parents=True, exist_ok=True)
     with _entry_lock(cache_root, entry.replace("/", "__")):
-        if local.is_dir():  # another trial on this node downloaded it while we waited
+        if local.is_dir() and _intact(local, files):  # another trial on this node downloaded it meanwhile
             _touch(local)
             return local
+        if local.is_dir():
+            log.warning("node copy %s is damaged (a file is missing or resized); downloading it again", local)
+            shutil.rmtree(local, ignore_errors=True)
         tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}")
         tmp.mkdir()
         try:

@@ -1,5 +1,8 @@
 """Debris of builds that did not finish (SIGKILL, a timeout, a trial Ray killed): unpublished attempt
-folders in the store and staging folders in a node's cache. A published artifact is never touched.
+folders in the store and staging folders in a node's cache. A published artifact is never touched,
+and neither is anything the store did not make: only folders named as attempts are removed (the
+store refuses to open a folder that is not a store, wsss.store_layout), and looking for a free key
+lock never creates one.
 
 An attempt may be removed only when no live build can be writing it: when the caller holds the key's
 exclusive lock, when its builder process (whose pid and host are in the attempt's name) is gone, or,
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _STARTED = "%Y%m%dT%H%M%SZ"
+# <UTC start>-<random>-<pid>@<host>, as new_attempt_name makes them
+ATTEMPT_NAME = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{8}-\d+@[A-Za-z0-9._-]+")
 
 
 def _host() -> str:
@@ -95,6 +100,8 @@ def remove_stale_attempts(
     without the lock). Returns what was (or, with `dry_run`, would be) removed."""
 
     def stale(name: str) -> bool:
+        if not ATTEMPT_NAME.fullmatch(name):
+            return False  # not made by a build
         alive = _builder_alive(name)
         return alive is False or (exclusive and alive is None)
 
@@ -104,7 +111,7 @@ def remove_stale_attempts(
         if attempt != published and stale(attempt):
             removed.append(_remove(store, f"{store.key_dir(stage, key)}/{attempt}", dry_run))
     for staging in store.staging_dir.glob(f"{stage}-{key}-*"):
-        if stale(staging.name):
+        if stale(staging.name[len(f"{stage}-{key}-") :]):
             removed.append(_remove_local(staging, dry_run))
     if store.is_local and not dry_run:
         remove_if_empty(Path(store.key_dir(stage, key)))
@@ -133,7 +140,12 @@ def _lock_if_free(store: StageStore, stage: str, key: str) -> Iterator[bool]:
     if not store.is_local:
         yield False
         return
-    with path.open("a") as handle:
+    try:
+        descriptor = os.open(path, os.O_RDWR)  # no O_CREAT: a key no build ever locked stays as it is
+    except OSError:
+        yield False  # without the lock only attempts of builders known dead may go
+        return
+    with os.fdopen(descriptor, "r+b") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -150,7 +162,7 @@ def _remove_old_attempts(
 ) -> list[str]:
     published, removed = _published(store, stage, key), []
     for attempt in _attempts(store, stage, key):
-        age = attempt_age(attempt)
+        age = attempt_age(attempt) if ATTEMPT_NAME.fullmatch(attempt) else None
         if attempt != published and age is not None and age > older_than:
             removed.append(_remove(store, f"{store.key_dir(stage, key)}/{attempt}", dry_run))
     return removed
@@ -173,7 +185,7 @@ def clean_store(store: StageStore, older_than: float = 48 * 3600, dry_run: bool 
                 removed += remove_stale_attempts(store, stage_name, key_name, free, dry_run)
             if not store.is_local:
                 removed += _remove_old_attempts(store, stage_name, key_name, older_than, dry_run)
-    for staging in store.staging_dir.glob("*"):
+    for staging in store.staging_dir.glob("*-*"):
         if builder_is_dead(staging.name) and str(staging) not in removed:
             removed.append(_remove_local(staging, dry_run))
     return removed

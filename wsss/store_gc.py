@@ -77,7 +77,7 @@ def require_rule(keep_given: bool, older_than_days: float | None) -> None:
     """Refuse a collection with nothing to decide by (checked before the store is opened)."""
     if not keep_given and older_than_days is None:
         raise ConfigError("store gc: give what to keep (experiments, exported configs) or --older-than-days")
-    if older_than_days is not None and older_than_days < 0:
+    if older_than_days is not None and not older_than_days >= 0:  # also refuses nan
         raise ConfigError(f"--older-than-days: must be >= 0, got {older_than_days}")
 
 

@@ -139,6 +139,10 @@ def test_stage_key_covers_every_input() -> None:
         {"files": {"/etc/passwd": 1}},
         {"metrics": [1, 2]},
         {"format": 99},
+        {"compute_seconds": "long"},
+        {"files": {"model.pt": -1}},
+        {"files": {"model.pt": True}},
+        {"stage": 3},
     ],
 )
 def test_tampered_manifests_are_ignored(tmp_path: Path, tamper: dict) -> None:
@@ -150,3 +154,38 @@ def test_tampered_manifests_are_ignored(tmp_path: Path, tamper: dict) -> None:
     assert store.lookup("seed", "k1") is None  # a miss: the stage is rebuilt
     path.write_text("[1, 2, 3]")
     assert store.lookup("seed", "k1") is None
+
+
+def test_a_file_of_another_size_than_recorded_is_a_miss(tmp_path: Path) -> None:
+    """A truncated or replaced file (the manifest records every size) must not block its key."""
+    store = _stores(tmp_path)["local"]
+    _build(store)
+    artifact = store.lookup("seed", "k1")
+    assert artifact is not None
+    (artifact.path / "cams" / "a.npz").write_text("ca")  # truncated
+    assert store.lookup("seed", "k1") is None and not store.available("seed", "k1")
+    _build(store, payload="cams")  # the rebuild publishes over the damaged one
+    rebuilt = store.lookup("seed", "k1")
+    assert rebuilt is not None and rebuilt.path != artifact.path
+
+
+def test_a_damaged_node_copy_is_downloaded_again(tmp_path: Path) -> None:
+    fs = pafs._MockFileSystem()
+    writer = StageStore("bucket/prefix", cache_dir=tmp_path / "writer", filesystem=fs)
+    _build(writer)
+    reader = StageStore("bucket/prefix", cache_dir=tmp_path / "reader", filesystem=fs)
+    copy = reader.lookup("seed", "k1")
+    assert copy is not None
+    (copy.path / "model.pt").write_bytes(b"\0")  # the node's disk damaged its copy
+    again = reader.lookup("seed", "k1")
+    assert again is not None and (again.path / "model.pt").stat().st_size == 100
+
+
+def test_unpublish_withdraws_only_the_attempt_named(store: StageStore) -> None:
+    _build(store)
+    artifact = store.lookup("seed", "k1")
+    assert artifact is not None
+    assert not store.unpublish("seed", "k1", "20200101T000000Z-abcdef12-1@elsewhere")  # rebuilt meanwhile
+    assert store.lookup("seed", "k1") is not None
+    assert store.unpublish("seed", "k1", artifact.manifest["attempt"])
+    assert store.lookup("seed", "k1") is None and not store.unpublish("seed", "k1", "x")

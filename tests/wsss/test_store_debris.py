@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,3 +166,52 @@ def test_a_wsss_run_killed_mid_seed_is_rebuilt_without_debris(tiny_data_dir: Pat
     assert sorted(p.name for p in key_dir.iterdir()) == sorted(
         [MANIFEST, Path(summary["stages"]["seed"]["path"]).name]
     )
+
+
+def _published_workdir(tmp_path: Path) -> tuple[Path, list[Path]]:
+    """A working folder as `wsss run` leaves it: WORKDIR/store with published artifacts, WORKDIR/cache."""
+    store = StageStore(tmp_path / "w" / "store", cache_dir=tmp_path / "w" / "cache")
+    for stage in ("seed", "refine", "segment"):
+        with store.build(stage, f"{stage}-key") as build:
+            (build.path / "model.pt").write_bytes(b"weights")
+    (tmp_path / "w" / "cache").mkdir(exist_ok=True)
+    return tmp_path / "w", sorted((tmp_path / "w").rglob("*"))
+
+
+@pytest.mark.parametrize("command", ["clean", "gc"])
+def test_clean_and_gc_refuse_a_folder_that_is_not_a_store(
+    tmp_path: Path, tiny_data_dir: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """`--store WORKDIR` (beside `wsss-tune --storage WORKDIR`) or a dataset: nothing is removed and no
+    lock file is left, where the store's own debris rules would have taken the artifacts for attempts."""
+    workdir, before = _published_workdir(tmp_path)
+    dataset = Path(shutil.copytree(tiny_data_dir, tmp_path / "VOCdevkit"))
+    dataset_before = sorted(dataset.rglob("*"))
+    extra = ["--older-than-days", "0", "--apply"] if command == "gc" else []
+    for folder in (workdir, dataset):
+        capsys.readouterr()
+        assert main(["store", command, "--store", str(folder), *extra]) == 2
+        assert f"{folder}: not a stage store" in capsys.readouterr().err
+    assert sorted(workdir.rglob("*")) == before and sorted(dataset.rglob("*")) == dataset_before
+
+
+def test_clean_takes_only_what_builds_made(tmp_path: Path) -> None:
+    store = _local(tmp_path)
+    _build(store)
+    key = tmp_path / "store" / "seed" / "k1"
+    foreign = key / "notes"  # not an attempt's name: not the store's to remove
+    foreign.mkdir()
+    unlocked = tmp_path / "store" / "seed" / "k5" / "20200101T000000Z-abcdef12-4242@another-node"
+    unlocked.mkdir(parents=True)  # a key no build of this store ever locked
+    assert store.clean() == []  # without the lock, another node's attempt may be alive
+    assert foreign.is_dir() and unlocked.is_dir()
+    assert not (tmp_path / "store" / "seed" / "k5.lock").exists()  # looking never creates a lock
+
+
+def test_a_store_of_an_earlier_version_is_recognised_and_marked(tmp_path: Path) -> None:
+    store = _local(tmp_path)
+    _build(store)
+    (tmp_path / "store" / "wsss-store.json").unlink()  # as stores made before the marker
+    reopened = _local(tmp_path)
+    assert (tmp_path / "store" / "wsss-store.json").is_file()
+    assert reopened.lookup("seed", "k1") is not None and reopened.clean() == []

@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
+from wsss.checkpoints import save_state
 from wsss.data.classes import mask_labels
 from wsss.errors import ConfigError, WsssError
 from wsss.methods._subcat import (
@@ -161,7 +161,7 @@ class ScTeach(SubCategoryMethod):
             train,
             "teacher",
         )
-        torch.save(teacher.state_dict(), context.folder / "teacher.pt")
+        save_state(teacher.state_dict(), context.folder / "teacher.pt")
         log.info(
             "sc_teach: teacher trained in %.1f s, final loss %.4f", stats.seconds, stats.epoch_losses[-1]
         )

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from wsss.checkpoints import save_state
 from wsss.config import RefineConfig
 from wsss.data.classes import IGNORE_INDEX, write_mask
 from wsss.data.torchsets import SegmentationSet
@@ -193,7 +194,7 @@ def run(
         )
 
     model, stats = train_affinity(cfg, data, label_dir, rng_seed, runtime)
-    torch.save(model.state_dict(), out_dir / "model.pt")
+    save_state(model.state_dict(), out_dir / "model.pt")
     model.to(runtime.device).eval()
     pseudo = ConfusionMatrix(data.num_classes)
     for image_id in tqdm(

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss import methods
+from wsss.checkpoints import load_stored_state, save_state
 from wsss.config import SeedConfig, TrainConfig
 from wsss.configio import to_mapping
 from wsss.data.image_maps import CachedMaps
@@ -36,7 +37,7 @@ from wsss.data.synth_variants import SynthObject, read_variants
 from wsss.data.torchsets import ClassificationSet
 from wsss.data.transforms import TrainTransform, to_tensor
 from wsss.data.voc import VocDataset
-from wsss.errors import StoreError
+from wsss.errors import DamagedArtifact, bounded
 from wsss.loop import TrainStats, train_model
 from wsss.methods.base import RoundTargets, SeedMethod
 from wsss.models.backbone import SplitParams
@@ -168,11 +169,11 @@ def _load_targets(folder: Path) -> tuple[RoundTargets | None, dict[str, Any]]:
         path = folder / "targets.npy"
         targets = np.load(path, allow_pickle=False) if path.exists() else None
     except (OSError, ValueError) as exc:
-        raise StoreError(f"{folder}: damaged round targets ({exc})") from None
+        raise DamagedArtifact(folder, f"damaged round targets ({exc})") from None
     if targets is None:
         return None, record
     if targets.ndim != 2 or targets.dtype != np.float32:
-        raise StoreError(f"{folder / 'targets.npy'}: not an (N, D) float32 array")
+        raise DamagedArtifact(folder / "targets.npy", "not an (N, D) float32 array")
     return RoundTargets(targets, record), record
 
 
@@ -217,7 +218,7 @@ def train_rounds(
         ) -> None:
             warm = _load_model(method, cfg, data, previous) if previous else None
             model, stats = train_direct(method, cfg, data, rng_seed, runtime, targets, warm)
-            torch.save(model.state_dict(), folder / "model.pt")
+            save_state(model.state_dict(), folder / "model.pt")
             (folder / "stats.json").write_text(json.dumps(stats.as_dict()) + "\n")
 
         model_folder = cache("model", model_payload, make_model)
@@ -235,11 +236,13 @@ def _load_model(
 ) -> SplitParams:
     _, folder, targets = previous
     model = method.build_round(cfg.backbone, data.num_classes - 1, cfg.params, targets, None)
+    state = load_stored_state(folder / "model.pt")
     try:
-        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise StoreError(f"{folder / 'model.pt'}: damaged round model ({str(exc)[:200]})") from None
+    except (RuntimeError, ValueError) as exc:  # names or shapes of another network
+        raise DamagedArtifact(
+            folder / "model.pt", f"damaged round model ({bounded(str(exc), 200)})"
+        ) from None
     return model.eval()
 
 
@@ -247,7 +250,7 @@ def _load_stats(folder: Path) -> TrainStats:
     try:
         return TrainStats.from_dict(json.loads((folder / "stats.json").read_text()))
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise StoreError(f"{folder / 'stats.json'}: damaged round statistics ({exc})") from None
+        raise DamagedArtifact(folder / "stats.json", f"damaged round statistics ({exc})") from None
 
 
 def keep_round_files(result: RoundResult, out_dir: Path) -> None:

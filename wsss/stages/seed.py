@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from wsss import methods
+from wsss.checkpoints import save_state
 from wsss.config import SeedConfig
 from wsss.data.transforms import to_tensor
 from wsss.data.voc import VocDataset
-from wsss.errors import StoreError
+from wsss.errors import DamagedArtifact
 from wsss.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
 from wsss.models.backbone import SplitParams
 from wsss.ops.cam import cams_to_mask, multiscale_cams
@@ -42,16 +42,18 @@ def load_cams(seed_dir: Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
     """(keys, (P, H, W) float32 CAMs) of one image from a seed artifact.
 
     Artifacts may come from a shared store: np.load refuses pickled object arrays (allow_pickle is
-    False by default) and any damage is a StoreError naming the file.
+    False by default) and any damage is a DamagedArtifact naming the file (the pipeline rebuilds it).
     """
     path = seed_dir / CAM_DIR / f"{image_id}.npz"
     try:
         with np.load(path) as f:
             keys, cams = f["keys"].astype(np.int64), f["cams"].astype(np.float32)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise StoreError(f"{path}: damaged CAM file in the seed artifact ({exc})") from None
+        raise DamagedArtifact(path, f"damaged CAM file in the seed artifact ({exc})") from None
     if cams.ndim != 3 or cams.shape[0] != keys.shape[0]:
-        raise StoreError(f"{path}: damaged CAM file in the seed artifact (shapes {keys.shape}, {cams.shape})")
+        raise DamagedArtifact(
+            path, f"damaged CAM file in the seed artifact (shapes {keys.shape}, {cams.shape})"
+        )
     return keys, cams
 
 
@@ -154,7 +156,7 @@ def run(
     """Train, infer and evaluate; returns the stage's metrics."""
     result = train_classifier(cfg, data, rng_seed, runtime, rounds)
     keep_round_files(result, out_dir)
-    torch.save(result.model.state_dict(), out_dir / "model.pt")
+    save_state(result.model.state_dict(), out_dir / "model.pt")
     return {
         **infer_and_evaluate(result.model, cfg, data, out_dir, runtime),
         **result.stats.metrics("seed"),

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from wsss.checkpoints import save_state
 from wsss.config import SegmentConfig
 from wsss.data.classes import IGNORE_INDEX, write_mask
 from wsss.data.torchsets import SegmentationSet
@@ -68,7 +69,9 @@ def train_deeplab(
 
     return train_model(
         lambda: DeepLabV2(cfg.backbone, data.num_classes, cfg.aspp_rates),
-        SegmentationSet(data, data.train_ids, lambda i: mask_dir / f"{i}.png", TrainTransform(cfg.train)),
+        SegmentationSet(
+            data, data.train_ids, lambda i: mask_dir / f"{i}.png", TrainTransform(cfg.train), stored=True
+        ),
         loss_fn,
         cfg.train,
         runtime,
@@ -103,7 +106,7 @@ def run(
     if cfg.crf.enabled:
         require_crf("segment.crf.enabled")
     model, stats = train_deeplab(cfg, data, refine_dir, rng_seed, runtime)
-    torch.save(model.state_dict(), out_dir / "model.pt")
+    save_state(model.state_dict(), out_dir / "model.pt")
     model.to(runtime.device).eval()
     confusion = ConfusionMatrix(data.num_classes)
     for image_id in tqdm(
