@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import stat
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,28 @@ def s3_endpoint() -> Iterator[str]:
 def s3_uri(endpoint: str, path: str) -> str:
     """An s3:// URI on the moto server that pyarrow (and so the stage store and Ray Tune) can open."""
     return f"s3://{path}?endpoint_override={endpoint}&scheme=http&region=us-east-1&allow_bucket_creation=true"
+
+
+@pytest.fixture
+def read_only() -> Iterator[Callable[[Path], Path]]:
+    """Makes folders read-only for the test: a read-only bind mount when the tests run as root (root
+    ignores file modes, as on CI), else the write bits removed. Skips where neither can be done."""
+    undo: list[Callable[[], object]] = []
+
+    def make(folder: Path) -> Path:
+        if os.geteuid() != 0:
+            modes = {p: p.stat().st_mode for p in [folder, *folder.rglob("*")]}
+            for path, mode in modes.items():
+                path.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+            undo.append(lambda: [path.chmod(mode) for path, mode in modes.items()])
+            return folder
+        mounted = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"no read-only folder: cannot bind-mount ({mounted.stderr.decode().strip()})")
+        undo.append(lambda: subprocess.run(["umount", str(folder)], check=True))
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True)
+        return folder
+
+    yield make
+    for step in reversed(undo):
+        step()

@@ -4,6 +4,7 @@ fidelity, and how many trials reused stages."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ def report(
     search's parent run (artifacts under `analysis/`)."""
     parent = latest_search(client, experiment)
     study = load(storage, experiment)
-    written = write_report(study, out or Path(f"wsss-report-{experiment}"))
+    written = write_report(study, out or Path(f"wsss-report-{re.sub(r'[^A-Za-z0-9._-]', '_', experiment)}"))
     metric = parent.data.tags.get("wsss.metric", "val_miou")
     fidelity = proxy_fidelity(study, final_iteration(metric))
     run_id = parent.info.run_id

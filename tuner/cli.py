@@ -23,6 +23,7 @@ def Console(stderr: bool = False) -> _Console:
 
 log = logging.getLogger("tuner")
 DEFAULT_STORAGE = "wsss-work"
+_MAX_PROBLEMS = 50  # error lines printed at most (a space file can hold thousands of mistakes)
 
 
 def _tracking_args(p: argparse.ArgumentParser) -> None:
@@ -238,9 +239,22 @@ def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return MlflowClient(existing_tracking_uri(args.tracking_uri, local_workdir(args.storage)))
 
 
+def _output_file(out: Path | None, option: str = "--out") -> None:
+    """A file the command will write: its folder must exist (checked before MLflow is read)."""
+    if out is None:
+        return
+    if out.is_dir():
+        raise wsss.ConfigError(f"{option} {out}: is a folder; give a file name")
+    if not out.absolute().parent.is_dir():
+        raise wsss.ConfigError(f"{option} {out}: the folder {out.absolute().parent} does not exist")
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from tuner.results import leaderboard, write_leaderboard
 
+    if args.top is not None and args.top < 1:
+        raise wsss.ConfigError(f"--top: must be >= 1, got {args.top}")
+    _output_file(args.out)
     rows = leaderboard(
         _client(args), args.experiment, top=args.top, by=args.by, all_attempts=args.all_attempts
     )
@@ -271,6 +285,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from tuner.results import export_config
 
+    _output_file(args.out)
     provenance = export_config(_client(args), args.experiment, args.rank, args.out, run_id=args.run_id)
     value = provenance["value"]
     score = f"{provenance['metric']} {value:.4f}" if value is not None else provenance["status"]
@@ -365,9 +380,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[args.command](args)
     except wsss.WsssError as exc:
         lines = getattr(exc, "problems", None) or [wsss.user_message(exc)]
-        for line in lines:
-            print(f"wsss-tune: error: {line}", file=sys.stderr)
+        for line in lines[:_MAX_PROBLEMS]:
+            print(f"wsss-tune: error: {wsss.bounded(str(line))}", file=sys.stderr)
+        if len(lines) > _MAX_PROBLEMS:
+            print(f"wsss-tune: error: ... and {len(lines) - _MAX_PROBLEMS} more problem(s)", file=sys.stderr)
         return getattr(exc, "exit_status", 2)
+    except OSError as exc:  # the machine's fault (a full or read-only disk): say where, exit 1
+        print(f"wsss-tune: error: {wsss.user_message(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("wsss-tune: interrupted; continue with `wsss-tune resume --experiment NAME`", file=sys.stderr)
         return 130

@@ -10,8 +10,10 @@ managed server (Postgres, MySQL) needs none of this.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -22,6 +24,29 @@ import pyarrow.fs as pafs
 import wsss
 
 log = logging.getLogger(__name__)
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+MLFLOW_TABLES = ("experiments", "runs", "alembic_version")
+
+
+def sqlite_problem(path: Path) -> str | None:
+    """What makes `path` not an MLflow sqlite database (read-only: it never creates one), or None."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if not head:
+        return "an empty file"
+    if head != _SQLITE_MAGIC:
+        return "not a sqlite database"
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        return f"a damaged sqlite database ({exc})"
+    missing = [t for t in MLFLOW_TABLES if t not in tables]
+    return f"a sqlite database without MLflow's tables ({', '.join(missing)})" if missing else None
 
 
 def _remote(location: str) -> tuple[pafs.FileSystem, str]:
@@ -58,6 +83,34 @@ def backup(db: Path, destination: str) -> int:
     return size
 
 
+def _check_backup(download: Path, source: str) -> None:
+    if (problem := sqlite_problem(download)) is not None:
+        raise wsss.StoreError(f"{source}: not an MLflow database ({problem}); nothing restored")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{download}?mode=ro", uri=True)) as check:
+            intact = check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    except sqlite3.Error as exc:
+        raise wsss.StoreError(f"{source}: cannot restore the backup ({exc})") from None
+    if not intact:
+        raise wsss.StoreError(f"{source}: the backup is damaged (sqlite integrity check failed)")
+
+
+def _install(download: Path, db: Path, source: str) -> None:
+    """Move the checked copy into place beside `db` and rename it over `db` (never half a file)."""
+    tmp = db.with_name(f".{db.name}.{os.getpid()}")
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(download, tmp)
+        os.replace(tmp, db)
+    except OSError as exc:  # a read-only or full disk
+        raise wsss.EnvironmentFault(
+            f"{db}: cannot restore the backup from {source} ({exc.strerror})"
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):  # on a read-only disk even removing nothing fails
+            tmp.unlink(missing_ok=True)
+
+
 def restore(source: str, db: Path, force: bool = False, missing_ok: bool = False) -> int:
     """Download the backup at `source` to `db`; returns its size (0 when there is none and
     `missing_ok`). An existing database is only replaced with `force`."""
@@ -73,17 +126,13 @@ def restore(source: str, db: Path, force: bool = False, missing_ok: bool = False
         raise wsss.ConfigError(f"{source}: no such backup")
     if db.exists() and not force:
         raise wsss.ConfigError(f"{db}: a database is already there; pass --force to replace it")
-    db.parent.mkdir(parents=True, exist_ok=True)
-    tmp = db.with_name(f".{db.name}.{os.getpid()}")
-    try:
-        pafs.copy_files(path, str(tmp), source_filesystem=fs)
-        with sqlite3.connect(f"file:{tmp}?mode=ro", uri=True) as check:
-            if check.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
-                raise wsss.StoreError(f"{source}: the backup is damaged (sqlite integrity check failed)")
-        os.replace(tmp, db)
-    except (OSError, pa.ArrowException, sqlite3.Error) as exc:
-        raise wsss.StoreError(f"{source}: cannot restore the backup ({exc})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        download = Path(scratch) / "mlflow.db"
+        try:
+            pafs.copy_files(path, str(download), source_filesystem=fs)
+        except (OSError, pa.ArrowException) as exc:
+            raise wsss.EnvironmentFault(f"{source}: cannot download the backup ({exc})") from None
+        _check_backup(download, source)  # before anything on the head is made or replaced
+        _install(download, db, source)
     log.info("restored %s from %s", db, source)
     return db.stat().st_size

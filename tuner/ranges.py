@@ -47,6 +47,19 @@ class Base:
     """The config a space's ranges are checked against and relative ranges are scaled by."""
 
     settings: Mapping[str, Any] | None = None  # from wsss.config_source; None = the defaults
+    _configs: dict[str | None, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def setting_error(self, key: str, value: Any, method: str | None) -> str | None:
+        """The error setting one key to `value` on the base config (with this method) would raise:
+        only the key's section is rebuilt, so checking thousands of choices stays quick."""
+        try:
+            if method not in self._configs:
+                overrides = {"seed": {"method": method}} if method else None
+                self._configs[method] = wsss.load_config(self.settings, overrides)
+            wsss.with_setting(self._configs[method], key, value)
+        except wsss.ConfigError as exc:
+            return str(exc)
+        return None
 
     def config_error(self, overrides: dict[str, Any], method: str | None) -> str | None:
         """The error the base config with these overrides (and this seed method) would raise, if any."""
@@ -124,12 +137,21 @@ def _step_problem(kind: str, step: Any, bounds: list[float]) -> str | None:
     return None
 
 
+# TPE learns a weight per choice: past a few dozen it is random search, past this it is a mistake
+# (a range written out as a list); each choice is also checked against the config.
+MAX_CHOICES = 1000
+
+
 def _categorical(where: str, key: str, choices: Any, method: str | None, base: Base) -> Param | str:
     if not isinstance(choices, list) or not choices:
         return f"{where}: categorical needs a non-empty list of choices"
-    errors = [(c, error) for c in choices if (error := base.config_error({key: c}, method))]
+    if len(choices) > MAX_CHOICES:
+        return f"{where}: {len(choices)} choices; at most {MAX_CHOICES} (use an int or float range)"
+    if len({json.dumps(c, sort_keys=True, default=str) for c in choices}) != len(choices):
+        return f"{where}: a choice is listed more than once"
+    errors = [(c, error) for c in choices if (error := base.setting_error(key, c, method))]
     if errors:
-        return f"{where}: choice {errors[0][0]!r} is invalid ({errors[0][1]})"
+        return f"{where}: choice {wsss.short_repr(errors[0][0])} is invalid ({errors[0][1]})"
     if any(isinstance(c, list | dict) for c in choices):
         return Param(key, CategoricalDistribution([json.dumps(c) for c in choices]), json_choices=True)
     return Param(key, CategoricalDistribution(choices))
@@ -157,7 +179,7 @@ def _numeric(
         return f"{where}: log and step cannot be combined"
     if (step_problem := _step_problem(kind, step, bounds)) is not None:
         return f"{where}: {step_problem}"
-    error = base.config_error({key: bounds[0]}, method) or base.config_error({key: bounds[1]}, method)
+    error = base.setting_error(key, bounds[0], method) or base.setting_error(key, bounds[1], method)
     if error is not None:
         return f"{where}: range {bounds} leaves the valid values ({error})"
     if kind == "int":

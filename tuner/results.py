@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -198,7 +197,7 @@ def write_leaderboard(rows: list[dict[str, Any]], fmt: str, out: Path | None) ->
     table = to_table(rows)
     if out is None:
         if fmt == "json":
-            return json.dumps(rows, indent=1)
+            return wsss.strict_json(rows, indent=1)
         sink = pa.BufferOutputStream()
         pacsv.write_csv(table, sink)
         return sink.getvalue().to_pybytes().decode()
@@ -208,7 +207,7 @@ def write_leaderboard(rows: list[dict[str, Any]], fmt: str, out: Path | None) ->
     elif fmt == "csv":
         pacsv.write_csv(table, tmp)
     else:
-        tmp.write_text(json.dumps(rows, indent=1))
+        tmp.write_text(wsss.strict_json(rows, indent=1))
     os.replace(tmp, out)
     return None
 
@@ -242,7 +241,7 @@ def export_config(
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = client.download_artifacts(run.info.run_id, "config.yaml", tmp)
-            config = yaml.safe_load(Path(local).read_text())
+            config = wsss.load_yaml(wsss.read_text(Path(local), wsss.ConfigError))
         except (MlflowException, OSError) as exc:
             raise wsss.ConfigError(
                 f"run {run.info.run_id} ({row['trial']}, {row['status']}): no config.yaml to export; the "

@@ -13,8 +13,10 @@ import contextlib
 import json
 import logging
 import os
+import re
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,17 +37,22 @@ from tuner.study import load as load_study
 from tuner.tracking import (
     ROLE,
     RunStatusCallback,
+    check_database,
     ensure_experiment,
     log_files,
     log_params,
     resolve_tracking_uri,
     set_tags,
+    tracking_database,
 )
 from tuner.trainable import TrialSettings, final_iteration, run_trial
 
 log = logging.getLogger(__name__)
 
 OPTIONS_TAG = "wsss.options"
+# The experiment's name becomes part of paths under --storage (Tune's folder, the search record):
+# no separators, no `..`, nothing a shell or a bucket would mangle.
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@,-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,11 @@ class SearchOptions:
                 raise wsss.ConfigError(f"{name}: {getattr(self, name[2:].replace('-', '_'))} is out of range")
         if not self.experiment:
             raise wsss.ConfigError("--experiment: give the search a name")
+        if not EXPERIMENT_NAME.fullmatch(self.experiment):
+            raise wsss.ConfigError(
+                f"--experiment {wsss.short_repr(self.experiment)}: names folders of the search's storage, so "
+                "use up to 100 letters, digits and . _ - + = @ , (not starting with . or -)"
+            )
 
 
 def absolute(location: str) -> str:
@@ -290,12 +302,14 @@ def run_search(options: SearchOptions) -> str:
         load_study(options.storage, options.warm_start)
     base = base_settings(options.config)
     space = load_search(options.space_files, Base(base))
-    _prepare_data(space, options, base)
     uri = resolve_tracking_uri(options.tracking_uri, local_workdir(options.storage))
-    client = MlflowClient(uri)
-    name = f"{options.experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_database(uri)
+    _prepare_data(space, options, base)
+    # The random part keeps two searches of one experiment started in the same second apart.
+    name = f"{options.experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     record.write(absolute(options.storage), name, space, base)
-    experiment_id, parent_run_id = _start_parent(client, options, space, name)
+    with tracking_database(uri) as client:  # two searches starting together take turns here
+        experiment_id, parent_run_id = _start_parent(client, options, space, name)
     recorded = asdict(options) | {"tracking_uri": uri, "name": name}
     set_tags(
         client,

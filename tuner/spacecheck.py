@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import wsss
 from tuner.ranges import Base, Param, contains, describe
-from tuner.spaces import SHARED_KEYS, SpaceError, check_files, load_space, read_params
+from tuner.spaces import SHARED_KEYS, SpaceError, check_files, load_space, read_params, read_yaml
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def _row(param: Param, base: Base, method: str | None) -> Row:
 
 
 def _file_report(path: Path, base: Base) -> FileReport | None:
-    data = wsss.load_yaml(path.read_text())
+    data = read_yaml(path)
     if "method" in data:
         space = load_space(path, base)
         return FileReport(path, space.method, tuple(_row(p, base, space.method) for p in space.params))

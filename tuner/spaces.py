@@ -68,20 +68,25 @@ class Space:
     files: tuple[Path, ...]
 
 
+def read_yaml(path: Path) -> Any:
+    """A space file's YAML (a SpaceError naming the file if it is missing, unreadable or invalid)."""
+    if not path.exists() and not path.is_symlink():
+        raise SpaceError([f"{path}: no such search-space file"])
+    try:
+        return wsss.load_yaml(wsss.read_text(path, wsss.ConfigError))
+    except wsss.ConfigError as exc:
+        raise SpaceError([str(exc)]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise SpaceError([f"{path}: invalid YAML ({getattr(exc, 'problem', exc)}{where})"]) from None
+
+
 def _read(path: Path, problems: list[str]) -> dict[str, Any] | None:
     try:
-        data = wsss.load_yaml(path.read_text())
-    except FileNotFoundError:
-        problems.append(f"{path}: no such search-space file")
-        return None
-    except UnicodeDecodeError:
-        problems.append(f"{path}: not a UTF-8 text file")
-        return None
-    except OSError as exc:
-        problems.append(f"{path}: cannot read it ({exc.strerror or exc})")
-        return None
-    except yaml.YAMLError as exc:
-        problems.append(f"{path}: invalid YAML ({getattr(exc, 'problem', exc)})")
+        data = read_yaml(path)
+    except SpaceError as exc:
+        problems += exc.problems
         return None
     if not isinstance(data, dict):
         problems.append(

@@ -7,6 +7,8 @@ settles every child run's status when Tune reports the trial done (`RunStatusCal
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import time
@@ -15,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray import tune
 
 import wsss
+from tuner.durable import sqlite_problem
 from tuner.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -54,16 +58,48 @@ def resolve_tracking_uri(given: str | None, workdir: Path) -> str:
     return uri
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 def existing_tracking_uri(given: str | None, workdir: Path) -> str:
     """The tracking URI for reading an earlier search: a sqlite database must already exist (reading
-    must not leave an empty one behind)."""
+    must not leave an empty one behind) and be MLflow's."""
     uri = resolve_tracking_uri(given, workdir)
-    database = Path(uri.removeprefix("sqlite:///"))
-    if uri.startswith("sqlite:///") and not database.is_file():
+    database = _sqlite_path(uri)
+    if database is not None and not database.is_file():
         raise wsss.ConfigError(
             f"{database}: no MLflow database; pass the search's --storage or --tracking-uri"
         )
+    if database is not None and (problem := sqlite_problem(database)) is not None:
+        raise wsss.ConfigError(f"{database}: not an MLflow database ({problem})")
     return uri
+
+
+def check_database(uri: str) -> None:
+    """A sqlite file the URI names must be an MLflow database if it exists and holds anything (an
+    empty or missing one is created by MLflow)."""
+    database = _sqlite_path(uri)
+    if database is None or not database.exists() or not database.stat().st_size:
+        return
+    if (problem := sqlite_problem(database)) is not None:
+        raise wsss.ConfigError(f"{database}: not an MLflow database ({problem})")
+
+
+@contextlib.contextmanager
+def tracking_database(uri: str) -> Iterator[MlflowClient]:
+    """A client whose database is ready, held alone while the block runs: MLflow creates and migrates
+    a sqlite database's schema when a client first opens it, and two searches starting at once (two
+    experiments, one new database) would both migrate it and one would fail. Servers need no lock."""
+    database = _sqlite_path(uri)
+    if database is None:
+        yield MlflowClient(uri)
+        return
+    check_database(uri)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with (database.parent / f".{database.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield MlflowClient(uri)
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_dir: Path) -> str:
@@ -73,9 +109,17 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_dir: Path) -> st
     if found is not None:
         return str(found.experiment_id)
     local = client.tracking_uri.startswith(("sqlite:", "postgresql", "mysql"))
-    return str(
-        client.create_experiment(name, artifact_location=artifact_dir.absolute().as_uri() if local else None)
-    )
+    try:
+        return str(
+            client.create_experiment(
+                name, artifact_location=artifact_dir.absolute().as_uri() if local else None
+            )
+        )
+    except MlflowException:
+        found = client.get_experiment_by_name(name)  # another search created it a moment ago
+        if found is None:
+            raise
+        return str(found.experiment_id)
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:

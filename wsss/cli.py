@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -180,7 +179,9 @@ def _cmd_run(args: argparse.Namespace, cache_dir: Path) -> int:
     console = Console(stderr=args.json)
     console.print(_stage_table(summary, result.metrics()))
     if args.json:
-        print(json.dumps(summary), flush=True)
+        from wsss.metrics import strict_json
+
+        print(strict_json(summary), flush=True)
     return 0
 
 
@@ -206,8 +207,10 @@ def _cmd_eval(args: argparse.Namespace, cache_dir: Path) -> int:
     scores = evaluate_masks(args.pred_dir, data, args.split)
     names = ("background", *data.class_names)
     if args.json:
+        from wsss.metrics import strict_json
+
         print(
-            json.dumps(
+            strict_json(
                 {"miou": scores.miou, "iou": dict(zip(names, scores.iou, strict=True)), "split": args.split}
             )
         )
@@ -232,7 +235,7 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
 def _cmd_store_clean(args: argparse.Namespace) -> int:
     from wsss.store import StageStore
 
-    if args.older_than_hours < 0:
+    if not args.older_than_hours >= 0:  # also refuses nan
         raise ConfigError(f"--older-than-hours: must be >= 0, got {args.older_than_hours}")
     store = StageStore(args.store or args.workdir / "store", cache_dir=args.workdir / "cache")
     removed = store.clean(args.older_than_hours * 3600, dry_run=args.dry_run)
@@ -286,7 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_methods()
     except WsssError as exc:
         print(f"wsss: error: {user_message(exc)}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_status", 2)
+    except OSError as exc:  # the machine's fault (a full or read-only disk): say where, exit 1
+        print(f"wsss: error: {user_message(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("wsss: interrupted; stages that did not finish were not published", file=sys.stderr)
         return 130

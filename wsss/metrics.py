@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -99,3 +102,18 @@ class ThresholdSweep:
         out = at_least[1:].copy()  # threshold i labels a pixel foreground iff > i thresholds lie below m
         out[:, :, 0] += at_most[:-1].sum(axis=2)  # the others are background, whatever their top class
         return out
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def strict_json(value: Any, indent: int | None = None) -> str:
+    """JSON that every parser reads: a metric that is not a number (nan, inf) is null, never `NaN`."""
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)

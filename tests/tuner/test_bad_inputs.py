@@ -6,7 +6,9 @@ running search are covered where those searches run: test_search.py, test_attemp
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -85,6 +87,59 @@ def _binary_space(d: Path, t: Path) -> list[str]:
     return _search(t, t / "bin.yaml", data=d)
 
 
+def _tracking_file(content: bytes, name: str = "x.db") -> Setup:
+    """A search whose --tracking-uri names an existing file that is not an MLflow database."""
+
+    def setup(d: Path, t: Path) -> list[str]:
+        (t / name).write_bytes(content)
+        return _search(t, _space_file(t, {}), extra=("--tracking-uri", f"sqlite:///{t / name}"), data=d)
+
+    return setup
+
+
+def _foreign_sqlite(path: Path) -> Path:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.commit()
+    return path
+
+
+def _restore_from(make: Callable[[Path], object]) -> Setup:
+    """`db restore` of a backup that `make` writes (into a folder standing for the bucket)."""
+
+    def setup(d: Path, t: Path) -> list[str]:
+        (t / "bucket").mkdir()
+        make(t / "bucket" / "mlflow.db")
+        return [
+            "db",
+            "restore",
+            "--db",
+            str(t / "head" / "mlflow.db"),
+            "--remote",
+            str(t / "bucket" / "mlflow.db"),
+        ]
+
+    return setup
+
+
+def _database_then_leaderboard(make: Callable[[Path], object]) -> Setup:
+    def setup(d: Path, t: Path) -> list[str]:
+        (t / "storage").mkdir()
+        make(t / "storage" / "mlflow.db")
+        return ["leaderboard", "--experiment", "x", "--storage", str(t / "storage")]
+
+    return setup
+
+
+def _many_choices(count: int, repeat: bool = False) -> Setup:
+    choices = [float(i % 3 + 1) if repeat else float(i + 1) for i in range(count)]
+    return params(refine__beta={"categorical": choices})
+
+
+def _leaderboard(*extra: str) -> Setup:
+    return _with_experiment(lambda t: ["leaderboard", "--experiment", "other", *extra])
+
+
 def _with_experiment(args: Callable[[Path], list[str]]) -> Setup:
     """A database that holds an experiment 'other' (and no search in experiment 'empty')."""
 
@@ -129,6 +184,22 @@ SEARCH_OPTIONS = [
         "tracking URI relative sqlite",
         option("--tracking-uri", "sqlite:///mlflow.db"),
         "give an absolute sqlite path",
+    ),
+    Case("experiment name with a slash", option("--experiment", "a/b"), "--experiment 'a/b': names folders"),
+    Case("experiment name ..", option("--experiment", ".."), "--experiment '..': names folders"),
+    Case("experiment name climbing out", option("--experiment", "../../x"), "names folders of the search"),
+    Case(
+        "tracking database a text file",
+        _tracking_file(b"not a database\n"),
+        "x.db: not an MLflow database (not a sqlite database)",
+    ),
+    Case(
+        "tracking database a foreign sqlite",
+        lambda d, t: (
+            _foreign_sqlite(t / "x.db")
+            and _search(t, _space_file(t, {}), extra=("--tracking-uri", f"sqlite:///{t / 'x.db'}"), data=d)
+        ),
+        "x.db: not an MLflow database (a sqlite database without MLflow's tables",
     ),
 ]
 
@@ -236,6 +307,27 @@ SPACES = [
         ),
         "refine.beta: shared knob with a different range than in",
     ),
+    Case("space duplicate key", raw_space("method: cam\nmetric: val_miou\nmethod: seam\n"), "duplicate key"),
+    Case(
+        "space alias bomb",
+        raw_space(
+            "method: cam\nparams:\n  refine.beta: {categorical: ["
+            + ", ".join(
+                ["&x0 [1,1,1,1,1,1,1,1,1]", *[f"&x{i} [{','.join([f'*x{i - 1}'] * 9)}]" for i in range(1, 7)]]
+            )
+            + "]}\n"
+        ),
+        "raw.yaml: invalid YAML (holds over 100000 values",
+    ),
+    Case(
+        "space of 200000 choices",
+        _many_choices(200_000),
+        "space.yaml: invalid YAML (holds over 100000 values",
+    ),
+    Case("space of 5000 choices", _many_choices(5000), "refine.beta: 5000 choices; at most 1000"),
+    Case(
+        "choice listed twice", _many_choices(5, repeat=True), "refine.beta: a choice is listed more than once"
+    ),
 ]
 
 READING = [
@@ -307,6 +399,48 @@ READING = [
         "resume with a relative sqlite URI",
         lambda d, t: ["resume", "--experiment", "x", "--tracking-uri", "sqlite:///m.db"],
         "give an absolute sqlite path",
+    ),
+    Case("leaderboard top 0", _leaderboard("--top", "0"), "--top: must be >= 1, got 0"),
+    Case("leaderboard top -1", _leaderboard("--top", "-1"), "--top: must be >= 1, got -1"),
+    Case(
+        "leaderboard into a missing folder",
+        lambda d, t: _leaderboard("--out", str(t / "none" / "board.csv"))(d, t),
+        "none/board.csv: the folder",
+    ),
+    Case(
+        "export into a missing folder",
+        _with_experiment(lambda t: ["export", "--experiment", "other", "--out", str(t / "none" / "b.yaml")]),
+        "none/b.yaml: the folder",
+    ),
+    Case(
+        "leaderboard of a text file as database",
+        _database_then_leaderboard(lambda p: p.write_text("hello")),
+        "mlflow.db: not an MLflow database (not a sqlite database)",
+    ),
+    Case(
+        "leaderboard of a foreign sqlite",
+        _database_then_leaderboard(_foreign_sqlite),
+        "without MLflow's tables (experiments, runs, alembic_version)",
+    ),
+    Case(
+        "gc with a nan age",
+        lambda d, t: ["gc", "--older-than-days", "nan", "--storage", str(t / "storage")],
+        "--older-than-days: must be >= 0, got nan",
+    ),
+    Case(
+        "restore a 0-byte backup",
+        _restore_from(lambda p: p.write_bytes(b"")),
+        "not an MLflow database (an empty file); nothing restored",
+    ),
+    Case(
+        "restore a foreign sqlite",
+        _restore_from(_foreign_sqlite),
+        "not an MLflow database (a sqlite database without MLflow's tables",
+    ),
+    Case(
+        "restore a text file",
+        _restore_from(lambda p: p.write_text("SQLite? no")),
+        "not an MLflow database (not a sqlite database); nothing restored",
     ),
 ]
 

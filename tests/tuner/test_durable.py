@@ -4,6 +4,7 @@ server could be writing it, restored on a "new head", and the leaderboard is bac
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,48 @@ def test_first_start_without_a_backup_and_bad_inputs(
     db.write_text("not a database")
     assert tune_main(["db", "backup", "--db", str(db), "--remote", remote]) == 2
     assert "cannot read it as a sqlite database" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("backup", "why"),
+    [
+        (lambda p: p.write_bytes(b""), "an empty file"),
+        (lambda p: sqlite3.connect(p).execute("CREATE TABLE notes (t TEXT)").connection.commit(), "MLflow's"),
+    ],
+    ids=["0-byte", "foreign sqlite"],
+)
+def test_restore_with_force_never_replaces_a_database_with_what_is_not_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], backup: Callable[[Path], object], why: str
+) -> None:
+    head = tmp_path / "head" / "mlflow.db"
+    head.parent.mkdir()
+    _experiment(head)
+    before = head.read_bytes()
+    (tmp_path / "bucket").mkdir()
+    backup(tmp_path / "bucket" / "mlflow.db")
+    args = ["db", "restore", "--db", str(head), "--remote", str(tmp_path / "bucket" / "mlflow.db"), "--force"]
+    capsys.readouterr()
+    assert tune_main(args) == 2
+    err = capsys.readouterr().err
+    assert "not an MLflow database" in err and why in err and "nothing restored" in err
+    assert head.read_bytes() == before and [p.name for p in head.parent.iterdir()] == ["mlflow.db"]
+
+
+def test_restore_into_a_read_only_folder_is_a_fault_of_the_machine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], read_only: Callable[[Path], Path]
+) -> None:
+    source = tmp_path / "old" / "mlflow.db"
+    source.parent.mkdir()
+    _experiment(source)
+    (tmp_path / "bucket").mkdir()
+    assert (
+        tune_main(["db", "backup", "--db", str(source), "--remote", str(tmp_path / "bucket" / "m.db")]) == 0
+    )
+    target = read_only(tmp_path / "bucket") / "restored.db"  # the head's folder, read-only
+    capsys.readouterr()
+    assert (
+        tune_main(["db", "restore", "--db", str(target), "--remote", str(tmp_path / "bucket" / "m.db")]) == 1
+    )
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("wsss-tune: error: ") == 1
+    assert f"{target}: cannot restore the backup" in err and "Read-only file system" in err

@@ -37,6 +37,7 @@ def _attempts(store: Path) -> dict[str, list[str]]:
     return {
         f"{stage.name}/{key.name}": sorted(p.name for p in key.iterdir() if p.is_dir())
         for stage in store.iterdir()
+        if stage.is_dir()  # not the store's marker file
         for key in stage.iterdir()
         if key.is_dir()
     }

@@ -11,6 +11,7 @@ import yaml
 
 import wsss
 from tests.tuner.conftest import write_space
+from tuner.ranges import MAX_CHOICES
 from tuner.spaces import CHOICE, SpaceError, check_files, load_search, load_space
 
 REPO_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -262,3 +263,17 @@ def test_space_errors_survive_pickling_as_ray_sends_them() -> None:
     again = pickle.loads(ray.cloudpickle.dumps(error))
     assert again.problems == error.problems and str(again) == str(error)
     assert wsss.user_message(again) == "; ".join(error.problems)
+
+
+@pytest.mark.timeout(60)  # a config per choice took 3 ms each: 200,000 choices ran for ten minutes
+def test_every_choice_of_a_long_categorical_is_checked_quickly(tmp_path: Path) -> None:
+    choices = [float(i + 1) for i in range(1000)]
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump({"method": "cam", "params": {"refine.beta": {"categorical": choices}}}))
+    assert check_files([path]) == []
+    path.write_text(
+        yaml.safe_dump({"method": "cam", "params": {"refine.beta": {"categorical": [*choices[:-1], -1.0]}}})
+    )
+    (problem,) = check_files([path])
+    assert "refine.beta: choice -1.0 is invalid (refine.beta: must be > 0, got -1.0)" in problem
+    assert len(choices) == MAX_CHOICES

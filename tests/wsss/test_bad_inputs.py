@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import resource
 import shutil
+import signal
+import struct
+import subprocess
+import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +143,64 @@ def _exported(data: dict[str, object]) -> Setup:
     return setup
 
 
+def _alias_bomb(depth: int = 7) -> str:
+    """A few hundred bytes of YAML whose aliases stand for 9**depth values ("billion laughs")."""
+    parts = ['&x0 ["x","x","x","x","x","x","x","x","x"]']
+    parts += [f"&x{i} [" + ",".join([f"*x{i - 1}"] * 9) + "]" for i in range(1, depth)]
+    return "refine:\n  beta: [" + ", ".join(parts) + "]\n"
+
+
+def _huge_png_header(path: Path, width: int = 20_000, height: int = 10_000) -> None:
+    """A valid PNG signature and header declaring 200 megapixels, and no pixels: 57 bytes."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)  # 8-bit palette
+    chunk = b"IHDR" + header
+    end = b"IEND"
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(header))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + struct.pack(">I", 0)
+        + end
+        + struct.pack(">I", zlib.crc32(end))
+    )
+
+
+def _negative_tiff_mask(path: Path) -> None:
+    """A 32-bit TIFF of labels -255 and -1 under the mask's .png name."""
+    mask = np.zeros((64, 64), np.int32)
+    mask[:4, :4], mask[4:8, :4] = -255, -1
+    Image.fromarray(mask, mode="I").save(path, format="TIFF")
+
+
+def _symlink_loop(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    os.symlink(path.name, path)  # the link points at itself: ELOOP on every look
+
+
+def _amplifying_labels(d: Path, t: Path) -> None:
+    """A label file of a few hundred bytes whose pickle asks numpy for a 400 MB array."""
+
+    class Huge:
+        def __reduce__(self) -> tuple[object, tuple[tuple[int]]]:
+            return np.ndarray, ((50_000_000,),)
+
+    _save_labels(d, {**_labels(d), _ids(d)[0]: Huge()})
+
+
+class _StateWithoutData:
+    """Pickles as numpy's own array reconstruction, with a state of 50 million floats and no data."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        reconstruct = np.zeros(1).__reduce__()[0]
+        return reconstruct, (np.ndarray, (0,), b"b"), (1, (50_000_000,), np.dtype("float64"), False, b"")
+
+
+def _file_section_then_set(d: Path, t: Path) -> list[str]:
+    (t / "c.yaml").write_text("seed:\n  train: fast\n")
+    return ["run", str(t / "c.yaml"), "--data", str(d), "--set", *TINY]
+
+
 CONFIG = [
     Case(
         "unknown key",
@@ -247,6 +311,54 @@ CONFIG = [
         "synthetic size 10",
         lambda d, t: ["run", "--set", *TINY, "data.synthetic.size=10"],
         "data.synthetic.size: must be within 48..2048 pixels, got 10",
+    ),
+    Case(
+        "infinite colour jitter",
+        run_with("seed.train.color_jitter=[.inf,0,0,0]"),
+        "seed.train.color_jitter[0]: must be a finite number, got inf",
+    ),
+    Case("huge crop", run_with("seed.train.crop_size=100000000"), "seed.train.crop_size: must be <= 4096"),
+    Case(
+        "huge resize", run_with("refine.train.resize_long=[64,9999999]"), "refine.train.resize_long: must be"
+    ),
+    Case("huge rng seed", run_with("rng_seed=10000000000000000000000000000000"), "rng_seed: 1000"),
+    Case("negative rng seed", run_with("rng_seed=-1"), "rng_seed: must be within 0..2147483647, got -1"),
+    Case("infinite beta", run_with("refine.beta=.inf"), "refine.beta: must be a finite number, got inf"),
+    Case(
+        "nan rw_alpha", run_with("refine.rw_alpha=.nan"), "refine.rw_alpha: must be a finite number, got nan"
+    ),
+    Case("infinite alpha_high", run_with("refine.alpha_high=.inf"), "refine.alpha_high: must be a finite"),
+    Case(
+        "infinite poly power",
+        run_with("segment.train.poly_power=.inf"),
+        "segment.train.poly_power: must be a finite number",
+    ),
+    Case("huge epochs", run_with("seed.train.epochs=100000000"), "seed.train.epochs: must be <= 10000"),
+    Case("thousands of scales", run_with(f"seed.scales=[{','.join(['1.0'] * 20)}]"), "at most 16 scales"),
+    Case(
+        "bad file section beneath a --set",
+        _file_section_then_set,
+        "c.yaml: seed.train: expected a mapping of settings, got 'fast' (str)",
+    ),
+    Case("config duplicate key", config_file("refine:\n  beta: 4\n  beta: 8\n"), "duplicate key 'beta'"),
+    Case("config alias bomb", config_file(_alias_bomb()), "c.yaml: line 2 invalid YAML (holds over 100000"),
+    Case(
+        "config a recursive alias",
+        config_file("refine:\n  beta: &a [*a]\n"),
+        "c.yaml: line 2 invalid YAML (an alias refers to itself)",
+    ),
+    Case(
+        "config of 20 MB on one line",
+        lambda d, t: (
+            (t / "c.yaml").write_text("seed: {scales: [" + "1.0," * 5_000_000 + "1.0]}\n")
+            and ["run", str(t / "c.yaml"), "--data", str(d)]
+        ),
+        "c.yaml: over 4 MiB; not a text file of settings",
+    ),
+    Case(
+        "val split is the train split",
+        run_with("data.val_split=train"),
+        "data.val_split: must be held out, not the train split 'train'",
     ),
 ]
 
@@ -438,6 +550,66 @@ DATA = [
         data_change(_labels_cached_then_classes_shrunk),
         "outside the classes 0..2 and 255",
     ),
+    Case(
+        "label file declares a huge array",
+        data_change(_amplifying_labels),
+        "cls_labels.npy: unreadable label file (refused to call numpy.ndarray",
+    ),
+    Case(
+        "label file array state without its data",
+        data_change(lambda d, t: _save_labels(d, {**_labels(d), _ids(d)[0]: _StateWithoutData()})),
+        "does not hold its data",
+    ),
+    Case(
+        "200-megapixel train mask",
+        data_change(lambda d, t: _huge_png_header(_mask(d))),
+        "megapixels; images and masks over 64 megapixels are refused",
+    ),
+    Case(
+        "200-megapixel val mask",
+        data_change(lambda d, t: _huge_png_header(_mask(d, "val", 1))),
+        "images and masks over 64 megapixels are refused",
+    ),
+    Case(
+        "200-megapixel image",
+        data_change(lambda d, t: _huge_png_header(_image(d))),
+        ".jpg: over 170 megapixels",
+    ),
+    Case(
+        "200-megapixel mask, labels from the masks",
+        data_change(lambda d, t: (_huge_png_header(_mask(d)), (d / "cls_labels.npy").unlink())),
+        "images and masks over 64 megapixels are refused",
+    ),
+    Case(
+        "negative labels in a TIFF named .png",
+        data_change(lambda d, t: _negative_tiff_mask(_mask(d))),
+        ".png: mask must be a palette or greyscale PNG; this file is no PNG",
+    ),
+    Case(
+        "listed image is a symlink loop",
+        data_change(lambda d, t: _symlink_loop(_image(d, "val"))),
+        ".jpg: cannot read it (Too many levels of symbolic links)",
+    ),
+    Case(
+        "two images for one id",
+        data_change(lambda d, t: shutil.copy(_image(d), _image(d).with_suffix(".png"))),
+        ".jpg: several files for one id (",
+    ),
+    Case(
+        "duplicate class names",
+        data_change(lambda d, t: (d / "class_names.txt").write_text("ant\nbee\nant\n")),
+        "class_names.txt: class names listed more than once: ['ant']",
+    ),
+    Case(
+        "val ids also in train",
+        data_change(lambda d, t: (d / "ImageSets/Segmentation/val.txt").write_text("\n".join(_ids(d)))),
+        "val id(s) are also in",
+    ),
+    Case(
+        "split of 5 MB",
+        data_change(lambda d, t: (d / "ImageSets/Segmentation/val.txt").write_text("x" * (5 << 20))),
+        "val.txt: over 4 MiB",
+    ),
 ]
 
 OTHER = [
@@ -507,6 +679,36 @@ OTHER = [
         "must be >= 0",
     ),
     Case(
+        "store clean: nan age",
+        lambda d, t: ["store", "clean", "--older-than-hours", "nan"],
+        "--older-than-hours: must be >= 0, got nan",
+    ),
+    Case(
+        "store gc: nan age",
+        lambda d, t: ["store", "gc", "--older-than-days", "nan"],
+        "--older-than-days: must be >= 0, got nan",
+    ),
+    Case(
+        "store clean: a dataset",
+        lambda d, t: ["store", "clean", "--store", str(d)],
+        "data: not a stage store",
+    ),
+    Case(
+        "store gc: a dataset",
+        lambda d, t: ["store", "gc", "--store", str(d), "--older-than-days", "0", "--apply"],
+        "data: not a stage store",
+    ),
+    Case(
+        "run: store in a dataset",
+        lambda d, t: ["run", "--data", str(d), "--store", str(d), "--set", *TINY],
+        "data: not a stage store",
+    ),
+    Case(
+        "synth: under a file",
+        lambda d, t: ["data", "synth", str(d / "class_names.txt" / "out")],
+        "class_names.txt: not a folder, so",
+    ),
+    Case(
         "export: other data",
         _exported({"fingerprint": "0123456789abcdef", "location": "synthetic"}),
         "is not the data the trial ran on (the synthetic benchmark, fingerprint 0123456789abcdef)",
@@ -555,3 +757,82 @@ def test_bad_input_gets_one_clean_line(
 
 def test_the_catalogue_is_long_enough() -> None:
     assert len(CASES) >= 90 and len({c.id for c in CASES}) == len(CASES)
+
+
+# Faults of the machine rather than of the input: the same one clean line naming the path, exit 1.
+ReadOnly = Callable[[Path], Path]
+EnvironmentSetup = Callable[[Path, Path, ReadOnly], list[str]]
+
+
+@dataclass(frozen=True)
+class EnvironmentCase:
+    id: str
+    setup: EnvironmentSetup
+    expect: str
+
+
+def _folder(t: Path, name: str) -> Path:
+    (t / name).mkdir()
+    return t / name
+
+
+ENVIRONMENT = [
+    EnvironmentCase(
+        "read-only store",
+        lambda d, t, ro: ["run", "--data", str(d), "--store", str(ro(_folder(t, "ro"))), "--set", *TINY],
+        "ro/seed: Read-only file system",
+    ),
+    EnvironmentCase(
+        "read-only cache folder",
+        lambda d, t, ro: ["--cache-dir", str(ro(_folder(t, "ro"))), "run", "--data", str(d), "--set", *TINY],
+        "Read-only file system",
+    ),
+    EnvironmentCase(
+        "read-only synth target",
+        lambda d, t, ro: ["data", "synth", str(ro(_folder(t, "ro")) / "new")],
+        "ro/new: cannot write the benchmark there (Read-only file system)",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", ENVIRONMENT, ids=[c.id for c in ENVIRONMENT])
+def test_a_fault_of_the_machine_gets_one_clean_line(
+    case: EnvironmentCase,
+    bad_input_workspace: tuple[Path, Path],
+    read_only: ReadOnly,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data, scratch = bad_input_workspace
+    args = case.setup(data, scratch, read_only)
+    capsys.readouterr()
+    code = main(
+        ["-q", "--cache-dir", str(scratch / "cache"), *args] if args[0] != "--cache-dir" else ["-q", *args]
+    )
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("wsss: error: ")]
+    assert len(errors) == 1 and case.expect in errors[0], err
+    assert not list(tmp_path.rglob(MANIFEST))
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """Writes past 64 KB fail (RLIMIT_FSIZE, as a full disk does): torch's own writer would report
+    "unexpected pos" with no file; the run says which stage and file, exits 1, publishes nothing."""
+
+    def limit_writes() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write (EFBIG) instead of the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+    args = [sys.executable, "-m", "wsss.cli", "-q", "run", "--data", str(tiny_data_dir), "--set", *TINY]
+    args += ["seed.backbone.name=resnet18"]  # weights of 45 MB: past the limit
+    env = {**os.environ, "WSSS_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(
+        args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, preexec_fn=limit_writes
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("wsss: error: ")]
+    assert "the seed stage hit a file-system error (" in line and "model.pt: File too large" in line, line
+    assert not list(tmp_path.rglob(MANIFEST))

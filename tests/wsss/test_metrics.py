@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from wsss.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
+from wsss.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion, strict_json
 from wsss.ops.cam import cams_to_mask
 
 
@@ -60,3 +62,9 @@ def test_threshold_sweep_matches_direct_computation() -> None:
             cm.update(gt, cams_to_mask(cams, keys, t))
     for matrix, cm in zip(sweep.confusions(), direct, strict=True):
         assert np.array_equal(matrix, cm.matrix)
+
+
+def test_json_for_other_programs_has_no_nan() -> None:
+    text = strict_json({"cam_fg_precision": float("nan"), "iou": [0.5, float("inf"), None], "n": 1})
+    assert json.loads(text) == {"cam_fg_precision": None, "iou": [0.5, None, None], "n": 1}
+    assert "NaN" not in text and "Infinity" not in text
