@@ -22,13 +22,12 @@ from wsss.configio import (
     deep_merge,
     field_paths,
     from_mapping,
-    load_yaml,
     parse_overrides,
-    short_repr,
     to_mapping,
 )
 from wsss.data.synth import SynthSpec
-from wsss.errors import ConfigError, read_text
+from wsss.errors import ConfigError, read_text, short_repr
+from wsss.yamlio import load_yaml
 
 # Bounds on sizes and counts that no real run comes near (VOC trains 512 px crops, batch 16, a few
 # dozen epochs), so that a typo such as an extra zero is a config error and not an out-of-memory

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
+from typing import Any
 
 
 class WsssError(Exception):
@@ -106,3 +108,18 @@ def user_message(exc: BaseException) -> str:
         last = text.splitlines()[-1]
         _, _, text = last.partition(": ")
     return bounded(text.splitlines()[0]) if text else type(exc).__name__
+
+
+def _short_repr_settings() -> reprlib.Repr:
+    short = reprlib.Repr()  # keyword arguments only from Python 3.12
+    short.maxlevel, short.maxlist, short.maxtuple, short.maxdict = 3, 8, 8, 8
+    short.maxstring = short.maxother = 80
+    return short
+
+
+_SHORT = _short_repr_settings()
+
+
+def short_repr(value: Any) -> str:
+    """repr() of a value from a user's file, cut to a readable size (it may hold anything)."""
+    return bounded(_SHORT.repr(value), 200)

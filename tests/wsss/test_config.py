@@ -6,8 +6,9 @@ import pytest
 import yaml
 
 from wsss.config import PipelineConfig, dump_config, load_config, preset_names
-from wsss.configio import digest, field_paths, load_yaml, to_mapping, with_setting
+from wsss.configio import digest, field_paths, to_mapping, with_setting
 from wsss.errors import ConfigError
+from wsss.yamlio import load_yaml
 
 
 def test_defaults_are_frozen_and_typed() -> None:
