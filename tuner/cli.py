@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -374,10 +375,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in ("search", "resume"):
             try:
-                return commands[args.command](args)
+                code = commands[args.command](args)
             finally:
                 backup_after_search()
-        return commands[args.command](args)
+        else:
+            code = commands[args.command](args)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handlers below
+        return code
     except wsss.WsssError as exc:
         lines = getattr(exc, "problems", None) or [wsss.user_message(exc)]
         for line in lines[:_MAX_PROBLEMS]:
@@ -385,6 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(lines) > _MAX_PROBLEMS:
             print(f"wsss-tune: error: ... and {len(lines) - _MAX_PROBLEMS} more problem(s)", file=sys.stderr)
         return getattr(exc, "exit_status", 2)
+    except BrokenPipeError:  # `wsss-tune leaderboard ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     except OSError as exc:  # the machine's fault (a full or read-only disk): say where, exit 1
         print(f"wsss-tune: error: {wsss.user_message(exc)}", file=sys.stderr)
         return 1

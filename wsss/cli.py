@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -265,6 +266,20 @@ def _cmd_methods() -> int:
     return 0
 
 
+def _dispatch(args: argparse.Namespace, cache_dir: Path) -> int:
+    if args.command == "run":
+        return _cmd_run(args, cache_dir)
+    if args.command == "data":
+        return _cmd_synth(args)
+    if args.command == "eval":
+        return _cmd_eval(args, cache_dir)
+    if args.command == "config":
+        return _cmd_config_show(args)
+    if args.command == "store":
+        return _cmd_store_gc(args) if args.store_command == "gc" else _cmd_store_clean(args)
+    return _cmd_methods()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
@@ -276,20 +291,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cache_dir = args.cache_dir or default_cache_dir()
     try:
-        if args.command == "run":
-            return _cmd_run(args, cache_dir)
-        if args.command == "data":
-            return _cmd_synth(args)
-        if args.command == "eval":
-            return _cmd_eval(args, cache_dir)
-        if args.command == "config":
-            return _cmd_config_show(args)
-        if args.command == "store":
-            return _cmd_store_gc(args) if args.store_command == "gc" else _cmd_store_clean(args)
-        return _cmd_methods()
+        code = _dispatch(args, cache_dir)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handlers below
+        return code
     except WsssError as exc:
         print(f"wsss: error: {user_message(exc)}", file=sys.stderr)
         return getattr(exc, "exit_status", 2)
+    except BrokenPipeError:  # `wsss methods | head -1`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     except OSError as exc:  # the machine's fault (a full or read-only disk): say where, exit 1
         print(f"wsss: error: {user_message(exc)}", file=sys.stderr)
         return 1

@@ -40,6 +40,8 @@ from wsss.store_layout import MANIFEST, MANIFEST_FORMAT, MARKER, complete, laid_
 
 __all__ = ["MANIFEST", "Artifact", "Build", "StageStore", "stage_key"]
 
+MAX_MANIFEST = 64 << 20  # VOC's seed manifest, listing 10,582 CAM files, is about 1 MB
+
 log = logging.getLogger(__name__)
 
 
@@ -160,7 +162,10 @@ class StageStore:
             raise StoreError(f"{path}: cannot look up the artifact ({exc})") from None
         try:
             with self.fs.open_input_stream(path) as stream:
-                manifest = json.loads(stream.read().decode())
+                text = stream.read(MAX_MANIFEST + 1)
+            if len(text) > MAX_MANIFEST:
+                raise ValueError(f"over {MAX_MANIFEST >> 20} MiB")
+            manifest = json.loads(text.decode())
         except (OSError, ValueError, pa.ArrowException) as exc:
             log.warning("ignoring unreadable manifest %s (%s); the stage will be rebuilt", path, exc)
             return None

@@ -187,3 +187,14 @@ def test_config_show_prints_loadable_yaml(tmp_path: Path, capsys: pytest.Capture
 def test_methods_lists_cam(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["methods"]) == 0
     assert capsys.readouterr().out.startswith("cam ")
+
+
+def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
+    """`wsss methods | head -1`: no error line, no traceback, the shell's status for SIGPIPE."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wsss.cli", "config", "show"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before anything is written
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and err == "", err
