@@ -58,11 +58,28 @@ def _remote(location: str) -> tuple[pafs.FileSystem, str]:
         raise wsss.ConfigError(f"{location}: not a location pyarrow can open ({exc})") from None
 
 
+def _refuse_to_overwrite_other_files(fs: pafs.FileSystem, path: str, destination: str) -> None:
+    """A backup replaces an earlier backup, never some other file (`--remote` typed by hand)."""
+    try:
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            raise wsss.ConfigError(f"{destination}: is a folder; give the backup's file name")
+        if info.type != pafs.FileType.File or not info.size:
+            return
+        with fs.open_input_stream(path) as stream:
+            head = stream.read(len(_SQLITE_MAGIC))
+    except (OSError, pa.ArrowException) as exc:
+        raise wsss.EnvironmentFault(f"{destination}: cannot look at the backup location ({exc})") from None
+    if head != _SQLITE_MAGIC:
+        raise wsss.ConfigError(f"{destination}: holds a file that is not a sqlite backup; not overwriting it")
+
+
 def backup(db: Path, destination: str) -> int:
     """Copy the sqlite database `db` to `destination` (a path or URI); returns the bytes written."""
     if not db.is_file():
         raise wsss.ConfigError(f"{db}: no such MLflow database to back up")
     fs, path = _remote(destination)
+    _refuse_to_overwrite_other_files(fs, path, destination)
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "mlflow.db"
         try:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import reprlib
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 class WsssError(Exception):
@@ -57,12 +60,25 @@ class EnvironmentFault(WsssError):
 MAX_TEXT_BYTES = 4 << 20
 
 
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """`path` opened for reading if it is a regular file; OSError (EINVAL) otherwise: reading a FIFO
+    would wait forever, a device (a link to /dev/zero) would never end."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens without a writer
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
 def read_text(path: Path, error: type[WsssError], max_bytes: int = MAX_TEXT_BYTES) -> str:
     """A user's text file (config, split list, class names), or `error` naming it: a folder, an
     unreadable file, one that is not UTF-8 text or one over `max_bytes` is the user's mistake, not a
     traceback. A UTF-8 byte order mark (Windows editors write one) is dropped."""
     try:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
             raw = handle.read(max_bytes + 1)
     except OSError as exc:
         raise error(f"{path}: cannot read it ({exc.strerror or exc})") from None

@@ -107,3 +107,19 @@ def test_restore_into_a_read_only_folder_is_a_fault_of_the_machine(
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("wsss-tune: error: ") == 1
     assert f"{target}: cannot restore the backup" in err and "Read-only file system" in err
+
+
+def test_a_backup_never_overwrites_a_file_that_is_not_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "mlflow.db"
+    _experiment(db)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a week of lab notes")
+    capsys.readouterr()
+    assert tune_main(["db", "backup", "--db", str(db), "--remote", str(notes)]) == 2
+    assert "holds a file that is not a sqlite backup; not overwriting it" in capsys.readouterr().err
+    assert notes.read_text() == "a week of lab notes"
+    remote = tmp_path / "backup.db"
+    assert tune_main(["db", "backup", "--db", str(db), "--remote", str(remote)]) == 0
+    assert tune_main(["db", "backup", "--db", str(db), "--remote", str(remote)]) == 0  # replaces its own

@@ -606,6 +606,11 @@ DATA = [
         "val id(s) are also in",
     ),
     Case(
+        "class names a FIFO",
+        data_change(lambda d, t: ((d / "class_names.txt").unlink(), os.mkfifo(d / "class_names.txt"))),
+        "class_names.txt: cannot read it (not a regular file)",
+    ),
+    Case(
         "split of 5 MB",
         data_change(lambda d, t: (d / "ImageSets/Segmentation/val.txt").write_text("x" * (5 << 20))),
         "val.txt: over 4 MiB",
@@ -738,6 +743,7 @@ def _predictions(d: Path, t: Path, change: Callable[[np.ndarray], np.ndarray]) -
 CASES = CONFIG + DATA + OTHER
 
 
+@pytest.mark.timeout(120)  # some of these inputs made earlier versions hang
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gets_one_clean_line(
     case: Case, bad_input_workspace: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]

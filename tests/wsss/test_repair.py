@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,3 +99,17 @@ def test_a_manifest_field_of_the_wrong_type_is_a_miss(tiny_data_dir: Path, tmp_p
     path.write_text(json.dumps({**json.loads(path.read_text()), "compute_seconds": "a lot"}))
     again = _run(tiny_data_dir, tmp_path)
     assert again.stages["seed"].cached and not again.stages["segment"].cached
+
+
+def test_a_cam_file_that_would_inflate_is_withdrawn_unread(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """A deflated member (np.savez_compressed) can expand a few KB into gigabytes; the seed stage
+    writes none, so such a file is damage, rebuilt, and never decompressed."""
+    first = _run(tiny_data_dir, tmp_path)
+    seed = first.stages["seed"].path
+    cam = next((seed / "cams").iterdir())
+    with np.load(cam) as f:
+        keys, cams = f["keys"], f["cams"]
+    np.savez_compressed(cam, keys=keys, cams=cams)
+    _record_size(seed, f"cams/{cam.name}")
+    again = _run(tiny_data_dir, tmp_path, "refine.beta=9")
+    assert not again.stages["seed"].cached and again.stages["seed"].path != seed

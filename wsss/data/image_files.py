@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wsss.errors import DataError
+from wsss.errors import DataError, open_regular
 
 IGNORE_INDEX = 255
 # 64 megapixels: 8 times a 4K frame and 300 times a VOC image. PIL's own bomb check warns at 89 and
@@ -45,7 +45,11 @@ def open_picture(path: str | os.PathLike[str], kind: str = "image") -> Iterator[
     what = "mask" if kind == "mask" else "or corrupt image"
     too_large = f"images and masks over {MAX_PIXELS >> 20} megapixels are refused"
     try:
-        with Image.open(path, formats=["PNG"] if kind == "mask" else None) as picture:
+        handle = open_regular(path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        with handle, Image.open(handle, formats=["PNG"] if kind == "mask" else None) as picture:
             width, height = picture.size
             if width * height > MAX_PIXELS:
                 raise DataError(f"{path}: {width}x{height} pixels; {too_large}")

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import pickle
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import numpy.lib.format as npy_format
+
+from wsss.errors import open_regular
 
 
 class UnsafeFileError(ValueError):
@@ -116,10 +119,10 @@ def load_npy(path: Path, max_bytes: int = MAX_LABEL_FILE) -> Any:
 
     Raises UnsafeFileError (or OSError/ValueError for damaged files); never runs code from the file.
     """
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise UnsafeFileError(f"{size} bytes; refusing label files over {max_bytes} bytes")
-    with path.open("rb") as f:
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise UnsafeFileError(f"{size} bytes; refusing label files over {max_bytes} bytes")
         head = f.read(len(npy_format.MAGIC_PREFIX))
         if head != npy_format.MAGIC_PREFIX:
             if head.startswith(_PICKLE_PROTO):

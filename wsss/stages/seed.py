@@ -47,6 +47,10 @@ def load_cams(seed_dir: Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
     path = seed_dir / CAM_DIR / f"{image_id}.npz"
     try:
         with np.load(path) as f:
+            # np.savez stores its members uncompressed, so what they hold is in the file: a deflated
+            # member could expand a small file into any size (a zip bomb) and is not ours.
+            if any(member.compress_type != zipfile.ZIP_STORED for member in f.zip.infolist()):
+                raise ValueError("compressed members; np.savez writes none")
             keys, cams = f["keys"].astype(np.int64), f["cams"].astype(np.float32)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise DamagedArtifact(path, f"damaged CAM file in the seed artifact ({exc})") from None
