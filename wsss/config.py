@@ -129,6 +129,9 @@ class CrfConfig:
 
     def validate(self, path: str) -> None:
         _check(self.iterations >= 1, f"{path}.iterations", f"must be >= 1, got {self.iterations}")
+        _check(
+            self.iterations <= 1000, f"{path}.iterations", f"must be <= 1000 (psa: 10), got {self.iterations}"
+        )
         for name in ("gauss_sxy", "bilateral_sxy", "bilateral_srgb"):
             _check(getattr(self, name) > 0, f"{path}.{name}", "must be > 0")
 
@@ -188,6 +191,9 @@ class SeedConfig:
             0 < self.sweep_step <= 0.5,
             f"{path}.sweep_step",
             f"must be within (0, 0.5], got {self.sweep_step}",
+        )
+        _check(  # 1/step thresholds are scored per image
+            self.sweep_step >= 0.001, f"{path}.sweep_step", f"must be >= 0.001, got {self.sweep_step}"
         )
 
 

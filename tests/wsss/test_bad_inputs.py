@@ -355,6 +355,18 @@ CONFIG = [
         ),
         "c.yaml: over 4 MiB; not a text file of settings",
     ),
+    Case("sweep step 1e-300", run_with("seed.sweep_step=1e-300"), "seed.sweep_step: must be >= 0.001"),
+    Case("a billion CRF iterations", run_with("refine.crf.iterations=1000000000"), "must be <= 1000"),
+    Case(
+        "k-means restarts a million",
+        run_with("seed.method=sc_cam", "seed.params.kmeans_init=1000000"),
+        "seed.params.kmeans_init: must be within 1..100",
+    ),
+    Case(
+        "a billion synthetic images",
+        lambda d, t: ["run", "--set", *TINY, "data.synthetic.train=1000000000"],
+        "data.synthetic.train: must be <= 100000",
+    ),
     Case(
         "val split is the train split",
         run_with("data.val_split=train"),

@@ -62,6 +62,7 @@ _NAMES = (
     "hog",
 )
 MAX_CLASSES = len(_NAMES)
+MAX_IMAGES = 100_000  # per split: 10 times VOC train_aug, and minutes of generating per 1,000
 BODY_HUE_RELIABILITY = 0.75
 SPOT_VISIBILITY = 0.8
 
@@ -81,8 +82,8 @@ class SynthSpec:
     def validate(self, path: str = "") -> None:
         """Raise ConfigError naming `path.field` (config) or `--field` (command line, path empty)."""
         problems = {
-            "train": (self.train >= 1, f"must be >= 1, got {self.train}"),
-            "val": (self.val >= 1, f"must be >= 1, got {self.val}"),
+            "train": _count(self.train),
+            "val": _count(self.val),
             "size": (48 <= self.size <= 2048, f"must be within 48..2048 pixels, got {self.size}"),
             "classes": (
                 1 <= self.classes <= MAX_CLASSES,
@@ -102,6 +103,12 @@ class SynthSpec:
             if not ok:
                 where = f"{path}.{name}" if path else "--" + name.replace("_", "-")
                 raise ConfigError(f"{where}: {message}")
+
+
+def _count(images: int) -> tuple[bool, str]:
+    if images < 1:
+        return False, f"must be >= 1, got {images}"
+    return images <= MAX_IMAGES, f"must be <= {MAX_IMAGES}, got {images}"
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:

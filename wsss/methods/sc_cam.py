@@ -52,8 +52,8 @@ class ScCamConfig:
             raise ConfigError(f"{path}.clusters: K must be within 2..100, got {self.clusters}")
         if self.lambda_sub < 0:
             raise ConfigError(f"{path}.lambda_sub: must be >= 0, got {self.lambda_sub}")
-        if self.kmeans_init < 1:
-            raise ConfigError(f"{path}.kmeans_init: must be >= 1, got {self.kmeans_init}")
+        if not 1 <= self.kmeans_init <= 100:
+            raise ConfigError(f"{path}.kmeans_init: must be within 1..100, got {self.kmeans_init}")
 
 
 def kmeans_per_class(

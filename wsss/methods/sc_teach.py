@@ -72,8 +72,8 @@ class ScTeachConfig:
             raise ConfigError(
                 f"{path}.teacher_depth: must be within 0..48 (0 = the model's), got {self.teacher_depth}"
             )
-        if self.teacher_epochs < 1:
-            raise ConfigError(f"{path}.teacher_epochs: must be >= 1, got {self.teacher_epochs}")
+        if not 1 <= self.teacher_epochs <= 10_000:
+            raise ConfigError(f"{path}.teacher_epochs: must be within 1..10000, got {self.teacher_epochs}")
         if not 0 < self.teacher_lr < 10:
             raise ConfigError(f"{path}.teacher_lr: must be within (0, 10), got {self.teacher_lr}")
         if not 1 <= self.clusters <= 100:
