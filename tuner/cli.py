@@ -398,6 +398,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wsss-tune: interrupted; continue with `wsss-tune resume --experiment NAME`", file=sys.stderr)
         return 130
+    except Exception as exc:
+        tracking = sys.modules.get("mlflow.exceptions")  # loaded only by commands that use MLflow
+        if tracking is None or not isinstance(exc, tracking.MlflowException):
+            raise
+        # The tracking server or database failed (unreachable, refused the request): not the input.
+        print(f"wsss-tune: error: MLflow: {wsss.user_message(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

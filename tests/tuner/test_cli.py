@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -108,3 +110,20 @@ def test_bad_base_config_fails_before_ray_starts(tmp_path: Path) -> None:
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "base.yaml: seed.train.lrr: unknown key; did you mean 'seed.train.lr'?" in result.stderr
+
+
+def test_a_tracking_server_out_of_reach_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Reading commands against a server that is down: the machine's fault, exit 1, no traceback."""
+    from tuner.cli import main
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    capsys.readouterr()
+    assert main(["leaderboard", "--experiment", "x", "--tracking-uri", f"http://127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("wsss-tune: error: MLflow: API request to") == 1, err
