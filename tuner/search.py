@@ -162,6 +162,26 @@ def ray_session(address: str | None, env: dict[str, str]) -> Iterator[None]:
         ray.shutdown()
 
 
+def check_resources(options: SearchOptions) -> None:
+    """On Ray started here (no --address, so no autoscaler), a trial asking for more CPUs or GPUs than
+    the machine has would wait for them forever: refuse it before anything starts. Counted as Ray
+    counts them: the CPUs this process may run on, the GPUs CUDA sees."""
+    if options.address is not None:
+        return  # a cluster may add nodes when trials ask for them
+    import torch
+
+    have = {"CPU": len(os.sched_getaffinity(0)), "GPU": torch.cuda.device_count()}
+    for option, unit, wanted in (
+        ("--cpus-per-trial", "CPU", options.cpus_per_trial),
+        ("--gpus-per-trial", "GPU", options.gpus_per_trial),
+    ):
+        if wanted > have[unit]:
+            raise wsss.ConfigError(
+                f"{option} {wanted:g}: this machine has {have[unit]} {unit}(s), so no trial could ever "
+                "start (give --address to run on a cluster)"
+            )
+
+
 def trainable(settings: TrialSettings, options: SearchOptions) -> Any:
     bound = tune.with_parameters(run_trial, settings=settings)
     return tune.with_resources(bound, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
@@ -298,6 +318,7 @@ def _prepare_data(space: SearchSpace, options: SearchOptions, base: dict[str, An
 def run_search(options: SearchOptions) -> str:
     """Run a new search; returns the parent run id. Space and option mistakes fail before Ray starts."""
     options.validate()
+    check_resources(options)
     if options.warm_start:  # a missing study fails here, before Ray starts
         load_study(options.storage, options.warm_start)
     base = base_settings(options.config)

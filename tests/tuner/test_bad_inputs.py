@@ -185,6 +185,14 @@ SEARCH_OPTIONS = [
         option("--tracking-uri", "sqlite:///mlflow.db"),
         "give an absolute sqlite path",
     ),
+    Case(
+        "gpus on a machine without", option("--gpus-per-trial", "1"), "--gpus-per-trial 1: this machine has 0"
+    ),
+    Case(
+        "more cpus than the machine",
+        option("--cpus-per-trial", "4096"),
+        "--cpus-per-trial 4096: this machine",
+    ),
     Case("experiment name with a slash", option("--experiment", "a/b"), "--experiment 'a/b': names folders"),
     Case("experiment name ..", option("--experiment", ".."), "--experiment '..': names folders"),
     Case("experiment name climbing out", option("--experiment", "../../x"), "names folders of the search"),
