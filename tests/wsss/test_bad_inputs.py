@@ -563,6 +563,16 @@ DATA = [
         "outside the classes 0..2 and 255",
     ),
     Case(
+        "labels hold nan",
+        data_change(lambda d, t: _save_labels(d, {**_labels(d), _ids(d)[1]: np.array([1, np.nan, 0])})),
+        "labels of 'train_00001' must be 0 or 1 per class, found nan",
+    ),
+    Case(
+        "labels hold a 2",
+        data_change(lambda d, t: _save_labels(d, {**_labels(d), _ids(d)[1]: np.array([2, 0, 0])})),
+        "must be 0 or 1 per class, found 2.0",
+    ),
+    Case(
         "label file declares a huge array",
         data_change(_amplifying_labels),
         "cls_labels.npy: unreadable label file (refused to call numpy.ndarray",

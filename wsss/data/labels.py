@@ -37,7 +37,11 @@ def _label_vector(path: Path, image_id: str, value: object, num_objects: int) ->
         raise DataError(
             f"{path}: labels of {image_id!r} have {entries} entries, expected {num_objects} classes"
         )
-    return np.asarray(value, dtype=np.float32).reshape(-1)
+    vec = np.asarray(value, dtype=np.float32).reshape(-1)
+    if not np.all((vec == 0) | (vec == 1)):  # psa's and irn's files hold 0/1; nan or 0.7 means no label
+        odd = vec[(vec != 0) & (vec != 1)][0]
+        raise DataError(f"{path}: labels of {image_id!r} must be 0 or 1 per class, found {odd}")
+    return vec
 
 
 def _labels_from_file(path: Path, ids: tuple[str, ...], num_objects: int) -> dict[str, np.ndarray]:
@@ -62,8 +66,7 @@ def _labels_from_file(path: Path, ids: tuple[str, ...], num_objects: int) -> dic
         )
         if key not in table:
             raise DataError(f"{path}: no labels for image id {image_id!r}")
-        vec = _label_vector(path, image_id, table[key], num_objects)
-        out[image_id] = (vec > 0.5).astype(np.float32)
+        out[image_id] = _label_vector(path, image_id, table[key], num_objects)
     return out
 
 
