@@ -124,9 +124,10 @@ def _round_records(seed_dir: Path) -> list[tuple[str, dict[str, dict[str, int]]]
     found = []
     for record in sorted((seed_dir / "rounds").glob("*/record.json")):
         try:
-            assignments = json.loads(record.read_text()).get("assignments")
+            content = json.loads(record.read_text())
         except (OSError, ValueError):
             continue
+        assignments = content.get("assignments") if isinstance(content, dict) else None
         if isinstance(assignments, dict) and assignments:
             found.append((record.parent.name, assignments))
     return found

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
-from wsss.errors import DataError
+from wsss.errors import DataError, read_text
 
 VARIANTS_FILE = "variants.json"
 VARIANT_NAMES = ("plain", "striped", "spotted", "two-tone")
@@ -80,7 +80,7 @@ def read_variants(root: Path) -> dict[str, list[SynthObject]] | None:
     if not path.is_file():
         return None
     try:
-        payload = json.loads(path.read_text())
+        payload = json.loads(read_text(path, DataError))
         objects = payload["objects"]
         if not isinstance(objects, dict):
             raise TypeError("objects is not a mapping")

@@ -170,6 +170,8 @@ def _load_targets(folder: Path) -> tuple[RoundTargets | None, dict[str, Any]]:
         targets = np.load(path, allow_pickle=False) if path.exists() else None
     except (OSError, ValueError) as exc:
         raise DamagedArtifact(folder, f"damaged round targets ({exc})") from None
+    if not isinstance(record, dict):
+        raise DamagedArtifact(folder / "record.json", "damaged round record (not a JSON object)")
     if targets is None:
         return None, record
     if targets.ndim != 2 or targets.dtype != np.float32:
