@@ -481,4 +481,4 @@ def test_bad_input_gets_clean_error_lines(
 
 
 def test_the_catalogue_is_long_enough() -> None:
-    assert len(CASES) >= 50 and len({c.id for c in CASES}) == len(CASES)
+    assert len(CASES) >= 80 and len({c.id for c in CASES}) == len(CASES)
