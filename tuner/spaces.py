@@ -21,6 +21,7 @@ and the key. Relative ranges (multipliers of the base config's value) are descri
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ OBJECTIVES = ("cam_miou", "cam_miou_best", "pseudo_miou", "val_miou")
 CHOICE = "space"  # the categorical parameter that picks a method space
 _METHOD_KEYS = {"method", "name", "include", "metric", "mode", "fixed", "params", "description"}
 SHARED_KEYS = {"fixed", "params", "description"}
+SPACE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")  # no "|": it separates NAME|key
 
 
 class SpaceError(wsss.WsssError):
@@ -164,8 +166,20 @@ def load_space(path: str | Path, base: Base | None = None) -> Space:
     method = data["method"] if data["method"] in wsss.list_methods() else None
     fixed, params = read_params(path, data, problems, method, base)
     shared_fixed, shared, files = {}, [], [path]
-    for name in data.get("include") or []:
-        included = (path.parent / str(name)).resolve()
+    includes = data.get("include") or []
+    if not isinstance(includes, list) or not all(isinstance(n, str) for n in includes):
+        problems.append(
+            f"{path}: include: must be a list of file names, e.g. [refine.yaml], got {includes!r}"
+        )
+        includes = []
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not SPACE_NAME.fullmatch(name):
+        problems.append(
+            f"{path}: name: {wsss.short_repr(name)} must be up to 64 letters, digits and . _ - + "
+            "(it prefixes the space's knobs as NAME|key)"
+        )
+    for include in includes:
+        included = (path.parent / include).resolve()
         extra = _read(included, problems)
         if extra is None:
             continue
@@ -183,9 +197,8 @@ def load_space(path: str | Path, base: Base | None = None) -> Space:
         problems.append(f"{path}: fixed values are invalid together ({error})")
     if problems:
         raise SpaceError(problems)
-    name = str(data.get("name", path.stem))
     return Space(
-        name,
+        data.get("name", path.stem),
         data["method"],
         metric,
         mode,

@@ -315,6 +315,12 @@ SPACES = [
         ),
         "refine.beta: shared knob with a different range than in",
     ),
+    Case(
+        "include a string, not a list",
+        space({"include": "shared.yaml"}, {"shared.yaml": {"params": {}}}),
+        "include: must be a list of file names, e.g. [refine.yaml], got 'shared.yaml'",
+    ),
+    Case("space name with a bar", space({"name": "a|b"}), "name: 'a|b' must be up to 64 letters"),
     Case("space duplicate key", raw_space("method: cam\nmetric: val_miou\nmethod: seam\n"), "duplicate key"),
     Case(
         "space alias bomb",
