@@ -666,6 +666,11 @@ OTHER = [
         "outside the classes 0..3 and 255",
     ),
     Case(
+        "eval: a split outside the dataset",
+        lambda d, t: ["eval", str(t), "--data", str(d), "--split", "../../../../etc/os-release"],
+        "--split = '../../../../etc/os-release': a split is a file name in",
+    ),
+    Case(
         "eval: unknown split",
         lambda d, t: ["eval", str(t), "--data", str(d), "--split", "tst"],
         "tst.txt: split",

@@ -136,6 +136,8 @@ class VocDataset:
 
 
 def _read_split(root: Path, split: str, key: str) -> tuple[str, ...]:
+    if not split or "/" in split or "\\" in split or split.startswith("."):
+        raise DataError(f"{key} = {split!r}: a split is a file name in {root / SPLIT_DIR}, not a path")
     path = root / SPLIT_DIR / f"{split}.txt"
     if not path.is_file():
         raise DataError(f"{path}: split file not found ({key} = {split!r})")
