@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from wsss.configio import (
+    NOT_A_SETTING,
     RESOLVE_TYPE,
     deep_merge,
     field_paths,
@@ -57,6 +58,9 @@ class BackboneConfig:
     # Dropout2d on the last feature map before global pooling, in training (psa and mva: 0.5). Only
     # the CAM network pools globally, so only seed.backbone may set it.
     dropout: float = 0.0
+    # Where the pipeline made `pretrained` weights local (wsss.models.pretrained); not a setting, so
+    # no part of a stage key: a converted file's location differs from node to node.
+    local_weights: str = field(default="", compare=False, metadata={NOT_A_SETTING: True})
 
     def validate(self, path: str) -> None:
         _check(0 <= self.dropout < 1, f"{path}.dropout", f"must be within [0, 1), got {self.dropout}")

@@ -100,7 +100,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
 
 
 def _unknown_key(cls: type, key: str, path: str) -> ConfigError:
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in settings(cls)]
     hint = difflib.get_close_matches(key, names, n=1)
     if hint:
         suggestion = f"; did you mean '{_join(path, hint[0])}'?"
@@ -114,6 +114,14 @@ def _join(prefix: str, key: str) -> str:
 
 
 RESOLVE_TYPE = "resolve_type"  # field metadata: (values of the earlier fields) -> the field's dataclass type
+# Field metadata: filled in by the pipeline as it runs (where something was made local), not a setting:
+# no file or --set may give it, and it is left out of mappings (stage keys, dumps, search spaces).
+NOT_A_SETTING = "not_a_setting"
+
+
+def settings(cls: Any) -> list[dataclasses.Field[Any]]:
+    """The fields of a config dataclass that are settings."""
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get(NOT_A_SETTING)]
 
 
 def from_mapping(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
@@ -123,7 +131,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
     stage's `params`, typed by the chosen method's own config class.
     """
     hints = _type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in settings(cls)}
     for key in data:
         if not isinstance(key, str) or key not in fields:
             raise _unknown_key(cls, str(key), path)
@@ -198,7 +206,7 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 def to_mapping(obj: Any) -> Any:
     """Plain YAML/JSON-ready data: dataclasses become dicts, tuples become lists."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_mapping(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_mapping(getattr(obj, f.name)) for f in settings(obj)}
     if isinstance(obj, tuple | list):
         return [to_mapping(v) for v in obj]
     return obj
@@ -268,7 +276,10 @@ def field_paths(cls: type, prefix: str = "", resolved: Mapping[str, type] | None
     out: dict[str, Any] = {}
     resolved = resolved or {}
     dynamic = {f.name for f in dataclasses.fields(cls) if RESOLVE_TYPE in f.metadata}  # type: ignore[arg-type]
+    names = {f.name for f in settings(cls)}
     for name, tp in _type_hints(cls).items():
+        if name not in names:
+            continue
         path = _join(prefix, name)
         if name in dynamic:
             if path in resolved:

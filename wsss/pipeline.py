@@ -7,8 +7,10 @@ knob recomputes refine and segment only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -21,6 +23,7 @@ from wsss.configio import to_mapping
 from wsss.data.synth import ensure_cached
 from wsss.data.voc import VocDataset, open_dataset
 from wsss.errors import DamagedArtifact, LeaseLost, StoreError
+from wsss.models.pretrained import resolve_weights
 from wsss.ops.crf import require_crf
 from wsss.runtime import Runtime, torch_threads
 from wsss.stages import refine, seed, segment
@@ -229,11 +232,14 @@ def run_pipeline(
     exclusive = lock is not None or store.is_local
     lock = lock or store.lock
     runtime = Runtime.from_config(cfg.runtime)
-    with torch_threads(cfg.runtime.threads):
+    with torch_threads(cfg.runtime.threads), contextlib.ExitStack() as scratch:
+        # Pretrained weights made local before anything trains (a hub out of reach stops the run here).
+        weights_dir = data.cache_dir or Path(scratch.enter_context(tempfile.TemporaryDirectory()))
+        local = resolve_weights(cfg, weights_dir)
         for attempt in range(_REPAIRS + 1):
             used = _Used()
             try:
-                return _run_stages(cfg, data, store, lock, exclusive, stages, runtime, used, on_stage)
+                return _run_stages(cfg, local, data, store, lock, exclusive, stages, runtime, used, on_stage)
             except DamagedArtifact as exc:
                 owner = used.owner(exc.path)
                 if owner is None or attempt == _REPAIRS:
@@ -249,6 +255,7 @@ _REPAIRS = 3
 
 def _run_stages(
     cfg: PipelineConfig,
+    local: PipelineConfig,
     data: VocDataset,
     store: StageStore,
     lock: Lock,
@@ -270,7 +277,7 @@ def _run_stages(
             "format_version": _VERSIONS[name],
         }
         rounds = _round_cache(store, lock, exclusive, used)
-        compute = _computation(name, cfg, data, upstream, runtime, rounds)
+        compute = _computation(name, local, data, upstream, runtime, rounds)  # keys and meta from cfg
         outcome = _stage(store, lock, exclusive, name, keys[name], meta, compute, used)
         outcomes[name] = upstream = outcome
         if on_stage is not None:

@@ -120,7 +120,9 @@ def test_nodes_install_nothing_when_they_boot(raw: dict) -> None:
     boot = " ".join(_commands(raw, "setup_commands", "head_setup_commands", "worker_setup_commands"))
     assert "pip install" not in boot and "file_mounts" not in raw
     installs = _dockerfile()
-    assert "/home/ray/wsss-search[crf]" in installs and "COPY" in installs  # the project, in the image
+    assert (
+        "/home/ray/wsss-search[crf,pretrained]" in installs and "COPY" in installs
+    )  # the project, in the image
     assert "awscli" in installs and "psycopg2-binary" in installs  # the AWS CLI and Postgres driver
 
 

@@ -57,8 +57,9 @@ def create_backbone(cfg: BackboneConfig) -> nn.Module:
     if cfg.name not in timm.list_models():
         raise ConfigError(f"backbone.name: unknown timm model {cfg.name!r}")
     overlay = {}
-    if cfg.weights:
-        overlay = {"pretrained_cfg_overlay": {"state_dict": load_checkpoint(Path(cfg.weights))}}
+    if cfg.weights or cfg.local_weights:
+        source = Path(cfg.weights or cfg.local_weights)
+        overlay = {"pretrained_cfg_overlay": {"state_dict": load_checkpoint(source)}}
     try:
         model = timm.create_model(
             cfg.name,
