@@ -48,9 +48,15 @@ class SubCategoryNet(CamNet):
         return self.classifier(pooled).flatten(1), sub
 
     def warm_from(self, previous: nn.Module) -> None:
-        """Start from `previous`'s weights wherever the shapes agree (all but a resized sub head)."""
+        """Start from `previous`'s backbone and parent classifier, never its sub-category head: that
+        head's columns are clusters of the previous round's partition, which this round's targets
+        renumber (k-means gives K per class every round, so the shapes would agree regardless)."""
         own = self.state_dict()
-        same = {k: v for k, v in previous.state_dict().items() if k in own and own[k].shape == v.shape}
+        same = {
+            k: v
+            for k, v in previous.state_dict().items()
+            if k in own and own[k].shape == v.shape and not k.startswith("sub_classifier.")
+        }
         self.load_state_dict(same, strict=False)
 
 

@@ -118,3 +118,17 @@ def test_the_seed_report_shows_the_sub_categories(coated_dir: Path, tmp_path: Pa
     assert seed.metrics["seed_rounds"] == 3 and seed.metrics["seed_clusters"] == 9
     written = write_stage_report(seed, result.stages, data, tmp_path / "report")
     assert {p.name for p in written} >= {"seed_subcategories_round1.png", "seed_subcategories_round2.png"}
+
+
+def test_a_warm_started_round_keeps_the_backbone_not_the_old_sub_head() -> None:
+    """restart: false starts a round from the previous one's network; the sub-category head belongs
+    to the previous partition (its columns are other clusters), so it starts afresh (methods-review §8.4)."""
+    cfg = tiny_config().seed.backbone
+    previous, current = SubCategoryNet(cfg, 3, 6), SubCategoryNet(cfg, 3, 6)
+    fresh_head = current.sub_classifier.weight.detach().clone()  # type: ignore[union-attr]
+    current.warm_from(previous)
+    assert torch.equal(current.classifier.weight, previous.classifier.weight)
+    first = next(iter(previous.backbone.state_dict()))
+    assert torch.equal(current.backbone.state_dict()[first], previous.backbone.state_dict()[first])
+    assert torch.equal(current.sub_classifier.weight, fresh_head)  # type: ignore[union-attr]
+    assert not torch.equal(current.sub_classifier.weight, previous.sub_classifier.weight)  # type: ignore[union-attr]
