@@ -219,9 +219,11 @@ class RefineConfig:
     # Which pairs: every pair within the radius, or psa's (no origin within radius - 1 cells of the
     # bottom, left or right border, for training and for the walk alike).
     pair_origins: Literal["all", "psa"] = "all"
-    # Labels of the grid cells the affinity loss pairs: each cell's majority label (psa: average-pooled
-    # score maps, argmax), or only cells whose pixels all agree ("pure").
-    grid_labels: Literal["majority", "pure"] = "majority"
+    # Labels of the grid cells the affinity loss pairs: each cell's majority label of the combined
+    # confident map (ignore counting as a label), only cells whose pixels all agree ("pure"), or psa's
+    # rule: the low- and high-alpha maps pooled to the grid apart, each cell's argmax, then combined
+    # (train_aff.py AvgPool2d(8), voc12/data.py).
+    grid_labels: Literal["majority", "pure", "psa"] = "majority"
     beta: float = 16.0  # affinity power before the walk (psa 8, irn 10)
     # 2^logt walk steps. psa/irn use 8 on ~60x60 grids; a 128 px image is a 16x16 grid, where objects are
     # a few cells wide and more steps only leak across boundaries.
@@ -255,6 +257,9 @@ class SegmentConfig:
     balanced_ce: bool = False
     # With balanced_ce: every class present in the batch weighs the same instead (not a reference loss).
     balance_per_class: bool = False
+    # kazuto1011's multi-scale training (libs/models/msc.py:26-47, main.py:232-236): the loss summed
+    # over the logits of the crop at these scales (1.0 first) and their pixel-wise max; [] = one scale.
+    msc_scales: tuple[float, ...] = ()
     scales: tuple[float, ...] = (1.0,)
     flip: bool = True
     # kazuto1011's post-processing CRF values.
@@ -271,6 +276,13 @@ class SegmentConfig:
             f"need 1+ rates >= 1, got {short_repr(list(self.aspp_rates))} (at most 8 rates, each <= 256)",
         )
         _scales_ok(self.scales, f"{path}.scales")
+        if self.msc_scales:
+            _scales_ok(self.msc_scales, f"{path}.msc_scales")
+            _check(
+                self.msc_scales[0] == 1.0 and len(self.msc_scales) >= 2,
+                f"{path}.msc_scales",
+                f"must be 1.0 then other scales (kazuto1011: [1.0, 0.5, 0.75]), got {list(self.msc_scales)}",
+            )
         _no_global_pool_dropout(self.backbone, path)
         _check(
             self.balanced_ce or not self.balance_per_class,
@@ -327,6 +339,10 @@ class RuntimeConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     workers: int = 0  # DataLoader worker processes
     progress: bool = True
+    # Channels-last (NHWC) tensors for convolutions: "auto" on CUDA only; "always" on CPU too, where it
+    # makes depthwise backbones ~1.4x faster (EfficientNet-Lite0, 2 cores: 0.70 vs 1.04 s a training
+    # step at batch 16, 224 px, OS16; docs/benchmarks.md); "never" keeps NCHW everywhere.
+    channels_last: Literal["auto", "always", "never"] = "auto"
 
     def validate(self, path: str) -> None:
         _check(
@@ -400,25 +416,55 @@ def read_provenance(source: str | os.PathLike[str]) -> tuple[str, dict[str, Any]
     return label, provenance
 
 
-BY_METHOD_KEY = "params_by_method"
+BY_METHOD_KEY = "by_method"
+OLD_BY_METHOD_KEY = "params_by_method"
 
 
-def resolve_method_params(data: dict[str, Any], label: str) -> dict[str, Any]:
-    """`seed.params_by_method` (a preset's per-method knobs, e.g. voc12's ViT teacher for sc_teach)
-    applied under `seed.params` for the method the config ends up with; explicit `seed.params` win."""
+def _chosen_method(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> Any:
+    for source in (overrides, data):
+        seed = source.get("seed")
+        if isinstance(seed, Mapping) and "method" in seed:
+            return seed["method"]
+    return SeedConfig.method
+
+
+def resolve_by_method(
+    data: dict[str, Any], label: str, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """`seed.by_method` (a preset's per-method seed settings, e.g. voc12's SEAM schedule from
+    train_SEAM.py) merged over the file's seed section for the method the run ends up with (the
+    overrides' seed.method, else the file's); the overrides themselves go on top afterwards. Every
+    entry is checked, not only the chosen one, so a typo in any method's settings is found at once."""
     seed = data.get("seed")
-    if not isinstance(seed, dict) or BY_METHOD_KEY not in seed:
+    if not isinstance(seed, dict):
+        return data
+    if OLD_BY_METHOD_KEY in seed:
+        raise ConfigError(
+            f"{label}: seed.{OLD_BY_METHOD_KEY} is now seed.{BY_METHOD_KEY}, whose entries are seed "
+            "sections: {METHOD: {params: {...}, train: {...}, backbone: {...}}}"
+        )
+    if BY_METHOD_KEY not in seed:
         return data
     seed = dict(seed)
     by_method = seed.pop(BY_METHOD_KEY)
     if not isinstance(by_method, dict) or not all(isinstance(v, dict) for v in by_method.values()):
-        raise ConfigError(f"{label}: seed.{BY_METHOD_KEY} must map method names to their seed.params")
-    chosen = by_method.get(seed.get("method", SeedConfig.method), {})
-    params = seed.get("params")
-    seed["params"] = deep_merge(chosen, params if isinstance(params, dict) else {})
-    if not seed["params"] and params is None:
-        del seed["params"]
-    return {**data, "seed": seed}
+        raise ConfigError(f"{label}: seed.{BY_METHOD_KEY} must map method names to seed sections")
+    from wsss.methods import list_methods
+
+    for method, entry in by_method.items():
+        where = f"seed.{BY_METHOD_KEY}.{method}"
+        if method not in list_methods():
+            raise ConfigError(f"{label}: {where}: unknown method (methods: {', '.join(list_methods())})")
+        if "method" in entry or BY_METHOD_KEY in entry:
+            raise ConfigError(
+                f"{label}: {where}: holds seed settings, not seed.method or seed.{BY_METHOD_KEY}"
+            )
+        try:
+            from_mapping(SeedConfig, {**entry, "method": method}, "seed")
+        except ConfigError as exc:
+            raise ConfigError(f"{label}: {where}: {exc}") from None
+    chosen = by_method.get(_chosen_method(data, overrides or {}), {})
+    return {**data, "seed": deep_merge(seed, chosen, strict=True)}
 
 
 def config_source(source: str | os.PathLike[str]) -> dict[str, Any]:
@@ -429,9 +475,9 @@ def config_source(source: str | os.PathLike[str]) -> dict[str, Any]:
     """
     label, data, _ = _read_yaml(source)
     try:
-        from_mapping(PipelineConfig, resolve_method_params(data, label))
+        from_mapping(PipelineConfig, resolve_by_method(data, label))
     except ConfigError as exc:
-        raise ConfigError(f"{label}: {exc}") from None
+        raise ConfigError(exc.args[0] if str(exc).startswith(label) else f"{label}: {exc}") from None
     return data
 
 
@@ -450,10 +496,13 @@ def load_config(
     extra = (parse_overrides(overrides) if isinstance(overrides, list) else overrides) or {}
     try:
         # strict: an override never hides a malformed section of the file beneath it
-        data = deep_merge(data, extra, strict=True)
-        return from_mapping(PipelineConfig, resolve_method_params(data, label))
+        deep_merge(data, extra, strict=True)
+        data = deep_merge(resolve_by_method(data, label, extra), extra, strict=True)
+        return from_mapping(PipelineConfig, data)
     except ConfigError as exc:
-        raise ConfigError(f"{label}: {exc}" if source is not None else str(exc)) from None
+        if source is None or str(exc).startswith(label):
+            raise ConfigError(str(exc)) from None
+        raise ConfigError(f"{label}: {exc}") from None
 
 
 def config_fields(method: str | None = None) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def _to_device(
     out = []
     for t in batch:
         t = t.to(runtime.device, non_blocking=True)
-        if runtime.cuda and t.dim() == 4:
+        if runtime.channels_last and t.dim() == 4:
             t = t.contiguous(memory_format=torch.channels_last)
         out.append(t)
     return tuple(out)
@@ -120,9 +120,7 @@ def fit(
     desc: str,
 ) -> TrainStats:
     """Train `model` in place for `cfg.epochs` epochs over `loader`."""
-    model.to(runtime.device)
-    if runtime.cuda:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    runtime.place(model)
     model.train()
     optimizer = make_optimizer(model, cfg)
     amp_dtype = _amp_dtype(runtime, cfg)

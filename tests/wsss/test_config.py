@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wsss.config import PipelineConfig, dump_config, load_config, preset_names
+from wsss.config import PipelineConfig, config_source, dump_config, load_config, preset_names
 from wsss.configio import digest, field_paths, to_mapping, with_setting
 from wsss.errors import ConfigError
 from wsss.yamlio import load_yaml
@@ -137,7 +137,7 @@ def test_voc12_preset_is_what_its_references_ran() -> None:
     assert refine.crf.enabled and (refine.alpha_low, refine.alpha_high) == (4.0, 32.0)
     assert not refine.train.random_rescale and refine.train.crop_size == 448
     assert (refine.train.epochs, refine.train.batch_size, refine.train.lr) == (8, 8, 0.1)
-    assert (refine.pair_origins, refine.grid_labels) == ("psa", "majority")
+    assert (refine.pair_origins, refine.grid_labels) == ("psa", "psa")
     assert (refine.beta, refine.logt, refine.rw_alpha, refine.radius) == (8.0, 8, 16.0, 5)
     # kazuto1011's schedule (20k iterations at batch 10 ~ 19 epochs of 10,582), no colour jitter.
     segment = cfg.segment
@@ -203,29 +203,65 @@ def test_method_params_follow_the_method(tmp_path: Path) -> None:
     assert digest(cfg.seed) != digest(load_config(None, ["seed.method=mixup"]).seed)
 
 
-def test_a_presets_per_method_params_apply_to_the_method_a_run_picks() -> None:
-    teach = load_config("voc12", ["seed.method=sc_teach"]).seed.params
-    assert (teach.teacher, teach.teacher_pretrained, teach.teacher_size) == (
+def test_a_presets_per_method_settings_apply_to_the_method_a_run_picks() -> None:
+    teach = load_config("voc12", ["seed.method=sc_teach"]).seed
+    assert (teach.params.teacher, teach.params.teacher_pretrained, teach.params.teacher_size) == (
         "vit_base_patch16_224",
         True,
         224,
     )
+    assert teach.backbone.dropout == 0.5  # mva-wsss's dropout7
     explicit = load_config("voc12", ["seed.method=sc_teach", "seed.params.teacher_epochs=7"]).seed.params
     assert explicit.teacher_epochs == 7 and explicit.teacher == "vit_base_patch16_224"
-    assert to_mapping(load_config("voc12").seed.params) == {}  # cam has no knobs; sc_teach's stay unused
+    cam = load_config("voc12").seed  # irn's CAM schedule
+    assert to_mapping(cam.params) == {}  # cam has no knobs; sc_teach's stay unused
+    assert (cam.backbone.output_stride, cam.train.lr, cam.train.epochs, cam.backbone.dropout) == (
+        16,
+        0.1,
+        5,
+        0,
+    )
     assert load_config("voc12", ["seed.method=sc_cam"]).seed.params.clusters == 10
 
 
-def test_malformed_per_method_params_name_the_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [  # (output stride, lr, epochs, batch, crop, resize, dropout): train_SEAM.py, train_cpn.py, train_cls.py
+        ("seam", (8, 0.01, 8, 8, 448, (448, 768), 0.5)),
+        ("cpn", (8, 0.01, 8, 4, 448, (448, 768), 0.5)),
+        ("sc_cam", (8, 0.01, 30, 16, 224, (256, 512), 0.5)),
+    ],
+)
+def test_voc12_runs_seam_cpn_and_sc_cam_on_their_references_schedules(method: str, expected: tuple) -> None:
+    seed = load_config("voc12", [f"seed.method={method}"]).seed
+    train, backbone = seed.train, seed.backbone
+    got = (backbone.output_stride, train.lr, train.epochs, train.batch_size, train.crop_size)
+    assert (*got, train.resize_long, backbone.dropout) == expected
+    assert backbone.name == "resnet50" and backbone.pretrained and backbone.frozen_bn  # the rest stays
+    assert seed.scales == (1.0, 0.5, 1.5, 2.0) and seed.bg_threshold == 0.15
+    # the command line and a search's overrides still win over the preset's per-method settings
+    assert load_config("voc12", [f"seed.method={method}", "seed.train.lr=0.05"]).seed.train.lr == 0.05
+
+
+def test_per_method_settings_are_checked_for_every_method(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"seed": {"params_by_method": {"sc_teach": 3}}}))
-    with pytest.raises(ConfigError, match="params_by_method"):
-        load_config(path)
-    path.write_text(
-        yaml.safe_dump({"seed": {"method": "sc_teach", "params_by_method": {"sc_teach": {"nope": 1}}}})
-    )
-    with pytest.raises(ConfigError, match="nope"):
-        load_config(path)
+    cases = [
+        ({"seed": {"by_method": {"sc_teach": 3}}}, r"seed\.by_method must map method names"),
+        ({"seed": {"by_method": {"nosuch": {}}}}, r"seed\.by_method\.nosuch: unknown method"),
+        (
+            {"seed": {"by_method": {"seam": {"train": {"nope": 1}}}}},
+            r"seed\.by_method\.seam: seed\.train\.nope",
+        ),
+        ({"seed": {"by_method": {"seam": {"method": "cam"}}}}, r"seed\.by_method\.seam: holds seed settings"),
+        ({"seed": {"by_method": {"sc_teach": {"params": {"nope": 1}}}}}, "nope"),
+        ({"seed": {"params_by_method": {"sc_teach": {}}}}, r"seed\.params_by_method is now seed\.by_method"),
+    ]
+    for data, message in cases:
+        path.write_text(yaml.safe_dump(data))
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)  # the typo is in a method this run does not pick (cam)
+        with pytest.raises(ConfigError, match=message):
+            config_source(path)
 
 
 @pytest.mark.parametrize(

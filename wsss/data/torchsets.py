@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from wsss.data.image_files import read_mask
+from wsss.data.image_files import IGNORE_INDEX, read_mask
 from wsss.data.transforms import TrainTransform
 from wsss.data.voc import VocDataset
 from wsss.errors import DamagedArtifact, DataError
@@ -68,23 +68,60 @@ class SegmentationSet(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image_id = self.ids[index]
-        image = self.data.read_image(image_id)
-        path = self.mask_path(image_id)
+    def read_label(self, path: Path, image_id: str, shape: tuple[int, ...]) -> np.ndarray:
         try:
             mask = read_mask(path, self.data.num_classes)
-            if mask.shape != image.shape[:2]:
+            if mask.shape != shape:
                 raise DataError(
-                    f"{path}: label map is {mask.shape[::-1]} but image {image_id} is {image.shape[1::-1]}"
+                    f"{path}: label map is {mask.shape[::-1]} but image {image_id} is {shape[::-1]}"
                 )
         except DataError as exc:
             if not self.stored:
                 raise
             raise DamagedArtifact(path, str(exc).removeprefix(f"{path}: ")) from None
+        return mask
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image_id = self.ids[index]
+        image = self.data.read_image(image_id)
+        mask = self.read_label(self.mask_path(image_id), image_id, image.shape[:2])
         img, m = self.transform(image, mask)
         assert m is not None
         return img, m
+
+
+# Two label maps travel through one augmentation as `first * PAIR_BASE + second` (labels are < 256).
+PAIR_BASE = 256
+
+
+class LabelPairSet(SegmentationSet):
+    """(augmented image, two label maps in one) for losses that read two label maps of an image,
+    cropped and flipped alike (psa's low- and high-alpha confident labels); split with `split_pair`."""
+
+    def __init__(
+        self,
+        data: VocDataset,
+        ids: Sequence[str],
+        mask_paths: Callable[[str], tuple[Path, Path]],
+        transform: TrainTransform,
+        stored: bool = False,
+    ) -> None:
+        super().__init__(data, ids, lambda i: mask_paths(i)[0], transform, stored)
+        self.mask_paths = mask_paths
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image_id = self.ids[index]
+        image = self.data.read_image(image_id)
+        first, second = (self.read_label(p, image_id, image.shape[:2]) for p in self.mask_paths(image_id))
+        pair = first.astype(np.int64) * PAIR_BASE + second
+        img, m = self.transform(image, pair, fill=IGNORE_INDEX * PAIR_BASE + IGNORE_INDEX)
+        assert m is not None
+        return img, m
+
+
+def split_pair(pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two label maps a LabelPairSet batch holds."""
+    return pairs // PAIR_BASE, pairs % PAIR_BASE
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -120,7 +120,7 @@ class SeedMethod(abc.ABC):
         (None when it does not exist or the weights are loaded afterwards). By default `build`."""
         return self.build(backbone, num_classes, params)
 
-    def image_maps(self, params: Any, train: TrainConfig) -> ImageMaps | None:
+    def image_maps(self, params: Any, train: TrainConfig, stride: int) -> ImageMaps | None:
         """Per-image maps the loss needs beside each image (CPN's superpixels), or None. They are
         computed once per image and setting, cached with the dataset, augmented with the image like
         a mask and passed to `loss` as a (B, H, W) long tensor."""

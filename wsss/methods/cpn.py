@@ -11,7 +11,8 @@ normalised image, the ImageNet mean colour. Losses as in CPN's `train_cpn.py`:
            1 - max foreground first; targets detached)
 
 Masks M, two strategies:
-- superpixel (CPN's default, `hide_patch_ss`): SLIC superpixels, S_N per crop, about half of them
+- superpixel (CPN's default, `hide_patch_ss`): SLIC superpixels, S_N per 448 px crop at stride 8 and
+  as many feature cells per superpixel on other crops and strides (image_maps), about half of them
   hidden (floor((S+1)/2) drawn with replacement); the kept fraction counts pixels. SLIC runs once per
   image and setting (wsss.data.image_maps, cached with the dataset) instead of on every crop, and on
   the RGB image rather than CPN's normalised tensor; the maps are cropped and flipped with the image
@@ -38,13 +39,17 @@ from wsss.models.cpn import CpnNet
 from wsss.models.seam import max_norm, with_background
 
 _PARTS = ("cls", "minpool", "tcp", "cpcr")
+# CPN's crop side and network stride (train_cpn.py crop 448; ResNet-38 at output stride 8), where S_N counts.
+REFERENCE_CROP, REFERENCE_STRIDE = 448, 8
 
 
 @dataclass(frozen=True)
 class CpnConfig:
     # How M is drawn: superpixels (CPN's default, `hide_patch_ss`) or grid cells (`hide_patch`).
     strategy: Literal["superpixel", "grid"] = "superpixel"
-    superpixels: int = 300  # S_N: SLIC segments per crop (CPN 300; brief {100, 200, 300, 500})
+    # S_N: SLIC segments per 448 px crop at stride 8 (CPN 300; brief {100, 200, 300, 500}), scaled to
+    # this network's grid (image_maps): 300 is about 19 superpixels on a 112 px crop at stride 8.
+    superpixels: int = 300
     compactness: float = 10.0  # SLIC compactness (CPN 10)
     grid_cells: tuple[int, ...] = (1, 2)  # the grid patch set: cells per crop side, one drawn per image
     hide: float = 0.5  # grid: p_h, each cell's probability of being hidden in I1 (CPN 0.5)
@@ -133,6 +138,15 @@ def max_onehot_all(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(maps == maps.amax(1, keepdim=True), maps, torch.zeros_like(maps))
 
 
+def superpixel_count(s_n: int, train: TrainConfig, stride: int, shape: tuple[int, ...]) -> int:
+    """SLIC segments for a whole image of `shape` (H, W): S_N x its area at the mean random rescale,
+    over the area of the reference crop seen at this network's stride, (448 * stride / 8)^2."""
+    height, width = shape[:2]
+    scale = (sum(train.resize_long) / 2) / max(height, width) if train.random_rescale else 1.0
+    side = REFERENCE_CROP * stride / REFERENCE_STRIDE
+    return max(2, round(s_n * height * width * scale**2 / side**2))
+
+
 class Cpn(SeedMethod):
     name = "cpn"
     description = "CPN: complementary patch pairs through SEAM's network with PRCM (Zhang et al. 2021)"
@@ -141,22 +155,22 @@ class Cpn(SeedMethod):
     def build(self, backbone: BackboneConfig, num_classes: int, params: CpnConfig) -> CpnNet:
         return CpnNet(backbone, num_classes, params.reference_reshape)
 
-    def image_maps(self, params: CpnConfig, train: TrainConfig) -> ImageMaps | None:
+    def image_maps(self, params: CpnConfig, train: TrainConfig, stride: int) -> ImageMaps | None:
         if params.strategy != "superpixel":
             return None
-        # S_N counts superpixels per crop; a whole image holds more: S_N x its area over the area
-        # of the image that one crop covers at the mean random rescale.
-        mean_long = sum(train.resize_long) / 2 if train.random_rescale else None
 
+        # S_N is CPN's count on its 448 px crops at stride 8 (train_cpn.py, ResNet-38), where one
+        # superpixel covers (448 / 8)^2 / S_N feature cells (10.5 at 300). A superpixel here covers
+        # as many cells of this network's grid, so S_N keeps its meaning on small crops and at
+        # stride 16: per crop S_N x (crop / stride)^2 / 56^2, per image that times its area over the
+        # area one crop covers at the mean random rescale.
         def compute(image: np.ndarray) -> np.ndarray:
-            height, width = image.shape[:2]
-            scale = mean_long / max(height, width) if mean_long else 1.0
-            segments = max(2, round(params.superpixels * height * width * scale**2 / train.crop_size**2))
-            return slic_labels(image, segments, params.compactness)
+            count = superpixel_count(params.superpixels, train, stride, image.shape[:2])
+            return slic_labels(image, count, params.compactness)
 
         rescale = f"{train.resize_long[0]}-{train.resize_long[1]}" if train.random_rescale else "none"
         return ImageMaps(
-            f"slic-{params.superpixels}-{params.compactness:g}-crop{train.crop_size}-{rescale}", compute
+            f"slic-{params.superpixels}-{params.compactness:g}-stride{stride}-{rescale}", compute
         )
 
     def loss(

@@ -7,7 +7,8 @@
 3. Random walk: propagate [(1 - max CAM)^rw_alpha; CAMs] with the affinity transition matrix for
    2^logt steps; the argmax is the pseudo mask.
 
-Artifact: `<id>.png` pseudo masks (palette PNG) for the train split, `confident/<id>.png`, `model.pt`.
+Artifact: `<id>.png` pseudo masks (palette PNG) for the train split, `confident/<id>.png` (with
+`grid_labels: psa` also `confident/low/<id>.png` and `confident/high/<id>.png`), `model.pt`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from wsss.checkpoints import save_state
 from wsss.config import RefineConfig
 from wsss.data.classes import IGNORE_INDEX, write_mask
-from wsss.data.torchsets import SegmentationSet
+from wsss.data.torchsets import LabelPairSet, SegmentationSet, split_pair
 from wsss.data.transforms import TrainTransform, to_tensor
 from wsss.data.voc import VocDataset
 from wsss.loop import TrainStats, train_model
@@ -47,12 +48,16 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CONFIDENT_DIR = "confident"
+# With grid_labels psa, CONFIDENT_DIR also holds the low- and high-alpha maps, in these folders.
+LOW_DIR, HIGH_DIR = "low", "high"
 
 
-def confident_labels(
+def two_sided_labels(
     cams: np.ndarray, keys: np.ndarray, cfg: RefineConfig, image: np.ndarray | None = None
-) -> np.ndarray:
-    """psa's two-sided seeds: low alpha keeps confident foreground, high alpha confident background."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """psa's low- and high-alpha label maps (infer_cls.py: argmax of [(1 - max CAM)^alpha; CAMs],
+    each through the CRF when it is on): the first keeps confident foreground, the second confident
+    background."""
 
     def labels(alpha: float) -> np.ndarray:
         scores = np.concatenate([background_power(cams, alpha)[None], cams])
@@ -61,11 +66,21 @@ def confident_labels(
             scores = crf_refine(image, scores, cfg.crf, "refine.crf.enabled")
         return labels_from_scores(scores, keys)
 
-    foreground = labels(cfg.alpha_low)
-    background = labels(cfg.alpha_high)
-    out = np.where(foreground > 0, foreground, IGNORE_INDEX).astype(np.uint8)
-    out[background == 0] = 0
+    return labels(cfg.alpha_low), labels(cfg.alpha_high)
+
+
+def combine_two_sided(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Foreground where the low-alpha map says so, background where the high-alpha one does, else ignore."""
+    out = np.where(low > 0, low, IGNORE_INDEX).astype(np.uint8)
+    out[high == 0] = 0
     return out
+
+
+def confident_labels(
+    cams: np.ndarray, keys: np.ndarray, cfg: RefineConfig, image: np.ndarray | None = None
+) -> np.ndarray:
+    """psa's two-sided seeds in one map: confident foreground, confident background, ignore (255)."""
+    return combine_two_sided(*two_sided_labels(cams, keys, cfg, image))
 
 
 def grid_labels(
@@ -73,19 +88,46 @@ def grid_labels(
 ) -> torch.Tensor:
     """Label maps (B, H, W) on the embedding grid.
 
-    majority (psa: AvgPool2d over the confident score maps, then the per-cell argmax): each cell takes
-    its most frequent label, ignored pixels counting as a label of their own, so cells at object edges
-    keep their label and give the negative pairs the affinity loss learns boundaries from.
-    pure: a cell keeps a label only if all its pixels agree (stricter; fewer pairs at edges).
+    majority: each cell takes its most frequent label, ignored pixels counting as a label of their own,
+    so cells at object edges keep their label and give the negative pairs the affinity loss learns
+    boundaries from. pure: a cell keeps a label only if all its pixels agree (stricter; fewer pairs at
+    edges). psa: `labels` are low/high-alpha pairs, combined per cell as psa does (psa_grid_labels).
     """
-    onehot = F.one_hot(torch.where(labels == IGNORE_INDEX, num_classes, labels), num_classes + 1)
-    share = F.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2).float(), size)
-    best, label = share.max(dim=1)
+    if rule == "psa":
+        return psa_grid_labels(labels, size, num_classes)
+    best, label = _pooled_argmax(labels, size, num_classes, ignore_is_label=True)
     unusable = label == num_classes
     if rule == "pure":
         unusable |= best < 0.999
     label[unusable] = IGNORE_INDEX
     return label
+
+
+def _pooled_argmax(
+    labels: torch.Tensor, size: tuple[int, int], num_classes: int, ignore_is_label: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(share of the winning label, winning label) per grid cell of one-hot label maps average-pooled
+    to `size`; ignored pixels are label `num_classes` or, with `ignore_is_label` off, count for none."""
+    onehot = F.one_hot(torch.where(labels == IGNORE_INDEX, num_classes, labels), num_classes + 1)
+    if not ignore_is_label:
+        onehot = onehot[..., :num_classes]
+    share = F.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2).float(), size)
+    return share.max(dim=1)
+
+
+def psa_grid_labels(pairs: torch.Tensor, size: tuple[int, int], num_classes: int) -> torch.Tensor:
+    """psa's grid labels from (low-alpha, high-alpha) label pairs (LabelPairSet): train_aff.py pools
+    the two CRF score maps separately (AvgPool2d(8)) and voc12/data.py takes the argmax of each,
+    foreground from the low-alpha cell (its background -> ignore), background wherever the high-alpha
+    cell's argmax is background, ignore where no pixel of the cell lies inside the image. Pooled one-hot
+    labels stand in for the pooled scores (the stage keeps label maps, not score maps)."""
+    low, high = split_pair(pairs)
+    share, label_low = _pooled_argmax(low, size, num_classes, ignore_is_label=False)
+    _, label_high = _pooled_argmax(high, size, num_classes, ignore_is_label=False)
+    out = torch.where(label_low == 0, IGNORE_INDEX, label_low)
+    out[label_high == 0] = 0
+    out[share == 0] = IGNORE_INDEX  # psa's no_score_region: padding only
+    return out
 
 
 def affinity_loss(
@@ -129,9 +171,19 @@ def train_affinity(
             cfg.pair_origins,
         )
 
+    transform = TrainTransform(cfg.train)
+    if cfg.grid_labels == "psa":
+        dataset: SegmentationSet = LabelPairSet(
+            data,
+            data.train_ids,
+            lambda i: (label_dir / LOW_DIR / f"{i}.png", label_dir / HIGH_DIR / f"{i}.png"),
+            transform,
+        )
+    else:
+        dataset = SegmentationSet(data, data.train_ids, lambda i: label_dir / f"{i}.png", transform)
     return train_model(
         lambda: AffinityNet(cfg.backbone, cfg.stride),
-        SegmentationSet(data, data.train_ids, lambda i: label_dir / f"{i}.png", TrainTransform(cfg.train)),
+        dataset,
         loss_fn,
         cfg.train,
         runtime,
@@ -175,14 +227,21 @@ def run(
         require_crf("refine.crf.enabled")
     label_dir = out_dir / CONFIDENT_DIR
     label_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.grid_labels == "psa":
+        (label_dir / LOW_DIR).mkdir(exist_ok=True)
+        (label_dir / HIGH_DIR).mkdir(exist_ok=True)
     seeds = ConfusionMatrix(data.num_classes)
     covered = total = 0
     scored = data.eval_ids  # pseudo masks for every train id, scored on the eval split
     for image_id in tqdm(data.train_ids, desc="refine: seeds", disable=not runtime.progress, leave=False):
         keys, cams = load_cams(seed_dir, image_id)
         image = data.read_image(image_id) if cfg.crf.enabled else None
-        labels = confident_labels(cams, keys, cfg, image)
+        low, high = two_sided_labels(cams, keys, cfg, image)
+        labels = combine_two_sided(low, high)
         write_mask(label_dir / f"{image_id}.png", labels)
+        if cfg.grid_labels == "psa":  # psa pools the two maps apart (psa_grid_labels)
+            write_mask(label_dir / LOW_DIR / f"{image_id}.png", low)
+            write_mask(label_dir / HIGH_DIR / f"{image_id}.png", high)
         if image_id not in scored:
             continue
         gt = data.read_mask(image_id, expect_shape=labels.shape)
@@ -195,7 +254,7 @@ def run(
 
     model, stats = train_affinity(cfg, data, label_dir, rng_seed, runtime)
     save_state(model.state_dict(), out_dir / "model.pt")
-    model.to(runtime.device).eval()
+    runtime.place(model).eval()
     pseudo = ConfusionMatrix(data.num_classes)
     for image_id in tqdm(
         data.train_ids, desc="refine: random walk", disable=not runtime.progress, leave=False

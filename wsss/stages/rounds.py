@@ -136,7 +136,7 @@ def train_direct(
         method.check(cfg.params, model)  # e.g. a mixing layer the backbone does not have
         return model
 
-    spec = method.image_maps(cfg.params, cfg.train)
+    spec = method.image_maps(cfg.params, cfg.train, cfg.backbone.output_stride)
     maps = CachedMaps(data, spec, data.train_ids, data.cache_dir, torch.get_num_threads()) if spec else None
     dataset = ClassificationSet(
         data,

@@ -102,7 +102,7 @@ def infer_and_evaluate(
     """Write every train image's CAMs and score those of the eval split (data.eval_split, by default
     the whole train split) against their ground-truth masks in the same pass."""
     (out_dir / CAM_DIR).mkdir(parents=True, exist_ok=True)
-    model.to(runtime.device).eval()
+    runtime.place(model).eval()
     thresholds = np.arange(0.0, 1.0 + 1e-9, cfg.sweep_step)
     sweep = ThresholdSweep(data.num_classes, thresholds)
     at_threshold = ConfusionMatrix(data.num_classes)

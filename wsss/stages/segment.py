@@ -6,6 +6,7 @@ Artifact: `<id>.png` val predictions (palette PNG), `model.pt`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,17 +56,42 @@ def class_balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> 
     return torch.stack([pixel_loss[target == c].mean() for c in classes]).mean()
 
 
+def msc_loss(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    scales: tuple[float, ...],
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """kazuto1011's MSC training loss: the crop and its rescaled copies through the network, and the
+    pixel-wise max of their logits; the sum of the criterion over all of them (main.py:232-236).
+    kazuto1011 compares logits at the 1.0 logit grid with nearest-resized labels; here every logit map
+    is upsampled to the crop, as the single-scale loss is."""
+    size = images.shape[-2:]
+    logits = [model(images).float()]
+    for scale in scales[1:]:
+        scaled = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+        small = model(F.interpolate(images, size=scaled, mode="bilinear", align_corners=False)).float()
+        logits.append(F.interpolate(small, size=size, mode="bilinear", align_corners=False))
+    logits.append(torch.stack(logits).amax(dim=0))
+    return torch.stack([criterion(out, masks) for out in logits]).sum()
+
+
 def train_deeplab(
     cfg: SegmentConfig, data: VocDataset, mask_dir: Path, rng_seed: int, runtime: Runtime
 ) -> tuple[DeepLabV2, TrainStats]:
+    def criterion(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        if cfg.balanced_ce and cfg.balance_per_class:
+            return class_balanced_cross_entropy(logits, masks)
+        if cfg.balanced_ce:
+            return balanced_cross_entropy(logits, masks)
+        return F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
+
     def loss_fn(m: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
         images, masks = batch
-        logits = m(images).float()
-        if cfg.balanced_ce and cfg.balance_per_class:
-            return class_balanced_cross_entropy(logits, masks), {}
-        if cfg.balanced_ce:
-            return balanced_cross_entropy(logits, masks), {}
-        return F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX), {}
+        if not cfg.msc_scales:
+            return criterion(m(images).float(), masks), {}
+        return msc_loss(m, images, masks, cfg.msc_scales, criterion), {}
 
     return train_model(
         lambda: DeepLabV2(cfg.backbone, data.num_classes, cfg.aspp_rates),
@@ -107,7 +133,7 @@ def run(
         require_crf("segment.crf.enabled")
     model, stats = train_deeplab(cfg, data, refine_dir, rng_seed, runtime)
     save_state(model.state_dict(), out_dir / "model.pt")
-    model.to(runtime.device).eval()
+    runtime.place(model).eval()
     confusion = ConfusionMatrix(data.num_classes)
     for image_id in tqdm(
         data.val_ids, desc="segment: predict val", disable=not runtime.progress, leave=False

@@ -55,7 +55,7 @@ def test_loss_is_finite_with_gradients_and_one_step_trains(
     cfg = tiny_config(f"seed.method={name}")
     method = get(name)
     data = prepare_dataset(cfg, tiny_data_dir, tmp_path)
-    spec = method.image_maps(cfg.seed.params, cfg.seed.train)
+    spec = method.image_maps(cfg.seed.params, cfg.seed.train, cfg.seed.backbone.output_stride)
     with seeded(0, CPU.device):
         model = method.build(cfg.seed.backbone, len(data.class_names), cfg.seed.params)
         method.check(cfg.seed.params, model)

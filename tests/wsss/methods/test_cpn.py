@@ -7,15 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import skimage.data
 import torch
+from PIL import Image
 
-from wsss.config import BackboneConfig, DataConfig, load_config
+from wsss.config import BackboneConfig, DataConfig, TrainConfig, load_config
 from wsss.data.image_maps import CachedMaps, ImageMaps, slic_labels
 from wsss.data.torchsets import ClassificationSet
 from wsss.data.transforms import TrainTransform
 from wsss.data.voc import open_dataset
 from wsss.errors import ConfigError
-from wsss.methods.cpn import METHOD, CpnConfig, grid_masks, max_onehot_all, superpixel_masks
+from wsss.methods.cpn import METHOD, CpnConfig, grid_masks, max_onehot_all, superpixel_count, superpixel_masks
 from wsss.methods.seam import views
 from wsss.models.cpn import CpnNet
 from wsss.models.seam import keep_max_foreground, seed_norm, with_background
@@ -244,8 +246,8 @@ def test_superpixel_maps_are_augmented_with_the_image(tiny_data_dir: Path, tmp_p
     image is smaller than the crop, the map is -1 outside it."""
     cfg = load_config(None, ["seed.method=cpn", "seed.train.crop_size=80", "seed.train.resize_long=[64,64]"])
     data = open_dataset(tiny_data_dir, DataConfig(), tmp_path)
-    spec = METHOD.image_maps(cfg.seed.params, cfg.seed.train)
-    assert spec is not None and spec.key.startswith("slic-300-10-crop80")
+    spec = METHOD.image_maps(cfg.seed.params, cfg.seed.train, cfg.seed.backbone.output_stride)
+    assert spec is not None and spec.key == "slic-300-10-stride8-64-64"
     maps = CachedMaps(data, spec, data.train_ids, tmp_path, 1)
     dataset = ClassificationSet(data, data.train_ids, TrainTransform(cfg.seed.train), maps, spec.fill)
     torch.manual_seed(0)
@@ -254,3 +256,35 @@ def test_superpixel_maps_are_augmented_with_the_image(tiny_data_dir: Path, tmp_p
     inside = spx >= 0
     assert int(inside.sum()) == 64 * 64  # the 64 px image inside the 80 px crop, padding -1
     assert set(spx[inside].unique().tolist()) <= set(np.unique(maps(data.train_ids[0])).tolist())
+
+
+@pytest.mark.parametrize(
+    ("side", "stride", "expected"),
+    [(448, 8, 300), (112, 8, 19), (224, 16, 19), (224, 8, 75), (896, 16, 300)],  # 300 (side/stride)^2/56^2
+)
+def test_a_superpixel_covers_as_many_feature_cells_as_on_cpns_crops(
+    side: int, stride: int, expected: int
+) -> None:
+    """S_N 300 on CPN's 448 px crops at stride 8 makes superpixels of 10.5 feature cells; on a 112 px
+    crop at stride 8 the same S_N per crop would make them 0.65 of a cell (methods-review 8.6)."""
+    train = TrainConfig(crop_size=side, random_rescale=False)
+    assert superpixel_count(300, train, stride, (side, side)) == expected
+    rescaled = TrainConfig(crop_size=side, resize_long=(side, 3 * side))  # the mean rescale doubles it
+    assert superpixel_count(300, rescaled, stride, (side, side)) == round(
+        4 * 300 * side**2 / (56 * stride) ** 2
+    )
+
+
+def test_superpixels_cover_the_same_feature_cells_on_small_crops() -> None:
+    """What SLIC makes of it on a photo: feature cells per superpixel on a 112 px crop within a factor
+    of 2 of those on a 448 px crop (the count per crop alone made them 16x smaller)."""
+    photo = skimage.data.astronaut()
+    cells = []
+    for side in (448, 112):
+        image = np.asarray(Image.fromarray(photo).resize((side, side)))
+        spec = METHOD.image_maps(
+            CpnConfig(superpixels=300), TrainConfig(crop_size=side, random_rescale=False), 8
+        )
+        assert spec is not None
+        cells.append((side / 8) ** 2 / len(np.unique(spec.compute(image))))
+    assert 0.5 < cells[1] / cells[0] < 2, cells

@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from wsss.config import RefineConfig
-from wsss.data.classes import IGNORE_INDEX
-from wsss.stages.refine import affinity_loss, confident_labels, grid_labels
+from tests.conftest import tiny_config
+from wsss.config import RefineConfig, TrainConfig
+from wsss.data.classes import IGNORE_INDEX, write_mask
+from wsss.data.torchsets import PAIR_BASE, LabelPairSet, split_pair
+from wsss.data.transforms import TrainTransform
+from wsss.data.voc import open_dataset
+from wsss.pipeline import prepare_dataset, run_pipeline
+from wsss.stages.refine import affinity_loss, combine_two_sided, confident_labels, grid_labels
+from wsss.store import StageStore
 
 
 def test_confident_labels_follow_psa_thresholds() -> None:
@@ -42,6 +50,72 @@ def test_grid_labels_majority_rule_is_psas_pooled_argmax() -> None:
     a cell mostly ignored stays ignored."""
     grid = grid_labels(_edge_labels(), (2, 2), num_classes=3)
     assert grid.tolist() == [[[0, 2], [IGNORE_INDEX, 2]]]
+
+
+def _psa_cell() -> tuple[torch.Tensor, torch.Tensor]:
+    """One 10-pixel cell: low alpha says class 1 on 4 pixels, background on 6; high alpha says
+    background on 3 of those 6. Combined per pixel: 4 x class 1, 3 x background, 3 x ignore."""
+    low = torch.tensor([[[1, 1, 1, 1, 0, 0, 0, 0, 0, 0]]])
+    high = torch.tensor([[[1, 1, 1, 1, 0, 0, 0, 1, 1, 1]]])
+    return low, high
+
+
+def test_psa_grid_labels_pool_the_two_maps_apart() -> None:
+    """psa's cell: low-alpha argmax background -> ignore; high-alpha argmax class 1 -> not background:
+    the cell is ignored. The majority rule over the combined map calls it class 1 (4 of 10 pixels)."""
+    low, high = _psa_cell()
+    combined = torch.from_numpy(combine_two_sided(low.numpy(), high.numpy())).long()
+    assert sorted(combined.flatten().tolist()) == [0] * 3 + [1] * 4 + [IGNORE_INDEX] * 3
+    assert grid_labels(combined, (1, 1), 2).item() == 1
+    assert grid_labels(low * PAIR_BASE + high, (1, 1), 2, rule="psa").item() == IGNORE_INDEX
+    # background wins where the high-alpha cell's argmax is background, even over low-alpha class 1
+    assert (
+        grid_labels(torch.ones_like(low) * PAIR_BASE + torch.zeros_like(high), (1, 1), 2, rule="psa").item()
+        == 0
+    )
+
+
+def test_psa_grid_labels_ignore_cells_outside_the_image() -> None:
+    """Padding (255 in both maps after the crop) has no score in psa: such a cell is ignored, and a
+    half-padded cell is decided by its pixels inside the image."""
+    low = torch.tensor([[[0, 0, IGNORE_INDEX, IGNORE_INDEX], [IGNORE_INDEX] * 4]])
+    pairs = low * PAIR_BASE + low
+    assert grid_labels(pairs, (1, 2), 2, rule="psa").tolist() == [[[0, IGNORE_INDEX]]]
+
+
+def test_label_pair_set_crops_both_maps_alike(tiny_data_dir: Path, tmp_path: Path) -> None:
+    data = open_dataset(tiny_data_dir, tiny_config().data)
+    image_id = data.train_ids[0]
+    height, width = data.read_image(image_id).shape[:2]
+    low = (np.arange(height * width).reshape(height, width) % 3).astype(np.uint8)
+    high = ((low + 1) % 3).astype(np.uint8)
+    write_mask(tmp_path / "low.png", low)
+    write_mask(tmp_path / "high.png", high)
+    crop = TrainConfig(crop_size=height + 16, random_rescale=False, hflip=True)
+    pairs = LabelPairSet(
+        data, [image_id], lambda i: (tmp_path / "low.png", tmp_path / "high.png"), TrainTransform(crop)
+    )
+    _, pair = pairs[0]
+    first, second = split_pair(pair)
+    inside = first != IGNORE_INDEX
+    assert inside.sum() == height * width and (second[~inside] == IGNORE_INDEX).all()
+    assert torch.equal(second[inside], (first[inside] + 1) % 3)
+
+
+def test_psa_rule_runs_the_refine_stage(tiny_data_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_config("refine.grid_labels=psa")
+    data = prepare_dataset(cfg, tiny_data_dir, tmp_path / "cache")
+    result = run_pipeline(
+        cfg, data, StageStore(tmp_path / "store", cache_dir=tmp_path / "cache"), until="refine"
+    )
+    confident = result.stages["refine"].path / "confident"
+    ids = set(data.train_ids)
+    assert (
+        {p.stem for p in (confident / "low").glob("*.png")}
+        == ids
+        == {p.stem for p in (confident / "high").glob("*.png")}
+    )
+    assert 0 <= result.metrics()["pseudo_miou"] <= 1
 
 
 @pytest.mark.parametrize("pair_origins", ["all", "psa"])
