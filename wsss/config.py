@@ -340,8 +340,8 @@ class RuntimeConfig:
     workers: int = 0  # DataLoader worker processes
     progress: bool = True
     # Channels-last (NHWC) tensors for convolutions: "auto" on CUDA only; "always" on CPU too, where it
-    # makes depthwise backbones ~1.4x faster (EfficientNet-Lite0, 2 cores: 0.70 vs 1.04 s a training
-    # step at batch 16, 224 px, OS16; docs/benchmarks.md); "never" keeps NCHW everywhere.
+    # makes EfficientNet-Lite0 steps 1.3-1.6x faster on 2 cores (docs/benchmarks.md, "What a step
+    # costs"); "never" keeps NCHW everywhere.
     channels_last: Literal["auto", "always", "never"] = "auto"
 
     def validate(self, path: str) -> None:

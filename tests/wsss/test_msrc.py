@@ -47,6 +47,12 @@ def test_the_msrc_preset_needs_no_network() -> None:
         assert stage.backbone.name in offline_names()
 
 
+@pytest.mark.parametrize(("method", "dropout"), [("cam", 0.0), ("mixup", 0.0), ("seam", 0.5), ("cpn", 0.5)])
+def test_the_msrc_preset_gives_the_dropout_each_method_trained_with(method: str, dropout: float) -> None:
+    seed = load_config("msrc", [f"seed.method={method}"]).seed
+    assert seed.backbone.dropout == dropout and seed.train.lr == 0.01 and seed.backbone.output_stride == 16
+
+
 @needs_msrc
 def test_msrc_opens_as_its_data_card_says(tmp_path: Path) -> None:
     data = open_dataset(MSRC, load_config("msrc").data, tmp_path)

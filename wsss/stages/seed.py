@@ -30,7 +30,9 @@ from wsss.stages.rounds import RoundCache, RoundResult, keep_round_files, local_
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: CPN's S_N counts superpixels per 448 px crop at stride 8, scaled to the network's grid (it was per
+# crop), so a seed stage computed before means something else under the same settings.
+FORMAT_VERSION = 2
 CAM_DIR = "cams"
 
 
