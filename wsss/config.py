@@ -496,7 +496,6 @@ def load_config(
     extra = (parse_overrides(overrides) if isinstance(overrides, list) else overrides) or {}
     try:
         # strict: an override never hides a malformed section of the file beneath it
-        deep_merge(data, extra, strict=True)
         data = deep_merge(resolve_by_method(data, label, extra), extra, strict=True)
         return from_mapping(PipelineConfig, data)
     except ConfigError as exc:

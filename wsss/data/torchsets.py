@@ -81,11 +81,15 @@ class SegmentationSet(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             raise DamagedArtifact(path, str(exc).removeprefix(f"{path}: ")) from None
         return mask
 
+    fill = IGNORE_INDEX  # the label map's value outside the image after cropping
+
+    def label_map(self, image_id: str, shape: tuple[int, ...]) -> np.ndarray:
+        return self.read_label(self.mask_path(image_id), image_id, shape)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image_id = self.ids[index]
         image = self.data.read_image(image_id)
-        mask = self.read_label(self.mask_path(image_id), image_id, image.shape[:2])
-        img, m = self.transform(image, mask)
+        img, m = self.transform(image, self.label_map(image_id, image.shape[:2]), self.fill)
         assert m is not None
         return img, m
 
@@ -98,6 +102,8 @@ class LabelPairSet(SegmentationSet):
     """(augmented image, two label maps in one) for losses that read two label maps of an image,
     cropped and flipped alike (psa's low- and high-alpha confident labels); split with `split_pair`."""
 
+    fill = IGNORE_INDEX * PAIR_BASE + IGNORE_INDEX
+
     def __init__(
         self,
         data: VocDataset,
@@ -109,14 +115,9 @@ class LabelPairSet(SegmentationSet):
         super().__init__(data, ids, lambda i: mask_paths(i)[0], transform, stored)
         self.mask_paths = mask_paths
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image_id = self.ids[index]
-        image = self.data.read_image(image_id)
-        first, second = (self.read_label(p, image_id, image.shape[:2]) for p in self.mask_paths(image_id))
-        pair = first.astype(np.int64) * PAIR_BASE + second
-        img, m = self.transform(image, pair, fill=IGNORE_INDEX * PAIR_BASE + IGNORE_INDEX)
-        assert m is not None
-        return img, m
+    def label_map(self, image_id: str, shape: tuple[int, ...]) -> np.ndarray:
+        first, second = (self.read_label(p, image_id, shape) for p in self.mask_paths(image_id))
+        return first.astype(np.int64) * PAIR_BASE + second
 
 
 def split_pair(pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,6 +28,11 @@ def denormalize(t: torch.Tensor) -> np.ndarray:
     return rgb.permute(1, 2, 0).numpy()
 
 
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(height, width) times `scale`, rounded, at least 1 pixel each."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def resize_image(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of a (C, H, W) or (N, C, H, W) float tensor, antialiased when shrinking."""
     batch = t if t.dim() == 4 else t[None]
@@ -62,7 +67,7 @@ class TrainTransform:
             height, width = img.shape[-2:]
             long_side = int(torch.randint(cfg.resize_long[0], cfg.resize_long[1] + 1, ()).item())
             scale = long_side / max(height, width)
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            size = scaled_size(height, width, scale)
             img = resize_image(img, size)
             m = resize_mask(m, size) if m is not None else None
         if cfg.hflip and torch.rand(()) < 0.5:

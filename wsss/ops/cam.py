@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.data.transforms import resize_image
+from wsss.data.transforms import resize_image, scaled_size
 
 
 def _plain_cams(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ def multiscale_cams(
     index = torch.as_tensor(keys, dtype=torch.long, device=device)
     total = torch.zeros((len(keys), height, width), device=device)
     for scale in scales:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        size = scaled_size(height, width, scale)
         x = resize_image(image, size)[None].to(device)
         if flip:
             x = torch.cat([x, x.flip(-1)])

@@ -19,7 +19,7 @@ from wsss.checkpoints import save_state
 from wsss.config import SegmentConfig
 from wsss.data.classes import IGNORE_INDEX, write_mask
 from wsss.data.torchsets import SegmentationSet
-from wsss.data.transforms import TrainTransform, resize_image, to_tensor
+from wsss.data.transforms import TrainTransform, resize_image, scaled_size, to_tensor
 from wsss.data.voc import VocDataset
 from wsss.loop import TrainStats, train_model
 from wsss.metrics import ConfusionMatrix
@@ -70,7 +70,7 @@ def msc_loss(
     size = images.shape[-2:]
     logits = [model(images).float()]
     for scale in scales[1:]:
-        scaled = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+        scaled = scaled_size(size[0], size[1], scale)
         small = model(F.interpolate(images, size=scaled, mode="bilinear", align_corners=False)).float()
         logits.append(F.interpolate(small, size=size, mode="bilinear", align_corners=False))
     logits.append(torch.stack(logits).amax(dim=0))
@@ -115,7 +115,7 @@ def predict_probs(
     height, width = x.shape[-2:]
     total = torch.zeros((1,), device=device)
     for scale in scales:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        size = scaled_size(height, width, scale)
         batch = resize_image(x, size)[None].to(device)
         if flip:
             batch = torch.cat([batch, batch.flip(-1)])
