@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="coats per class, hidden sub-categories recorded in variants.json (default 1: none; at most 4)",
     )
+    synth.add_argument(
+        "--one-class",
+        action="store_true",
+        help="one class and one coat per image (all objects share the first one's): coats separate a class",
+    )
 
     ev = sub.add_parser("eval", help="mIoU of a folder of <id>.png masks against the ground truth")
     ev.add_argument("pred_dir", type=Path)
@@ -190,7 +195,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from wsss.data.synth import SynthSpec, generate
 
     spec = SynthSpec(
-        args.train, args.val, args.size, args.classes, args.seed, args.size_jitter, args.variants
+        args.train,
+        args.val,
+        args.size,
+        args.classes,
+        args.seed,
+        args.size_jitter,
+        args.variants,
+        args.one_class,
     )
     out = generate(spec, args.out_dir)
     print(f"wrote {spec.train} train and {spec.val} val images ({spec.classes} classes) to {out}")

@@ -78,6 +78,9 @@ class SynthSpec:
     seed: int = 0
     size_jitter: float = 0.0
     variants: int = 1  # coats per class: hidden sub-categories (1 = none, the original benchmark)
+    # Every image's objects share its first object's class and coat, so a class's images differ by
+    # coat, not by what else they hold (methods-review section 9: sub-categories whose premise holds).
+    one_class: bool = False
 
     def validate(self, path: str = "") -> None:
         """Raise ConfigError naming `path.field` (config) or `--field` (command line, path empty)."""
@@ -280,10 +283,14 @@ def render_objects(
                 break
         else:
             continue
-        k = int(rng.integers(spec.classes))
+        k = int(rng.integers(spec.classes))  # drawn in every case, so the other draws stay the same
+        if spec.one_class and objects:
+            k = objects[0].cls
         colour = _hsv(_body_hue(rng, k, spec.classes), rng.uniform(0.35, 0.75), rng.uniform(0.35, 0.95))
         img[body] = colour + shading[body]
         variant = int(coats.integers(spec.variants)) if spec.variants > 1 else 0
+        if spec.one_class and objects:
+            variant = objects[0].variant
         paint_coat(coats, img, body, colour, variant)
         objects.append(SynthObject(k, variant, int(body.sum())))
         if rng.random() < SPOT_VISIBILITY:  # hidden sometimes, as a face turned away: forces body evidence

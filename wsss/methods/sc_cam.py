@@ -14,13 +14,14 @@ checkpoints.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.cluster import KMeans
 
+from wsss.data.synth_variants import VARIANTS_FILE, SynthObject, image_variant
 from wsss.errors import ConfigError
 from wsss.methods._subcat import (
     Assignments,
@@ -44,6 +45,9 @@ class ScCamConfig:
     lambda_sub: float = 5.0  # weight of the sub-category loss (SC-CAM: 5)
     restart: bool = True  # each round from the initial weights (SC-CAM) or from the previous round
     kmeans_init: int = 10  # k-means restarts (sklearn's n_init; the reference's sklearn default was 10)
+    # "oracle": a control, not SC-CAM: the synthetic benchmark's hidden coats (variants.json) as the
+    # sub-categories, which says whether coat sub-categories help the CAMs at all (methods-review 9)
+    sub_labels: Literal["kmeans", "oracle"] = "kmeans"
 
     def validate(self, path: str) -> None:
         if not 1 <= self.rounds <= 10:
@@ -76,6 +80,22 @@ def kmeans_per_class(
     return out
 
 
+def coat_assignments(
+    ids: tuple[str, ...], labels: np.ndarray, objects: Mapping[str, Sequence[SynthObject]]
+) -> Assignments:
+    """Each class's images grouped by the coat they show for it (`image_variant`, numbered by first
+    appearance like k-means clusters)."""
+    out: Assignments = {}
+    for cls in range(labels.shape[1]):
+        coats = {
+            ids[r]: image_variant(objects.get(ids[r], ()), cls) for r in images_of_class(ids, labels, cls)
+        }
+        order = {v: i for i, v in enumerate(dict.fromkeys(coats.values()))}
+        if coats:
+            out[cls] = {image_id: order[v] for image_id, v in coats.items()}
+    return out
+
+
 class ScCam(SubCategoryMethod):
     name = "sc_cam"
     description = (
@@ -93,18 +113,30 @@ class ScCam(SubCategoryMethod):
             return {}, {}
         knobs = asdict(params)
         del knobs["rounds"]  # how many rounds follow does not change this one
+        if params.sub_labels == "oracle":  # the coats do not depend on K or k-means
+            return {"sub_labels": "oracle"}, knobs
         return {"clusters": params.clusters, "kmeans_init": params.kmeans_init}, knobs
 
     def targets(
         self, round_index: int, previous: SplitParams | None, context: RoundContext, params: ScCamConfig
     ) -> RoundTargets | None:
+        if params.sub_labels == "oracle" and context.variants is None:  # before round 0 trains
+            raise ConfigError(
+                f"seed.params.sub_labels: 'oracle' takes the hidden coats from {VARIANTS_FILE}, and "
+                f"{context.data.root} has none with more than one coat (the synthetic benchmark with "
+                "data.synthetic.variants > 1 has)"
+            )
         if round_index == 0 or previous is None:
             return None
+        labels = image_labels(context.ids, context.data.labels)
+        if params.sub_labels == "oracle":
+            assert context.variants is not None
+            found = coat_assignments(context.ids, labels, context.variants)
+            return targets_from_assignments(context.ids, labels, found, {}, context.variants)
         assert isinstance(previous, SubCategoryNet)
         model = previous.to(context.runtime.device).eval()
         features = context.features(model.pooled)
         np.save(context.folder / "features.npy", features.astype(np.float16), allow_pickle=False)
-        labels = image_labels(context.ids, context.data.labels)
         found = kmeans_per_class(
             features, context.ids, labels, params.clusters, context.rng_seed, params.kmeans_init
         )

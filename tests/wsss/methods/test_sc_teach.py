@@ -6,13 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 import torch
 
 from tests.conftest import tiny_config
 from wsss.data.synth import SynthSpec, generate
 from wsss.errors import ConfigError
 from wsss.methods.sc_teach import ScTeachConfig, finch_per_class, pick_partition
-from wsss.models.teacher import VitTeacher
+from wsss.models.pretrained import convert, installed_source, package_file
+from wsss.models.teacher import Teacher
 from wsss.pipeline import prepare_dataset
 from wsss.runtime import Runtime
 from wsss.stages.rounds import local_rounds, train_rounds
@@ -89,4 +91,27 @@ def test_clusters_come_from_the_teacher_and_val_stays_out_by_default(
 
 def test_a_teacher_that_is_not_a_vit_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"seed\.params\.teacher"):
-        VitTeacher("resnet18", 3, 32, 1, False)
+        Teacher("resnet18", 3, 32, 1, False)
+
+
+def test_a_lite_teacher_has_a_fixed_depth_and_other_models_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"seed\.params\.teacher_depth: 'tf_efficientnet_lite0'"):
+        ScTeachConfig(teacher="tf_efficientnet_lite0", teacher_depth=4).validate("seed.params")
+    with pytest.raises(ConfigError, match=r"seed\.params\.teacher: 'resnet18' is neither"):
+        ScTeachConfig(teacher="resnet18").validate("seed.params")
+    ScTeachConfig(teacher="tf_efficientnet_lite0", teacher_depth=0, teacher_size=64).validate("seed.params")
+
+
+@pytest.mark.skipif(package_file("tf_efficientnet_lite0") is None, reason="the `pretrained` extra is missing")
+def test_a_pretrained_lite_teacher_embeds_with_the_imagenet_network_and_frozen_statistics() -> None:
+    """The offline ImageNet teacher (the msrc preset's): its embeddings are the converted ImageNet
+    network's pooled pre-logits features, in training mode too (BatchNorm frozen)."""
+    state = convert("tf_efficientnet_lite0", installed_source("tf_efficientnet_lite0"))
+    teacher = Teacher("tf_efficientnet_lite0", 5, 64, 0, True, state)
+    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    reference.load_state_dict(state, strict=True)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = reference.eval().forward_head(reference.forward_features(x), pre_logits=True)
+        assert torch.allclose(teacher.train().embed(x), expected, atol=1e-5)
+    assert teacher(x).shape == (2, 5)
