@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import safetensors.torch
@@ -48,6 +49,10 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return checkpoint
 
 
+# The classification head of timm's EfficientNets, which `features_only` models drop.
+_HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.")
+
+
 def create_backbone(cfg: BackboneConfig) -> nn.Module:
     """A timm `features_only` model returning every stage's features, dilated to `output_stride`.
 
@@ -56,10 +61,33 @@ def create_backbone(cfg: BackboneConfig) -> nn.Module:
     """
     if cfg.name not in timm.list_models():
         raise ConfigError(f"backbone.name: unknown timm model {cfg.name!r}")
+    converted = cfg.local_weights and not cfg.weights
+    model = _with_converted_weights(cfg) if converted else _timm_backbone(cfg)
+    if cfg.frozen_bn:
+        model = freeze_batch_norm_2d(model)
+    if cfg.frozen_stages:
+        freeze_stages(model, cfg.frozen_stages)
+    return model
+
+
+def _with_converted_weights(cfg: BackboneConfig) -> nn.Module:
+    """The feature extractor loaded strictly from weights converted by wsss.models.pretrained: every
+    tensor it has must come from the file; the file's extra tensors may only be the classification
+    head's (conv_head, bn2, classifier), which a feature extractor drops."""
+    model = _timm_backbone(replace(cfg, pretrained=False, local_weights=""))
+    state = load_checkpoint(Path(cfg.local_weights))
+    extra = {k for k in state if k not in model.state_dict()}
+    foreign = sorted(k for k in extra if not k.startswith(_HEAD_PREFIXES))
+    if foreign:
+        raise WsssError(f"{cfg.local_weights}: tensors {foreign[:3]} fit no layer of {cfg.name!r}")
+    model.load_state_dict({k: v for k, v in state.items() if k not in extra}, strict=True)
+    return model
+
+
+def _timm_backbone(cfg: BackboneConfig) -> nn.Module:
     overlay = {}
-    if cfg.weights or cfg.local_weights:
-        source = Path(cfg.weights or cfg.local_weights)
-        overlay = {"pretrained_cfg_overlay": {"state_dict": load_checkpoint(source)}}
+    if cfg.weights:
+        overlay = {"pretrained_cfg_overlay": {"state_dict": load_checkpoint(Path(cfg.weights))}}
     try:
         model = timm.create_model(
             cfg.name,
@@ -87,10 +115,6 @@ def create_backbone(cfg: BackboneConfig) -> nn.Module:
             f"backbone.pretrained: could not download weights for {cfg.name!r} ({exc}); pre-fill the Hugging "
             "Face cache on this machine or set backbone.pretrained=false"
         ) from None
-    if cfg.frozen_bn:
-        model = freeze_batch_norm_2d(model)
-    if cfg.frozen_stages:
-        freeze_stages(model, cfg.frozen_stages)
     return model
 
 

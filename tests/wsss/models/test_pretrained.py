@@ -4,7 +4,9 @@ weights cannot be had."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -15,14 +17,14 @@ import pytest
 import timm
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from skimage import data as skimage_data
 
 from tests.conftest import TINY, tiny_config
 from wsss.cli import main
 from wsss.config import BackboneConfig
 from wsss.configio import to_mapping
-from wsss.errors import ConfigError
+from wsss.errors import ConfigError, WsssError
 from wsss.models.backbone import create_backbone
 from wsss.models.pretrained import (
     LITE_PACKAGES,
@@ -125,3 +127,22 @@ def test_a_run_with_a_pretrained_lite_seed_backbone(tiny_data_dir: Path, tmp_pat
     ]
     assert main([*args, "--store", str(tmp_path / "store"), "--set", *TINY, *lite]) == 0
     assert list((tmp_path / "cache" / "pretrained").glob("tf_efficientnet_lite0-*.safetensors"))
+
+
+@needs_extra
+def test_converted_weights_load_strictly_and_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The feature extractor takes every tensor from the file and drops only the ImageNet head, without
+    timm's "Unexpected keys" warning on every stage build; a foreign tensor is refused by name."""
+    local = resolve_weights(
+        tiny_config("seed.backbone.name=tf_efficientnet_lite0", "seed.backbone.pretrained=true"), tmp_path
+    )
+    with caplog.at_level(logging.WARNING):
+        create_backbone(local.seed.backbone)
+    assert not [r for r in caplog.records if "Unexpected keys" in r.getMessage()]
+    state = load_file(local.seed.backbone.local_weights) | {"blocks.9.weight": torch.zeros(1)}
+    save_file(state, str(tmp_path / "odd.safetensors"))
+    odd = dataclasses.replace(local.seed.backbone, local_weights=str(tmp_path / "odd.safetensors"))
+    with pytest.raises(WsssError, match=r"odd\.safetensors: tensors \['blocks\.9\.weight'\] fit no layer"):
+        create_backbone(odd)
