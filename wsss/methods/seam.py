@@ -11,6 +11,7 @@ Inference reads the refined CAMs' object channels and min-max normalises them (`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,9 @@ class SeamConfig:
     weight_minpool: float = 1.0  # SEAM: 1 (the classification loss is the reference scale)
     weight_er: float = 1.0  # SEAM: 1
     weight_ecr: float = 1.0  # SEAM: 1
+    # Which maps inference reads: "refined", the PCM's cam_rv (infer_SEAM.py), or "raw", the
+    # classifier's own CAMs of the same network (a diagnostic: what the PCM adds or loses)
+    cams: Literal["refined", "raw"] = "refined"
 
     def validate(self, path: str) -> None:
         if not 0.1 <= self.rescale <= 0.9:
@@ -121,6 +125,10 @@ class Seam(SeedMethod):
             name: float(value.detach()) for name, value in zip(_PARTS, (cls, minpool, er, ecr), strict=True)
         }
         return total, parts
+
+    def cams(self, model: SeamNet, x: torch.Tensor, params: SeamConfig) -> torch.Tensor:
+        raw, refined = model(x)
+        return (refined if params.cams == "refined" else raw)[:, 1:]
 
     def normalise(self, total: torch.Tensor, params: SeamConfig) -> torch.Tensor:
         return min_max(total)

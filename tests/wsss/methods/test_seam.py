@@ -97,3 +97,13 @@ def test_loss_parts_and_weights() -> None:
 def test_bad_params_are_config_errors(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["seed.method=seam", override])
+
+
+def test_inference_reads_the_refined_cams_or_with_cams_raw_the_classifiers_own() -> None:
+    torch.manual_seed(0)
+    model = SeamNet(BackboneConfig(name="test_resnet"), num_classes=3).eval()
+    x = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        cam, refined = model(x)
+        assert torch.equal(METHOD.cams(model, x, SeamConfig()), refined[:, 1:])
+        assert torch.equal(METHOD.cams(model, x, SeamConfig(cams="raw")), cam[:, 1:])
