@@ -22,7 +22,7 @@ from tuner.cli import _parser as tune_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = ROOT / "cluster.yaml"
-README = (ROOT / "README.md").read_text()
+CLUSTER_DOC = (ROOT / "docs" / "cluster.md").read_text()  # the cluster guide README links to
 # Shell words and tools of the base image's OS (Ubuntu in rayproject/ray), not of our environment.
 SHELL = {
     "if",
@@ -54,8 +54,8 @@ def raw() -> dict:
 
 
 def _block(marker: str) -> str:
-    match = re.search(rf"<!-- {marker}:start -->\n```\w+\n(.*?)```\n<!-- {marker}:end -->", README, re.S)
-    assert match, f"README has no {marker} block"
+    match = re.search(rf"<!-- {marker}:start -->\n```\w+\n(.*?)```\n<!-- {marker}:end -->", CLUSTER_DOC, re.S)
+    assert match, f"docs/cluster.md has no {marker} block"
     return match.group(1)
 
 

@@ -62,7 +62,7 @@ def test_relative_range_needs_a_non_zero_base(tmp_path: Path) -> None:
 
 
 def test_samples_of_the_readme_voc_search_sit_around_the_presets_values() -> None:
-    """`wsss-tune search search_spaces/cam.yaml --config voc12` (README): each learning rate is drawn
+    """`wsss-tune search search_spaces/cam.yaml --config voc12` (docs/search.md): each learning rate is drawn
     within 0.2x-4x (seed), 0.25x-1.5x (refine) and 0.25x-2.5x (segment) of the preset's."""
     search = load_search([REPO_SPACES / "cam.yaml"], VOC12)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
