@@ -38,7 +38,7 @@ class ManifoldMixup(SeedMethod):
         if max(params.layers) > deepest:
             raise ConfigError(
                 f"seed.params.layers: {list(params.layers)} reaches past this backbone's stages 0..{deepest}"
-                + ("" if stages is not None else " (it has no sequential stages; only 0, the input, works)")
+                + ("" if stages is not None else " (it has no feature stages; only 0, the input, works)")
             )
 
     def loss(

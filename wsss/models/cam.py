@@ -43,23 +43,25 @@ class CamNet(SplitParams):
 
     @property
     def stage_names(self) -> list[str] | None:
-        """The backbone modules that end each stage, in order; None if the backbone is not sequential."""
-        layers = getattr(self.backbone, "return_layers", None)
-        return list(layers) if layers is not None and hasattr(self.backbone, "items") else None
+        """The backbone modules that end each feature stage, in order (timm's `feature_info`: ResNet's
+        act1/layer1..4, EfficientNet's blocks.0/1/2/4/6); None for a backbone without them."""
+        info = getattr(self.backbone, "feature_info", None)
+        return [info.module_name(i) for i in range(len(info))] if info is not None else None
 
     def logits_and_cams_mixed(
         self, x: torch.Tensor, stage: int, mix: Callable[[torch.Tensor], torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Manifold Mixup's hook (Verma et al. 2019): apply `mix` to the hidden state after backbone
-        stage `stage` (0 = the input image), then finish the forward pass."""
+        stage `stage` (0 = the input image), then finish the forward pass. The mix is a forward hook on
+        the stage's last module, so it works on every timm feature extractor, whatever its forward."""
         if stage == 0:
             return self.logits_and_cams(mix(x))
         names = self.stage_names
         if names is None or not 1 <= stage <= len(names):
             raise ValueError(f"stage {stage} is not a stage of this backbone ({len(names or [])} stages)")
-        for name, module in self.backbone.items():  # type: ignore[operator]
-            x = module(x)
-            if name == names[stage - 1]:
-                x = mix(x)
-        maps = self.classifier(self.dropout(x))
-        return maps.mean(dim=(2, 3)), maps
+        module = self.backbone.get_submodule(names[stage - 1])
+        handle = module.register_forward_hook(lambda _module, _inputs, output: mix(output))
+        try:
+            return self.logits_and_cams(x)
+        finally:
+            handle.remove()

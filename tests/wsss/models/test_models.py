@@ -32,8 +32,11 @@ def test_cam_net_shapes_and_logits_are_pooled_maps(stride: int) -> None:
     assert model.classifier.bias is None
 
 
-def test_manifold_hook_mixes_once_at_the_chosen_stage_and_finishes_the_pass() -> None:
-    model = CamNet(TINY, num_classes=3).eval()
+@pytest.mark.parametrize("backbone", [TINY, BackboneConfig(name="tf_efficientnet_lite0", output_stride=16)])
+def test_manifold_hook_mixes_once_at_the_chosen_stage_and_finishes_the_pass(backbone: BackboneConfig) -> None:
+    """On a ResNet and on EfficientNet-Lite (the msrc preset's backbone, whose timm feature extractor
+    has no sequential stage list)."""
+    model = CamNet(backbone, num_classes=3).eval()
     x = torch.randn(2, 3, 64, 64)
     logits, maps = model.logits_and_cams(x)
     stages = model.stage_names

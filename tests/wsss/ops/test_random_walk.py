@@ -99,8 +99,8 @@ def test_memory_bounded_for_a_500x500_image() -> None:
 
 
 def test_the_quoted_size_of_t_is_what_it_is() -> None:
-    """The module docstring and docs/benchmarks.md quote T's size for a 500 x 500 image at stride 4 (radius 5):
-    computed here, and the two texts must agree with it (and so with each other)."""
+    """The module docstring and docs/benchmarks.md quote T's size for a 500 x 500 image at stride 4
+    (radius 5): computed here, and the two texts must agree with it (and so with each other)."""
     from pathlib import Path
 
     import wsss.ops.random_walk as module
