@@ -213,8 +213,10 @@ def to_mapping(obj: Any) -> Any:
 
 
 def digest(obj: Any) -> str:
-    """Stable hex digest of a config (or any JSON-able value): sorted keys, no whitespace."""
-    text = json.dumps(to_mapping(obj), sort_keys=True, separators=(",", ":"))
+    """Stable SHA-256 hex digest of a config or any JSON-able value (sorted keys, no whitespace; other
+    values by their str). The one hash behind stage keys (wsss.store.stage_key) and round keys
+    (wsss.stages.rounds.payload_key), which keep its first 24 digits."""
+    text = json.dumps(to_mapping(obj), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

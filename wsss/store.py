@@ -17,7 +17,6 @@ downloaded on demand into a local cache.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from wsss.configio import to_mapping
+from wsss.configio import digest, to_mapping
 from wsss.errors import EnvironmentFault, StoreError, os_error_message
 from wsss.store_cache import adopt, download, file_lock, file_sizes, trim
 from wsss.store_debris import clean_store, new_attempt_name, remove_if_empty, remove_stale_attempts
@@ -60,8 +59,7 @@ def stage_key(
         "dataset": dataset,
         "version": version,
     }
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return digest(payload)[:24]
 
 
 @dataclass(frozen=True)

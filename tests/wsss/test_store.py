@@ -8,7 +8,9 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
+from wsss.configio import digest
 from wsss.errors import StoreError
+from wsss.stages.rounds import payload_key
 from wsss.store import MANIFEST, StageStore, stage_key
 
 
@@ -189,3 +191,13 @@ def test_unpublish_withdraws_only_the_attempt_named(store: StageStore) -> None:
     assert store.lookup("seed", "k1") is not None
     assert store.unpublish("seed", "k1", artifact.manifest["attempt"])
     assert store.lookup("seed", "k1") is None and not store.unpublish("seed", "k1", "x")
+
+
+def test_stage_and_round_keys_are_the_one_config_digest_and_do_not_move() -> None:
+    """Stores written before keep their keys: the value is pinned, and both keys are `digest`'s, the
+    function test_config.py checks for equal and unequal configs."""
+    base = {"stage": "refine", "config": {"beta": 8}, "upstream": "u", "dataset": "d", "version": 1}
+    assert stage_key(**base, rng_seed=0) == "e760f436e8a947399ed3e35b"  # type: ignore[arg-type]
+    assert stage_key(**base, rng_seed=0) == digest({**base, "rng_seed": 0})[:24]  # type: ignore[arg-type]
+    payload = {"step": "targets", "round": 1, "knobs": {"clusters": 10}, "previous": None}
+    assert payload_key(payload) == digest(payload)[:24]

@@ -15,7 +15,6 @@ A method with one round and no targets trains directly, as before rounds existed
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from wsss import methods
 from wsss.checkpoints import load_stored_state, save_state
 from wsss.config import SeedConfig, TrainConfig
-from wsss.configio import to_mapping
+from wsss.configio import digest, to_mapping
 from wsss.data.image_maps import CachedMaps
 from wsss.data.synth_variants import SynthObject, read_variants
 from wsss.data.torchsets import ClassificationSet
@@ -52,8 +51,7 @@ _DONE = ".complete"
 
 
 def payload_key(payload: Mapping[str, Any]) -> str:
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return digest(payload)[:24]
 
 
 def local_rounds(work: Path) -> RoundCache:
