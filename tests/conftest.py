@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from wsss.config import PipelineConfig, load_config
+from wsss.config import PipelineConfig
+from wsss.config_load import load_config
 from wsss.data.synth import SynthSpec, generate
 
 # Every stage trains one short epoch on 48 px crops of 64 px images with the tiny timm test backbone.

@@ -160,7 +160,7 @@ def _stage_table(summary: dict[str, Any], metrics: dict[str, float]) -> Table:
 
 
 def _cmd_run(args: argparse.Namespace, cache_dir: Path) -> int:
-    from wsss.config import load_config
+    from wsss.config_load import load_config
 
     overrides = [*args.overrides, "runtime.progress=false"] if args.quiet else args.overrides
     cfg = load_config(args.config, overrides)  # config mistakes are reported before torch is imported
@@ -239,7 +239,7 @@ def _cmd_eval(args: argparse.Namespace, cache_dir: Path) -> int:
 
 
 def _cmd_config_show(args: argparse.Namespace) -> int:
-    from wsss.config import dump_config, load_config
+    from wsss.config_load import dump_config, load_config
 
     print(dump_config(load_config(args.config, args.overrides)), end="")
     return 0

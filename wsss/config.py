@@ -1,4 +1,4 @@
-"""Typed, frozen configs for the pipeline and each stage, with strict YAML / `--set` loading.
+"""Typed, frozen configs for the pipeline and each stage (loading them: wsss.config_load).
 
 Defaults are sized for the embedded synthetic benchmark on a 2-core CPU (tiny backbone, small crops,
 few epochs). `wsss/presets/voc12.yaml` holds the reference settings for PASCAL VOC on a GPU.
@@ -8,27 +8,15 @@ al. 2019, kazuto = kazuto1011/deeplab-pytorch).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
-
-import yaml
 
 from wsss.configio import (
     NOT_A_SETTING,
     RESOLVE_TYPE,
-    deep_merge,
-    field_paths,
-    from_mapping,
-    parse_overrides,
-    to_mapping,
 )
 from wsss.data.synth import SynthSpec
-from wsss.errors import ConfigError, read_text, short_repr
-from wsss.yamlio import load_yaml
+from wsss.errors import ConfigError, short_repr
 
 # Bounds on sizes and counts that no real run comes near (VOC trains 512 px crops, batch 16, a few
 # dozen epochs), so that a typo such as an extra zero is a config error and not an out-of-memory
@@ -157,32 +145,19 @@ def _scales_ok(scales: tuple[float, ...], path: str) -> None:
     )
 
 
-def _method_params(values: dict[str, Any]) -> type:
-    from wsss.methods import get
-
-    return get(values["method"]).Config
-
-
 @dataclass(frozen=True)
 class SeedConfig:
     method: str = "cam"  # a module of wsss.methods; `wsss methods` lists them
     # The method's own knobs, typed by its `Config` class (e.g. seed.params.alpha for mixup).
-    params: Any = field(default=None, metadata={RESOLVE_TYPE: _method_params})
+    # Loaded configs always hold an instance (wsss.config_load resolves the type by method); a
+    # config built in code without one means the method's defaults.
+    params: Any = field(default=None, metadata={RESOLVE_TYPE: True})
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=16, lr=0.05))
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)  # multi-scale CAM inference (psa, irn)
     flip: bool = True
     bg_threshold: float = 0.15  # constant background score for CAM mIoU (irn/SC-CAM 0.15, psa 0.2)
     sweep_step: float = 0.01  # threshold sweep step for the best-threshold CAM mIoU (SEAM/CPN)
-
-    def __post_init__(self) -> None:
-        # None means the method's defaults; keep one canonical form so that equal configs hash equally.
-        expected = _method_params({"method": self.method})
-        if self.params is None:
-            object.__setattr__(self, "params", expected())
-        elif not isinstance(self.params, expected):
-            owner = f"method {self.method!r}"
-            raise ConfigError(f"seed.params: {type(self.params).__name__} is not the config of {owner}")
 
     def validate(self, path: str) -> None:
         _scales_ok(self.scales, f"{path}.scales")
@@ -371,145 +346,3 @@ class PipelineConfig:
             f"{path}.rng_seed" if path else "rng_seed",
             f"must be within 0..{MAX_RNG_SEED}, got {self.rng_seed}",
         )
-
-
-PROVENANCE_KEY = "provenance"
-
-
-def preset_names() -> list[str]:
-    return sorted(
-        p.name[: -len(".yaml")] for p in resources.files("wsss.presets").iterdir() if p.name.endswith(".yaml")
-    )
-
-
-def _read_yaml(source: str | os.PathLike[str]) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
-    """(label for messages, config mapping, provenance mapping or None) of a config file or preset."""
-    path = Path(source)
-    if path.is_file():
-        label, text = str(path), read_text(path, ConfigError)
-    elif str(source) in preset_names():
-        label = f"preset {source}"
-        text = resources.files("wsss.presets").joinpath(f"{source}.yaml").read_text()
-    else:
-        presets = ", ".join(preset_names())
-        raise ConfigError(f"{source}: no such config file or preset (presets: {presets})")
-    try:
-        data = load_yaml(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{label}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{label}: the top level must be a mapping of config sections")
-    # Exported configs carry where they came from (experiment, run, metric); it is not configuration.
-    provenance = data.pop(PROVENANCE_KEY, None)
-    if provenance is not None and not isinstance(provenance, dict):
-        raise ConfigError(f"{label}: {PROVENANCE_KEY} must be a mapping")
-    return label, data, provenance
-
-
-def read_provenance(source: str | os.PathLike[str]) -> tuple[str, dict[str, Any] | None]:
-    """(label, provenance) of a config: where an exported config came from, None for other configs."""
-    label, _, provenance = _read_yaml(source)
-    return label, provenance
-
-
-BY_METHOD_KEY = "by_method"
-OLD_BY_METHOD_KEY = "params_by_method"
-
-
-def _chosen_method(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> Any:
-    for source in (overrides, data):
-        seed = source.get("seed")
-        if isinstance(seed, Mapping) and "method" in seed:
-            return seed["method"]
-    return SeedConfig.method
-
-
-def resolve_by_method(
-    data: dict[str, Any], label: str, overrides: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """`seed.by_method` (a preset's per-method seed settings, e.g. voc12's SEAM schedule from
-    train_SEAM.py) merged over the file's seed section for the method the run ends up with (the
-    overrides' seed.method, else the file's); the overrides themselves go on top afterwards. Every
-    entry is checked, not only the chosen one, so a typo in any method's settings is found at once."""
-    seed = data.get("seed")
-    if not isinstance(seed, dict):
-        return data
-    if OLD_BY_METHOD_KEY in seed:
-        raise ConfigError(
-            f"{label}: seed.{OLD_BY_METHOD_KEY} is now seed.{BY_METHOD_KEY}, whose entries are seed "
-            "sections: {METHOD: {params: {...}, train: {...}, backbone: {...}}}"
-        )
-    if BY_METHOD_KEY not in seed:
-        return data
-    seed = dict(seed)
-    by_method = seed.pop(BY_METHOD_KEY)
-    if not isinstance(by_method, dict) or not all(isinstance(v, dict) for v in by_method.values()):
-        raise ConfigError(f"{label}: seed.{BY_METHOD_KEY} must map method names to seed sections")
-    from wsss.methods import list_methods
-
-    for method, entry in by_method.items():
-        where = f"seed.{BY_METHOD_KEY}.{method}"
-        if method not in list_methods():
-            raise ConfigError(f"{label}: {where}: unknown method (methods: {', '.join(list_methods())})")
-        if "method" in entry or BY_METHOD_KEY in entry:
-            raise ConfigError(
-                f"{label}: {where}: holds seed settings, not seed.method or seed.{BY_METHOD_KEY}"
-            )
-        try:
-            from_mapping(SeedConfig, {**entry, "method": method}, "seed")
-        except ConfigError as exc:
-            raise ConfigError(f"{label}: {where}: {exc}") from None
-    chosen = by_method.get(_chosen_method(data, overrides or {}), {})
-    return {**data, "seed": deep_merge(seed, chosen, strict=True)}
-
-
-def config_source(source: str | os.PathLike[str]) -> dict[str, Any]:
-    """The settings a config file or preset makes, as a mapping (checked: it loads as a config).
-
-    A search hands this mapping to its trials rather than the file's path, so a trial never depends
-    on a file that exists only where the search was started.
-    """
-    label, data, _ = _read_yaml(source)
-    try:
-        from_mapping(PipelineConfig, resolve_by_method(data, label))
-    except ConfigError as exc:
-        raise ConfigError(exc.args[0] if str(exc).startswith(label) else f"{label}: {exc}") from None
-    return data
-
-
-def load_config(
-    source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-    overrides: list[str] | dict[str, Any] | None = None,
-) -> PipelineConfig:
-    """Defaults <- YAML file, preset name or a mapping from `config_source` <- overrides (`a.b=c`
-    strings or a nested dict)."""
-    data: dict[str, Any] = {}
-    label = "config"
-    if isinstance(source, Mapping):
-        label, data = "base config", dict(source)
-    elif source is not None:
-        label, data, _ = _read_yaml(source)
-    extra = (parse_overrides(overrides) if isinstance(overrides, list) else overrides) or {}
-    try:
-        # strict: an override never hides a malformed section of the file beneath it
-        data = deep_merge(resolve_by_method(data, label, extra), extra, strict=True)
-        return from_mapping(PipelineConfig, data)
-    except ConfigError as exc:
-        if source is None or str(exc).startswith(label):
-            raise ConfigError(str(exc)) from None
-        raise ConfigError(f"{label}: {exc}") from None
-
-
-def config_fields(method: str | None = None) -> dict[str, Any]:
-    """Every settable dotted key and its type; with a method, its `seed.params.*` keys too."""
-    if method is None:
-        return field_paths(PipelineConfig)
-    return field_paths(PipelineConfig, resolved={"seed.params": _method_params({"method": method})})
-
-
-def dump_config(cfg: PipelineConfig) -> str:
-    return yaml.safe_dump(to_mapping(cfg), sort_keys=False)

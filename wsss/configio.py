@@ -15,7 +15,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
@@ -36,12 +36,12 @@ def _describe(value: Any) -> str:
 MAX_INT = 2**31 - 1
 
 
-def _convert(tp: Any, value: Any, path: str) -> Any:
+def _convert(tp: Any, value: Any, path: str, resolvers: Resolvers | None = None) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping of {tp.__name__} fields, got {_describe(value)}")
-        return from_mapping(tp, value, path)
+        return from_mapping(tp, value, path, resolvers)
     if origin in (typing.Union, types.UnionType):
         options = get_args(tp)
         if value is None and type(None) in options:
@@ -49,7 +49,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         errors = []
         for option in (o for o in options if o is not type(None)):
             try:
-                return _convert(option, value, path)
+                return _convert(option, value, path, resolvers)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(
@@ -113,7 +113,12 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-RESOLVE_TYPE = "resolve_type"  # field metadata: (values of the earlier fields) -> the field's dataclass type
+# Field metadata of a field whose dataclass type depends on the other fields (the seed stage's
+# `params`, typed by the chosen method's Config). The type comes from a resolver given by dotted path
+# to from_mapping, so this module and the config classes need not know the method registry
+# (wsss.config_load gives it).
+RESOLVE_TYPE = "resolve_type"
+Resolvers = Mapping[str, Callable[[dict[str, Any]], type]]  # dotted path -> (other fields) -> type
 # Field metadata: filled in by the pipeline as it runs (where something was made local), not a setting:
 # no file or --set may give it, and it is left out of mappings (stage keys, dumps, search spaces).
 NOT_A_SETTING = "not_a_setting"
@@ -124,11 +129,13 @@ def settings(cls: Any) -> list[dataclasses.Field[Any]]:
     return [f for f in dataclasses.fields(cls) if not f.metadata.get(NOT_A_SETTING)]
 
 
-def from_mapping(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
+def from_mapping(
+    cls: type[T], data: Mapping[str, Any], path: str = "", resolvers: Resolvers | None = None
+) -> T:
     """Build `cls` from `data`, keeping defaults for absent keys; unknown keys and bad types raise.
 
-    A field whose metadata has RESOLVE_TYPE takes its type from the fields before it, e.g. the seed
-    stage's `params`, typed by the chosen method's own config class.
+    A field whose metadata has RESOLVE_TYPE takes its type from `resolvers[its dotted path]`, called
+    with the other fields, e.g. the seed stage's `params`, typed by the chosen method's config class.
     """
     hints = _type_hints(cls)
     fields = {f.name: f for f in settings(cls)}
@@ -137,8 +144,10 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
             raise _unknown_key(cls, str(key), path)
     values: dict[str, Any] = {}
     for key, f in fields.items():
-        resolve = f.metadata.get(RESOLVE_TYPE)
-        if resolve is not None:
+        if f.metadata.get(RESOLVE_TYPE):
+            resolve = (resolvers or {}).get(_join(path, key))
+            if resolve is None:
+                raise ValueError(f"{_join(path, key)}: its type needs a resolver (wsss.config_load has it)")
             # The resolver sees what has been read so far and the defaults of everything else.
             current = {k: values[k] if k in values else _default(fields[k]) for k in fields if k != key}
             tp = resolve(current)
@@ -146,7 +155,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
             if not isinstance(given, Mapping):
                 expected = f"expected a mapping of {tp.__name__} fields"
                 raise ConfigError(f"{_join(path, key)}: {expected}, got {_describe(given)}")
-            values[key] = from_mapping(tp, given, _join(path, key))
+            values[key] = from_mapping(tp, given, _join(path, key), resolvers)
             continue
         if key not in data:
             continue
@@ -155,7 +164,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
             # A partial section overrides the parent's default for it, not the section class's defaults:
             # `seed.train.lr` must keep the seed stage's own epochs.
             value = deep_merge(to_mapping(_default(fields[key])), value)
-        values[key] = _convert(tp, value, _join(path, key))
+        values[key] = _convert(tp, value, _join(path, key), resolvers)
     try:
         obj = cls(**values)
     except (TypeError, ValueError) as exc:
@@ -172,7 +181,7 @@ def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def with_setting(obj: Any, key: str, value: Any) -> Any:
+def with_setting(obj: Any, key: str, value: Any, resolvers: Resolvers | None = None) -> Any:
     """`obj` (a config) with the dotted `key` set to `value`: converted and checked as `from_mapping`
     would, but rebuilding only the key's own section and replacing the sections above it (each one
     validated again). A search space checks every choice of a categorical so, cheaply."""
@@ -184,7 +193,7 @@ def with_setting(obj: Any, key: str, value: Any) -> Any:
             raise ConfigError(f"{'.'.join(outer[: i + 1])}: not a section of settings")
         chain.append(section)
     prefix = ".".join(outer)
-    rebuilt = from_mapping(type(chain[-1]), {**to_mapping(chain[-1]), leaf: value}, prefix)
+    rebuilt = from_mapping(type(chain[-1]), {**to_mapping(chain[-1]), leaf: value}, prefix, resolvers)
     for depth in range(len(outer) - 1, -1, -1):
         parent, path = chain[depth], ".".join(outer[:depth])
         try:

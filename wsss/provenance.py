@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wsss.config import PROVENANCE_KEY, read_provenance
+from wsss.config_load import PROVENANCE_KEY, read_provenance
 from wsss.errors import ConfigError, DataError
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from wsss.config import load_config
+from wsss.config_load import load_config
 from wsss.errors import ConfigError
 from wsss.pipeline import stage_keys
 from wsss.provenance import recorded_data

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wsss.config import PipelineConfig, config_source, dump_config, load_config, preset_names
+from wsss.config import PipelineConfig
+from wsss.config_load import config_source, dump_config, load_config, preset_names
 from wsss.configio import digest, field_paths, to_mapping, with_setting
 from wsss.errors import ConfigError
 from wsss.yamlio import load_yaml

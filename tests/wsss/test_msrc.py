@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wsss.config import load_config
+from wsss.config_load import load_config
 from wsss.data.voc import open_dataset
 from wsss.models.pretrained import offline_names
 from wsss.pipeline import prepare_dataset, run_pipeline

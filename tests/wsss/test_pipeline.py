@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import TINY, tiny_config
-from wsss.config import load_config
+from wsss.config_load import load_config
 from wsss.data.classes import IGNORE_INDEX
 from wsss.data.voc import open_dataset
 from wsss.errors import MissingExtraError

@@ -12,7 +12,9 @@ import yaml
 
 from tests.conftest import TINY
 from wsss.cli import main
-from wsss.config import DataConfig, load_config, to_mapping
+from wsss.config import DataConfig
+from wsss.config_load import load_config
+from wsss.configio import to_mapping
 from wsss.data.voc import open_dataset
 
 

@@ -16,9 +16,10 @@ stage store, multi-scale + flip inference (wsss.ops.cam.multiscale_cams calls `c
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -29,8 +30,49 @@ from wsss.models.backbone import SplitParams
 from wsss.models.cam import CamNet
 from wsss.ops.cam import max_normalise
 
-if TYPE_CHECKING:
-    from wsss.stages.rounds import RoundContext
+if TYPE_CHECKING:  # annotations only: the methods sit below the data reader and the training loop
+    from wsss.config import SeedConfig
+    from wsss.data.synth_variants import SynthObject
+    from wsss.data.voc import VocDataset
+    from wsss.loop import TrainStats
+    from wsss.runtime import Runtime
+
+
+class RoundInputs(Protocol):
+    """What a round's `targets` may use; wsss.stages.rounds.RoundContext provides it, so no method
+    imports the stage layer. `folder` is where the round writes files to keep (features, assignments,
+    a teacher's weights); `variants` is the synthetic benchmark's truth, None on real data."""
+
+    @property
+    def cfg(self) -> SeedConfig: ...
+    @property
+    def data(self) -> VocDataset: ...
+    @property
+    def runtime(self) -> Runtime: ...
+    @property
+    def rng_seed(self) -> int: ...
+    @property
+    def folder(self) -> Path: ...
+    @property
+    def variants(self) -> dict[str, list[SynthObject]] | None: ...
+    @property
+    def ids(self) -> tuple[str, ...]: ...
+
+    def features(
+        self, embed: Callable[[torch.Tensor], torch.Tensor], ids: tuple[str, ...] | None = None, size: int = 0
+    ) -> np.ndarray:
+        """(N, D) float32 `embed` outputs of `ids` (default the train ids), one image at a time."""
+        ...
+
+    def train(
+        self,
+        build: Callable[[], SplitParams],
+        loss: Callable[[Any, tuple[torch.Tensor, ...]], tuple[torch.Tensor, dict[str, float]]],
+        train: TrainConfig,
+        desc: str,
+    ) -> tuple[SplitParams, TrainStats]:
+        """Train a network on the train images and labels through the shared loop."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -102,7 +144,7 @@ class SeedMethod(abc.ABC):
         return {}, {"params": repr(params)}
 
     def targets(
-        self, round_index: int, previous: SplitParams | None, context: RoundContext, params: Any
+        self, round_index: int, previous: SplitParams | None, context: RoundInputs, params: Any
     ) -> RoundTargets | None:
         """What round `round_index` learns beside the image labels, from the previous round's trained
         network (None before the first); None = the image labels only."""

@@ -31,9 +31,8 @@ from wsss.methods._subcat import (
     images_of_class,
     targets_from_assignments,
 )
-from wsss.methods.base import RoundTargets
+from wsss.methods.base import RoundInputs, RoundTargets
 from wsss.models.backbone import SplitParams
-from wsss.stages.rounds import RoundContext
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ class ScCam(SubCategoryMethod):
         return {"clusters": params.clusters, "kmeans_init": params.kmeans_init}, knobs
 
     def targets(
-        self, round_index: int, previous: SplitParams | None, context: RoundContext, params: ScCamConfig
+        self, round_index: int, previous: SplitParams | None, context: RoundInputs, params: ScCamConfig
     ) -> RoundTargets | None:
         if params.sub_labels == "oracle" and context.variants is None:  # before round 0 trains
             raise ConfigError(

@@ -36,11 +36,10 @@ from wsss.methods._subcat import (
     image_labels,
     targets_from_assignments,
 )
-from wsss.methods.base import RoundTargets
+from wsss.methods.base import RoundInputs, RoundTargets
 from wsss.models.backbone import SplitParams
 from wsss.models.pretrained import convert, installed_source
 from wsss.models.teacher import LITE_TEACHERS, Teacher, check_teacher
-from wsss.stages.rounds import RoundContext
 
 log = logging.getLogger(__name__)
 _TEACHER_KNOBS = (
@@ -149,7 +148,7 @@ class ScTeach(SubCategoryMethod):
         knobs = asdict(params)
         return {k: knobs[k] for k in (*_TEACHER_KNOBS, "partition", "clusters", "cluster_val")}, knobs
 
-    def train_teacher(self, context: RoundContext, params: ScTeachConfig) -> Teacher:
+    def train_teacher(self, context: RoundInputs, params: ScTeachConfig) -> Teacher:
         seed_train = context.cfg.train
         scale = params.teacher_size / seed_train.crop_size
         train = dataclasses.replace(
@@ -183,7 +182,7 @@ class ScTeach(SubCategoryMethod):
         return teacher  # type: ignore[return-value]
 
     def targets(
-        self, round_index: int, previous: SplitParams | None, context: RoundContext, params: ScTeachConfig
+        self, round_index: int, previous: SplitParams | None, context: RoundInputs, params: ScTeachConfig
     ) -> RoundTargets:
         teacher = self.train_teacher(context, params).to(context.runtime.device).eval()
         ids = list(context.ids)

@@ -258,7 +258,7 @@ def test_eval_split_outside_the_train_split_is_named(data_copy: Path, tmp_path: 
 
 
 def test_eval_split_cannot_be_the_val_split() -> None:
-    from wsss.config import load_config
+    from wsss.config_load import load_config
     from wsss.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"data\.eval_split: must be a subset of the train split"):

@@ -15,7 +15,7 @@ import yaml
 
 from tests.conftest import tiny_config
 from tuner.spaces import check_files
-from wsss.config import load_config
+from wsss.config_load import load_config
 from wsss.configio import to_mapping
 from wsss.data.image_maps import CachedMaps
 from wsss.data.torchsets import ClassificationSet, train_loader

@@ -11,7 +11,8 @@ import skimage.data
 import torch
 from PIL import Image
 
-from wsss.config import BackboneConfig, DataConfig, TrainConfig, load_config
+from wsss.config import BackboneConfig, DataConfig, TrainConfig
+from wsss.config_load import load_config
 from wsss.data.image_maps import CachedMaps, ImageMaps, slic_labels
 from wsss.data.torchsets import ClassificationSet
 from wsss.data.transforms import TrainTransform

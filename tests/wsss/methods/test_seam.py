@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wsss.config import BackboneConfig, load_config
+from wsss.config import BackboneConfig
+from wsss.config_load import load_config
 from wsss.errors import ConfigError
 from wsss.methods.seam import METHOD, SeamConfig, equivariant_regularisation, min_pool_loss, ohem
 from wsss.models.seam import SeamNet, keep_max_foreground, pcm_affinity, seed_norm, with_background

@@ -182,7 +182,7 @@ def test_pretrained_without_hub_access_says_what_to_do(tmp_path: Path) -> None:
 
 def test_dropout_before_global_pooling_drops_whole_channels_in_training_only() -> None:
     """psa's dropout7: Dropout2d(0.5) on the last feature map before pooling; CAMs (eval) unaffected."""
-    from wsss.config import load_config
+    from wsss.config_load import load_config
 
     model = CamNet(BackboneConfig(name="test_resnet", dropout=0.5), num_classes=3)
     x = torch.randn(2, 3, 64, 64)

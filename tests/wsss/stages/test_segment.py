@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsss.config import load_config
+from wsss.config_load import load_config
 from wsss.data.classes import IGNORE_INDEX
 from wsss.errors import ConfigError
 from wsss.stages.segment import balanced_cross_entropy, class_balanced_cross_entropy, msc_loss
