@@ -254,8 +254,16 @@ def _tuner(
         tune_config=tune.TuneConfig(
             metric="objective",
             mode=space.mode,
-            search_alg=make_searcher(space, options),
-            scheduler=scheduler(space, options),
+            search_alg=make_searcher(
+                space,
+                experiment=options.experiment,
+                storage=options.storage,
+                seed=options.seed,
+                reuse_fraction=options.reuse_fraction,
+                reuse_warmup=options.reuse_warmup,
+                warm_start_from=options.warm_start,
+            ),
+            scheduler=scheduler(space, options.reduction_factor),
             num_samples=options.samples,
             max_concurrent_trials=options.concurrency,
         ),
@@ -293,7 +301,7 @@ def run_fit(
             status = "KILLED"
             raise SearchInterrupted()
         callback.close(FINISH_WAIT)  # every trial's status settled before they are counted
-        log_fidelity(client, options, space, ids[1])
+        log_fidelity(client, options.storage, options.experiment, space, ids[1])
         failure = retry(lambda c: failure_summary(c, *ids), client, "summarise the trials", FINISH_WAIT)
         if failure is not None:
             raise SearchFailed(failure)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from mlflow.tracking import MlflowClient
@@ -21,9 +21,6 @@ from tuner.study import proxy_fidelity, study_path, study_storage, warm_start
 from tuner.tracking import log_metrics
 from tuner.trainable import STAGE_CACHED, final_iteration
 
-if TYPE_CHECKING:
-    from tuner.search import SearchOptions
-
 log = logging.getLogger(__name__)
 
 
@@ -34,25 +31,34 @@ def sampler(seed: int) -> optuna.samplers.TPESampler:
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
 
 
-def make_searcher(space: SearchSpace, options: SearchOptions) -> StageAwareOptunaSearch:
+def make_searcher(
+    space: SearchSpace,
+    *,
+    experiment: str,
+    storage: str,
+    seed: int,
+    reuse_fraction: float,
+    reuse_warmup: int,
+    warm_start_from: str | None,
+) -> StageAwareOptunaSearch:
     """The searcher, on the experiment's persistent study (tuner.study): a search in an experiment that
-    was searched before continues its study, and `--warm-start` copies another experiment's trials."""
-    reuse = ReusePolicy(fraction=options.reuse_fraction, warmup=options.reuse_warmup, seed=options.seed)
+    was searched before continues its study, and `warm_start_from` (`--warm-start`) copies another
+    experiment's trials."""
+    reuse = ReusePolicy(fraction=reuse_fraction, warmup=reuse_warmup, seed=seed)
     # With a define-by-run space Tune does not pass metric/mode on to the searcher: it needs its own.
     searcher = StageAwareOptunaSearch(
         space=space.define,
         metric="objective",
         mode=space.mode,
-        sampler=sampler(options.seed),
-        study_name=options.experiment,
-        storage=study_storage(study_path(options.storage, options.experiment)),
+        sampler=sampler(seed),
+        study_name=experiment,
+        storage=study_storage(study_path(storage, experiment)),
         final_iteration=final_iteration(space.metric),
-        reuse=reuse if options.reuse_fraction > 0 else None,
+        reuse=reuse if reuse_fraction > 0 else None,
         choice=CHOICE,
     )
-    if options.warm_start:
-        source = load_study(options.storage, options.warm_start)
-        warm_start(searcher._ot_study, source)
+    if warm_start_from:
+        warm_start(searcher._ot_study, load_study(storage, warm_start_from))
     return searcher
 
 
@@ -96,22 +102,24 @@ class StageASHA(ASHAScheduler):
         super().on_trial_remove(tune_controller, trial)
 
 
-def scheduler(space: SearchSpace, options: SearchOptions) -> TrialScheduler:
+def scheduler(space: SearchSpace, reduction_factor: int) -> TrialScheduler:
     """ASHA (StageASHA) with a rung at every stage boundary up to the metric's stage (FIFO for a
     one-stage search)."""
     final = final_iteration(space.metric)
     if final == 1:
         return FIFOScheduler()
     return StageASHA(
-        time_attr="training_iteration", max_t=final, grace_period=1, reduction_factor=options.reduction_factor
+        time_attr="training_iteration", max_t=final, grace_period=1, reduction_factor=reduction_factor
     )
 
 
-def log_fidelity(client: MlflowClient, options: SearchOptions, space: SearchSpace, run_id: str) -> None:
+def log_fidelity(
+    client: MlflowClient, storage: str, experiment: str, space: SearchSpace, run_id: str
+) -> None:
     """The stage proxies' rank correlation with the final metric (tuner.study.proxy_fidelity), as
     metrics of the search's parent run."""
     try:
-        study = load_study(options.storage, options.experiment)
+        study = load_study(storage, experiment)
         fidelity = proxy_fidelity(study, final_iteration(space.metric))
         retry(
             lambda c: log_metrics(c, run_id, fidelity, 0, int(time.time() * 1000)), client, "log fidelity", 60

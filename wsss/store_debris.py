@@ -23,12 +23,26 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import pyarrow.fs as pafs
 
-if TYPE_CHECKING:
-    from wsss.store import StageStore
+
+class StoreFolders(Protocol):
+    """What the sweeps read of a store (wsss.store.StageStore provides it), so this module, below the
+    store, does not import it."""
+
+    @property
+    def fs(self) -> pafs.FileSystem: ...
+    @property
+    def root(self) -> str: ...
+    @property
+    def is_local(self) -> bool: ...
+    @property
+    def staging_dir(self) -> Path: ...
+    def key_dir(self, stage: str, key: str) -> str: ...
+    def read_manifest(self, stage: str, key: str) -> dict[str, Any] | None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +95,18 @@ def remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
-def _published(store: StageStore, stage: str, key: str) -> str | None:
+def _published(store: StoreFolders, stage: str, key: str) -> str | None:
     manifest = store.read_manifest(stage, key)
     return manifest["attempt"] if manifest is not None else None
 
 
-def _attempts(store: StageStore, stage: str, key: str) -> list[str]:
+def _attempts(store: StoreFolders, stage: str, key: str) -> list[str]:
     selector = pafs.FileSelector(store.key_dir(stage, key), allow_not_found=True)
     return [i.base_name for i in store.fs.get_file_info(selector) if i.type == pafs.FileType.Directory]
 
 
 def remove_stale_attempts(
-    store: StageStore, stage: str, key: str, exclusive: bool, dry_run: bool = False
+    store: StoreFolders, stage: str, key: str, exclusive: bool, dry_run: bool = False
 ) -> list[str]:
     """Remove the key's unpublished attempt folders (and this node's staging folders for it) that no
     live build can be writing: those whose builder died on this host and, when the caller holds the
@@ -118,7 +132,7 @@ def remove_stale_attempts(
     return removed
 
 
-def _remove(store: StageStore, path: str, dry_run: bool) -> str:
+def _remove(store: StoreFolders, path: str, dry_run: bool) -> str:
     if not dry_run:
         log.info("removing %s: left by a build that did not finish", path)
         store.fs.delete_dir(path)
@@ -133,7 +147,7 @@ def _remove_local(path: Path, dry_run: bool) -> str:
 
 
 @contextlib.contextmanager
-def _lock_if_free(store: StageStore, stage: str, key: str) -> Iterator[bool]:
+def _lock_if_free(store: StoreFolders, stage: str, key: str) -> Iterator[bool]:
     """Take a local key's file lock without waiting; yields whether it was free (False on object
     stores, which have no lock to take)."""
     path = Path(f"{store.key_dir(stage, key)}.lock")
@@ -158,7 +172,7 @@ def _lock_if_free(store: StageStore, stage: str, key: str) -> Iterator[bool]:
 
 
 def _remove_old_attempts(
-    store: StageStore, stage: str, key: str, older_than: float, dry_run: bool
+    store: StoreFolders, stage: str, key: str, older_than: float, dry_run: bool
 ) -> list[str]:
     published, removed = _published(store, stage, key), []
     for attempt in _attempts(store, stage, key):
@@ -168,7 +182,7 @@ def _remove_old_attempts(
     return removed
 
 
-def clean_store(store: StageStore, older_than: float = 48 * 3600, dry_run: bool = False) -> list[str]:
+def clean_store(store: StoreFolders, older_than: float = 48 * 3600, dry_run: bool = False) -> list[str]:
     """Remove build debris everywhere in the store: unpublished attempts no live build is writing (a
     free key lock on local stores, a dead builder on this host, or on object stores an attempt started
     more than `older_than` seconds ago), this node's staging folders of dead builders, and empty key

@@ -12,7 +12,7 @@ import wsss
 TUNER = Path(__file__).resolve().parents[2] / "tuner"
 
 
-@pytest.mark.parametrize("path", sorted(TUNER.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(TUNER.rglob("*.py")), ids=lambda p: str(p.relative_to(TUNER)))
 def test_only_the_top_level_wsss_api(path: Path) -> None:
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):

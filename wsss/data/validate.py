@@ -19,13 +19,40 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from wsss.data.image_files import decoded_size, read_mask
 from wsss.errors import DataError
 
-if TYPE_CHECKING:
-    from wsss.data.voc import VocDataset
+
+class ListedFiles(Protocol):
+    """One listed image and its mask, as found on disk."""
+
+    @property
+    def image(self) -> Path: ...
+    @property
+    def mask(self) -> Path: ...
+    @property
+    def image_mtime_ns(self) -> int: ...
+    @property
+    def mask_mtime_ns(self) -> int: ...
+
+
+class DatasetListing(Protocol):
+    """What the check reads of a dataset (wsss.data.voc.VocDataset provides it; that module calls
+    this one, so it is not imported here)."""
+
+    @property
+    def root(self) -> Path: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def num_classes(self) -> int: ...
+    def ids(self, split: str) -> tuple[str, ...]: ...
+    def entry(self, image_id: str) -> ListedFiles: ...
+    def image_path(self, image_id: str) -> Path: ...
+    def mask_path(self, image_id: str) -> Path: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +71,7 @@ def check_pair(image: Path, mask: Path, num_classes: int) -> str | None:
     return None
 
 
-def _stamp(data: VocDataset, ids: list[str]) -> str:
+def _stamp(data: DatasetListing, ids: list[str]) -> str:
     h = hashlib.sha256(json.dumps([CHECK_VERSION, data.fingerprint, data.num_classes]).encode())
     for image_id in ids:
         entry = data.entry(image_id)
@@ -55,7 +82,7 @@ def _stamp(data: VocDataset, ids: list[str]) -> str:
 
 
 def validate_dataset(
-    data: VocDataset, splits: Iterable[str], cache_dir: Path | None, workers: int = 1
+    data: DatasetListing, splits: Iterable[str], cache_dir: Path | None, workers: int = 1
 ) -> None:
     """Check every image and mask of `splits`; raise one DataError naming the first bad file (and how
     many more there are), or return. A pass is cached under `cache_dir/validated/`."""
