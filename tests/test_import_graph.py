@@ -58,7 +58,7 @@ def test_the_graph_sees_the_modules_and_their_imports() -> None:
     graph = import_graph()
     assert {"wsss.config", "wsss.config_load", "wsss.methods.sc_cam", "tuner.search"} <= set(graph)
     assert "wsss.config" in graph["wsss.config_load"] and "wsss.methods" in graph["wsss.config_load"]
-    assert "wsss.store_debris" in graph["wsss.store"]
+    assert "wsss.store.debris" in graph["wsss.store.stage_store"]
 
 
 def test_a_circle_is_found_and_named() -> None:

@@ -259,8 +259,8 @@ def _cmd_store_clean(args: argparse.Namespace) -> int:
 
 
 def _cmd_store_gc(args: argparse.Namespace) -> int:
+    from wsss.retention import collect_garbage, config_keys, describe, require_rule
     from wsss.store import StageStore
-    from wsss.store_gc import collect_garbage, config_keys, describe, require_rule
 
     require_rule(bool(args.keep_config), args.older_than_days)
     keep = config_keys(args.keep_config) if args.keep_config else None

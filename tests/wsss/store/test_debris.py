@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import TINY
 from wsss.cli import main
 from wsss.store import MANIFEST, StageStore
-from wsss.store_debris import builder_is_dead, new_attempt_name
+from wsss.store.debris import builder_is_dead, new_attempt_name
 
 # A build that writes a file and then hangs until it is killed.
 _HANGING_BUILD = """

@@ -1,7 +1,7 @@
 """Debris of builds that did not finish (SIGKILL, a timeout, a trial Ray killed): unpublished attempt
 folders in the store and staging folders in a node's cache. A published artifact is never touched,
 and neither is anything the store did not make: only folders named as attempts are removed (the
-store refuses to open a folder that is not a store, wsss.store_layout), and looking for a free key
+store refuses to open a folder that is not a store, wsss.store.layout), and looking for a free key
 lock never creates one.
 
 An attempt may be removed only when no live build can be writing it: when the caller holds the key's

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from wsss.store_debris import ATTEMPT_NAME
+from wsss.store.debris import ATTEMPT_NAME
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1

@@ -11,8 +11,8 @@ import yaml
 import wsss
 from tests.conftest import tiny_config
 from wsss.cli import main as wsss_main
+from wsss.retention import collect_garbage, config_keys
 from wsss.store import StageStore
-from wsss.store_gc import collect_garbage, config_keys
 
 FINGERPRINT = "f" * 16
 

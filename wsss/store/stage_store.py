@@ -33,9 +33,9 @@ import pyarrow.fs as pafs
 
 from wsss.configio import digest, to_mapping
 from wsss.errors import EnvironmentFault, StoreError, os_error_message
-from wsss.store_cache import adopt, download, file_lock, file_sizes, trim
-from wsss.store_debris import clean_store, new_attempt_name, remove_if_empty, remove_stale_attempts
-from wsss.store_layout import MANIFEST, MANIFEST_FORMAT, MARKER, complete, laid_out_as_store, well_formed
+from wsss.store.cache import adopt, download, file_lock, file_sizes, trim
+from wsss.store.debris import clean_store, new_attempt_name, remove_if_empty, remove_stale_attempts
+from wsss.store.layout import MANIFEST, MANIFEST_FORMAT, MARKER, complete, laid_out_as_store, well_formed
 
 __all__ = ["MANIFEST", "Artifact", "Build", "StageStore", "stage_key"]
 
@@ -217,7 +217,7 @@ class StageStore:
         return True
 
     def trim_cache(self, max_bytes: int, grace: float = 86400.0, dry_run: bool = False) -> list[Path]:
-        """Keep this node's copies of remote artifacts under `max_bytes` (see wsss.store_cache.trim)."""
+        """Keep this node's copies of remote artifacts under `max_bytes` (see wsss.store.cache.trim)."""
         return trim(self.cache_dir / "store", max_bytes, grace, dry_run)
 
     @contextlib.contextmanager
@@ -271,7 +271,7 @@ class StageStore:
             raise
 
     def clean(self, older_than: float = 48 * 3600, dry_run: bool = False) -> list[str]:
-        """Remove the debris of builds that did not finish (see wsss.store_debris.clean_store)."""
+        """Remove the debris of builds that did not finish (see wsss.store.debris.clean_store)."""
         return clean_store(self, older_than, dry_run)
 
     def _publish(self, stage: str, key: str, attempt: str, build: Build) -> Artifact:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from wsss.store import StageStore
-from wsss.store_cache import trim
+from wsss.store.cache import trim
 
 
 def _copy(root: Path, name: str, size: int, used_ago: float) -> Path:
