@@ -71,7 +71,7 @@ CASES: dict[str, Callable[[Path], list[str]]] = {
     "spaces check, 1000 categorical choices": _choices(1000),
     "spaces check, 5000 categorical choices": _choices(5000),
 }
-_MODULES = {"wsss": "wsss.cli", "wsss-tune": "tuner.cli"}
+_MODULES = {"wsss": "wsss.cli", "wsss-tune": "tuner.cli.main"}
 
 
 def _measure(argv: list[str], root: Path, timeout: float) -> tuple[int, float, float, int]:

@@ -33,9 +33,9 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 import wsss
-from tuner.search import SearchOptions, run_search
-from tuner.spaces import Base, load_search
-from tuner.trainable import trial_config
+from tuner.search.driver import SearchOptions, run_search
+from tuner.spaces.space import Base, load_search
+from tuner.trial.trainable import trial_config
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 # A short schedule, so that 2 x 3 x 12 pipelines fit an hour or two on a 2-core CPU.

@@ -18,7 +18,7 @@ import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from tuner.cli import _parser as tune_parser
+from tuner.cli.main import _parser as tune_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = ROOT / "cluster.yaml"

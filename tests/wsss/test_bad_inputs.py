@@ -1,7 +1,7 @@
 """Every kind of bad input a careful new user can give `wsss`, each answered the same way: exit status 2,
 one `wsss: error:` line naming the file, key or value, no traceback, nothing published in the store,
 and no code from the data run. docs/security.md's list of loaders is this catalogue's (plus the search
-system's in tests/tuner/test_bad_inputs.py).
+system's in tests/tuner/cli/test_bad_inputs.py).
 
 Each case is (id, what the user gave, the words the error must contain). Data cases run on a fresh
 copy of the tiny synthetic dataset, changed in one way.

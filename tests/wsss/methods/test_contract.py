@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from tests.conftest import tiny_config
-from tuner.spaces import check_files
+from tuner.spaces.space import check_files
 from wsss.config_load import load_config
 from wsss.configio import to_mapping
 from wsss.data.image_maps import CachedMaps

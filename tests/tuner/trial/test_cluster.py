@@ -1,0 +1,169 @@
+"""A two-node Ray cluster on this machine (ray.cluster_utils.Cluster) running one search over one store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+from ray.cluster_utils import Cluster
+
+from tests.tuner.conftest import write_space
+from tuner.search.driver import SearchOptions, run_search
+from tuner.trial.locks import ActorLock, create_leases
+
+
+@pytest.fixture
+def two_nodes() -> Cluster:
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+def test_search_across_two_nodes_shares_one_store(
+    two_nodes: Cluster, mlflow_server: str, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """Two trials start together on two nodes with one seed config: one computes it, the other waits
+    on the single-flight lock and reuses it."""
+    space = write_space(tmp_path, "shared", params={"refine.beta": {"float": [4.0, 16.0]}})
+    options = SearchOptions(
+        space_files=(str(space),),
+        samples=2,
+        experiment="cluster-test",
+        data=str(tiny_data_dir),
+        concurrency=2,
+        cpus_per_trial=1,
+        address=two_nodes.address,
+        storage=str(tmp_path / "storage"),
+        tracking_uri=mlflow_server,
+        cache_dir=str(tmp_path / "cache"),
+        reduction_factor=100,
+    )
+    run_search(options)
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("cluster-test")
+    children = client.search_runs([experiment.experiment_id], "tags.`wsss.role` = 'trial'")
+    assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
+    assert len({c.data.tags["wsss.node"] for c in children}) == 2  # one trial on each node
+    seed_attempts = [p for p in (tmp_path / "storage" / "store" / "seed").glob("*/*") if p.is_dir()]
+    assert len(seed_attempts) == 1
+    assert sorted(c.data.metrics["seed_cached"] for c in children) == [0.0, 1.0]
+
+
+def test_actor_lock_is_exclusive_and_lapses_when_the_holder_stops_renewing() -> None:
+    ray.init(num_cpus=1, include_dashboard=False)
+    try:
+        leases = create_leases("test-leases")
+        lock = ActorLock("test-leases", ttl=2.0, poll=0.05)
+        inside, overlaps = [], []
+
+        def hold(n: int) -> None:
+            with lock("seed", "k"):
+                overlaps.append(len(inside))
+                inside.append(n)
+                time.sleep(0.2)
+                inside.remove(n)
+
+        threads = [threading.Thread(target=hold, args=(n,)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert overlaps == [0, 0, 0]
+
+        assert ray.get(leases.acquire.remote("seed/dead", "crashed-trial", 0.5))  # never renewed nor released
+        start = time.monotonic()
+        with lock("seed", "dead"):
+            waited = time.monotonic() - start
+        assert 0.3 < waited < 5
+
+        # A holder whose renewals fail (the lease actor is gone) learns that it lost the lease.
+        with ActorLock("test-leases", ttl=0.6, poll=0.05)("seed", "lost") as lease:
+            assert lease.held()
+            ray.kill(leases)
+            deadline = time.monotonic() + 10
+            while lease.held() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not lease.held()
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture
+def head_and_two_workers() -> Cluster:
+    """A CPU-less head (the driver and the lease actor) and two one-CPU workers; node deaths are
+    noticed within seconds, as on a cluster whose spot nodes are reclaimed."""
+    fast_failure = {"health_check_period_ms": 500, "health_check_failure_threshold": 3}
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "include_dashboard": False, "_system_config": fast_failure},
+    )
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+def _seed_published(store: Path) -> bool:
+    return any((store / "seed").glob("*/manifest.json")) if (store / "seed").is_dir() else False
+
+
+def test_a_trial_lost_with_its_node_is_retried_elsewhere_reusing_its_stages(
+    head_and_two_workers: Cluster, mlflow_server: str, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """A spot worker is reclaimed while its trial runs refine: Tune runs the trial again on the other
+    worker, the retry reuses the published seed stage, and MLflow holds one FINISHED run for it."""
+    slow_later_stages = {"refine.train.epochs": 4, "segment.train.epochs": 4}
+    space = write_space(tmp_path, "spot", params={"refine.beta": {"float": [4.0, 16.0]}})
+    spec = yaml.safe_load(space.read_text())
+    spec["fixed"] |= slow_later_stages
+    space.write_text(yaml.safe_dump(spec))
+    store = tmp_path / "storage" / "store"
+    options = SearchOptions(
+        space_files=(str(space),),
+        samples=1,
+        experiment="spot-test",
+        data=str(tiny_data_dir),
+        cpus_per_trial=1,
+        address=head_and_two_workers.address,
+        storage=str(tmp_path / "storage"),
+        tracking_uri=mlflow_server,
+        cache_dir=str(tmp_path / "cache"),
+        max_failures=2,
+    )
+    client = MlflowClient(mlflow_server)
+    removed: list[str] = []
+
+    def reclaim_the_trials_node() -> None:
+        deadline = time.monotonic() + 300
+        while not _seed_published(store) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        experiment = client.get_experiment_by_name("spot-test")
+        runs = client.search_runs([experiment.experiment_id], "tags.`wsss.role` = 'trial'")
+        node_id = runs[0].data.tags["wsss.node"]
+        node = next(n for n in head_and_two_workers.worker_nodes if n.node_id == node_id)
+        head_and_two_workers.remove_node(node, allow_graceful=False)
+        removed.append(node_id)
+
+    killer = threading.Thread(target=reclaim_the_trials_node)
+    killer.start()
+    run_search(options)
+    killer.join()
+    assert removed
+    experiment = client.get_experiment_by_name("spot-test")
+    runs = client.search_runs([experiment.experiment_id], "tags.`wsss.role` = 'trial'")
+    assert len(runs) == 1  # one run for the trial, no FAILED ghost beside the retry
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.data.tags["wsss.attempt"] == "2"
+    assert run.data.tags["wsss.node"] != removed[0]  # the retry ran on the surviving worker
+    assert run.data.metrics["seed_cached"] == 1.0  # the retry reused the seed stage...
+    seed_attempts = [p for p in (store / "seed").glob("*/*") if p.is_dir()]
+    assert len(seed_attempts) == 1  # ...which was computed once
+    assert client.get_run(run.data.tags["mlflow.parentRunId"]).info.status == "FINISHED"

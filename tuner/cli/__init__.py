@@ -1,0 +1,1 @@
+"""`wsss-tune`'s command line: the parser and its commands (demo, maintenance)."""

@@ -1,0 +1,354 @@
+"""A search: Ray Tune runs trials (full pipelines) proposed by Optuna TPE, ASHA prunes at stage
+boundaries, MLflow records a parent run for the search and a child run per trial.
+
+Storage layout under `--storage` (a folder, or s3://, gs://, an NFS path on a cluster):
+    <storage>/store/    the stage store shared by every trial (and by `wsss run --workdir <storage>`)
+    <storage>/tune/     Ray Tune's experiment state, for `wsss-tune resume`
+    <storage>/searches/ each search's parsed spaces and base config (tuner.search.record), for `resume`
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+import wsss
+from tuner.search import record
+from tuner.search.settle import FINISH_WAIT, SearchFailed, SearchInterrupted, failure_summary, finish
+from tuner.search.strategy import log_fidelity, make_searcher, scheduler
+from tuner.search.study import load as load_study
+from tuner.spaces.space import Base, SearchSpace, load_search
+from tuner.tracking.runs import (
+    ROLE,
+    RunStatusCallback,
+    check_database,
+    ensure_experiment,
+    log_files,
+    log_params,
+    resolve_tracking_uri,
+    set_tags,
+    tracking_database,
+)
+from tuner.tracking.write_queue import retry
+from tuner.trial.locks import create_leases
+from tuner.trial.trainable import TrialSettings, final_iteration, run_trial
+
+log = logging.getLogger(__name__)
+
+OPTIONS_TAG = "wsss.options"
+# The experiment's name becomes part of paths under --storage (Tune's folder, the search record):
+# no separators, no `..`, nothing a shell or a bucket would mangle.
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@,-]{0,99}")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    space_files: tuple[str, ...]
+    samples: int
+    experiment: str
+    data: str | None = None
+    concurrency: int = 1
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    address: str | None = None
+    storage: str = "wsss-work"
+    store: str | None = None
+    tracking_uri: str | None = None
+    seed: int = 0
+    reduction_factor: int = 2
+    config: str | None = None  # base config (preset name or YAML file) that the spaces override
+    cache_dir: str | None = None  # node-local cache for trials (None: ~/.cache/wsss on each node)
+    max_failures: int = 3  # retries of a trial that failed or was lost with its node (spot preemption)
+    tracking_wait: float = 120.0  # seconds a trial's report waits for MLflow during an outage
+    node_cache_gb: float | None = None  # cap on each node's copies of remote stage artifacts
+    warm_start: str | None = None  # another experiment whose finished trials seed the sampler
+    reuse_fraction: float = 0.75  # share of trials that reuse a finished upstream stage (tuner.search.reuse)
+    reuse_warmup: int = 3  # finished seed stages before the first reuse
+
+    def validate(self) -> None:
+        for name, ok in (
+            ("--samples", self.samples >= 1),
+            ("--concurrency", self.concurrency >= 1),
+            ("--cpus-per-trial", self.cpus_per_trial > 0),
+            ("--gpus-per-trial", self.gpus_per_trial >= 0),
+            ("--reduction-factor", self.reduction_factor >= 2),
+            ("--max-failures", self.max_failures >= 0),
+            ("--tracking-wait", self.tracking_wait >= 0),
+            ("--node-cache-gb", self.node_cache_gb is None or self.node_cache_gb > 0),
+            ("--reuse-fraction", 0 <= self.reuse_fraction <= 1),
+            ("--reuse-warmup", self.reuse_warmup >= 1),
+        ):
+            if not ok:
+                raise wsss.ConfigError(f"{name}: {getattr(self, name[2:].replace('-', '_'))} is out of range")
+        if not self.experiment:
+            raise wsss.ConfigError("--experiment: give the search a name")
+        if not EXPERIMENT_NAME.fullmatch(self.experiment):
+            raise wsss.ConfigError(
+                f"--experiment {wsss.short_repr(self.experiment)}: names folders of the search's storage, so "
+                "use up to 100 letters, digits and . _ - + = @ , (not starting with . or -)"
+            )
+
+
+def absolute(location: str) -> str:
+    return location if "://" in location else str(Path(location).absolute())
+
+
+def base_settings(config: str | None) -> dict[str, Any] | None:
+    """The base config's settings (a bad file fails here, naming its file and key)."""
+    return None if config is None else wsss.config_source(config)
+
+
+def local_workdir(storage: str) -> Path:
+    """Where local files of a search go (the default MLflow database, artifacts): the storage folder,
+    or the current folder when the storage is remote."""
+    return Path(storage) if "://" not in storage else Path.cwd()
+
+
+def code_version() -> str:
+    """wsss's version plus the git commit of its checkout, when there is one."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = "unknown"
+    return f"{wsss.__version__}+{sha}"
+
+
+# MLflow's own HTTP retries (default: 7 tries with doubling waits, 120 s timeouts) would hold a
+# trial's journal on one write for minutes; the journal retries anyway, so calls fail fast.
+_MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+def trial_env(uri: str) -> dict[str, str]:
+    """Environment variables for every trial: where MLflow is, and how long its HTTP calls may take."""
+    return {"MLFLOW_TRACKING_URI": uri} | {k: os.environ.get(k, v) for k, v in _MLFLOW_HTTP.items()}
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, env: dict[str, str]) -> Iterator[None]:
+    """Connect to (or start) Ray with `env` in the workers' runtime environment; disconnect afterwards."""
+    if ray.is_initialized():
+        raise wsss.WsssError("Ray is already initialised in this process; run the search in a fresh process")
+    ray.init(
+        address=address,
+        runtime_env={"env_vars": env},
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def check_resources(options: SearchOptions) -> None:
+    """On Ray started here (no --address, so no autoscaler), a trial asking for more CPUs or GPUs than
+    the machine has would wait for them forever: refuse it before anything starts. Counted as Ray
+    counts them: the CPUs this process may run on, the GPUs CUDA sees."""
+    if options.address is not None:
+        return  # a cluster may add nodes when trials ask for them
+    import torch
+
+    have = {"CPU": len(os.sched_getaffinity(0)), "GPU": torch.cuda.device_count()}
+    for option, unit, wanted in (
+        ("--cpus-per-trial", "CPU", options.cpus_per_trial),
+        ("--gpus-per-trial", "GPU", options.gpus_per_trial),
+    ):
+        if wanted > have[unit]:
+            raise wsss.ConfigError(
+                f"{option} {wanted:g}: this machine has {have[unit]} {unit}(s), so no trial could ever "
+                "start (give --address to run on a cluster)"
+            )
+
+
+def trainable(settings: TrialSettings, options: SearchOptions) -> Any:
+    bound = tune.with_parameters(run_trial, settings=settings)
+    return tune.with_resources(bound, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
+
+
+def trial_settings(
+    options: SearchOptions,
+    search: SearchSpace,
+    base: dict[str, Any] | None,
+    ids: tuple[str, str],
+    lock_actor: str | None,
+) -> TrialSettings:
+    root = absolute(options.storage)
+    cap = options.node_cache_gb
+    return TrialSettings(
+        search=search,
+        data_dir=absolute(options.data) if options.data else None,
+        store_uri=absolute(options.store) if options.store else f"{root}/store",
+        cache_dir=options.cache_dir,
+        experiment_id=ids[0],
+        parent_run_id=ids[1],
+        threads=max(1, int(options.cpus_per_trial)),
+        lock_actor=lock_actor,
+        base=base,
+        tracking_wait=options.tracking_wait,
+        node_cache_bytes=int(cap * 2**30) if cap is not None else None,
+    )
+
+
+def _start_parent(
+    client: MlflowClient, options: SearchOptions, space: SearchSpace, name: str
+) -> tuple[str, str]:
+    experiment_id = ensure_experiment(
+        client, options.experiment, local_workdir(options.storage) / "mlartifacts"
+    )
+    run = client.create_run(experiment_id, run_name=name, tags={ROLE: "search", "wsss.metric": space.metric})
+    final = final_iteration(space.metric)
+    params = {
+        "spaces": ",".join(s.name for s in space.spaces),
+        "samples": options.samples,
+        "seed": options.seed,
+        "sampler": "optuna TPESampler(multivariate=True, group=True, constant_liar=True)",
+        "scheduler": f"StageASHA(max_t={final}, grace_period=1, reduction_factor={options.reduction_factor})"
+        if final > 1
+        else "FIFO (one stage: nothing to stop early)",
+        "stages": ",".join(wsss.STAGES[:final]),
+        "metric": space.metric,
+        "mode": space.mode,
+        "concurrency": options.concurrency,
+        "cpus_per_trial": options.cpus_per_trial,
+        "gpus_per_trial": options.gpus_per_trial,
+        "code_version": code_version(),
+        "data": options.data or "synthetic",
+        "base_config": options.config or "defaults",
+    }
+    log_params(client, run.info.run_id, params)
+    log_files(client, run.info.run_id, sorted({f for s in space.spaces for f in s.files}), "spaces")
+    return experiment_id, run.info.run_id
+
+
+def _tuner(
+    options: SearchOptions,
+    space: SearchSpace,
+    settings: TrialSettings,
+    name: str,
+    callback: RunStatusCallback,
+) -> tune.Tuner:
+    return tune.Tuner(
+        trainable(settings, options),
+        tune_config=tune.TuneConfig(
+            metric="objective",
+            mode=space.mode,
+            search_alg=make_searcher(
+                space,
+                experiment=options.experiment,
+                storage=options.storage,
+                seed=options.seed,
+                reuse_fraction=options.reuse_fraction,
+                reuse_warmup=options.reuse_warmup,
+                warm_start_from=options.warm_start,
+            ),
+            scheduler=scheduler(space, options.reduction_factor),
+            num_samples=options.samples,
+            max_concurrent_trials=options.concurrency,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=f"{absolute(options.storage)}/tune",
+            callbacks=[callback],
+            # A trial lost with its node (spot preemption) or failed runs again, on any node; the
+            # stages it finished are in the store, and it continues its MLflow run.
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            verbose=1,
+        ),
+    )
+
+
+def run_fit(
+    tuner_factory: Any, options: SearchOptions, uri: str, ids: tuple[str, str], space: SearchSpace
+) -> str:
+    """Fit inside a Ray session; the parent run ends FINISHED, FAILED or KILLED whatever happens.
+
+    `tuner_factory(lock_actor, callback)` makes the Tuner (a new one, or one restored by resume)."""
+    client = MlflowClient(uri)
+    callback = RunStatusCallback(uri, *ids, final_iteration=final_iteration(space.metric))
+    status = "FAILED"
+    try:
+        with ray_session(options.address, trial_env(uri)):
+            store = options.store or f"{absolute(options.storage)}/store"
+            lock_actor, leases = None, None
+            if "://" in store and not store.startswith("file://"):  # no file locks on object stores
+                lock_actor = f"wsss-leases-{ids[1]}"
+                leases = create_leases(lock_actor)  # held here: Ray ends an actor once its handles are gone
+            results = tuner_factory(lock_actor, callback).fit()
+            del leases
+        if results.num_terminated + results.num_errors < options.samples:
+            status = "KILLED"
+            raise SearchInterrupted()
+        callback.close(FINISH_WAIT)  # every trial's status settled before they are counted
+        log_fidelity(client, options.storage, options.experiment, space, ids[1])
+        failure = retry(lambda c: failure_summary(c, *ids), client, "summarise the trials", FINISH_WAIT)
+        if failure is not None:
+            raise SearchFailed(failure)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        finish(client, ids, status, callback)
+    return ids[1]
+
+
+def _prepare_data(space: SearchSpace, options: SearchOptions, base: dict[str, Any] | None) -> None:
+    """Open (or generate) each dataset the spaces use: bad data fails here rather than in every trial,
+    and on one machine the synthetic benchmark is generated once, not by racing trials."""
+    cache = Path(options.cache_dir) if options.cache_dir else wsss.default_cache_dir()
+    for method_space in space.spaces:
+        data_keys = [f"{k}={json.dumps(v)}" for k, v in method_space.fixed.items() if k.startswith("data.")]
+        wsss.prepare_dataset(wsss.load_config(base, data_keys), options.data, cache)
+
+
+def run_search(options: SearchOptions) -> str:
+    """Run a new search; returns the parent run id. Space and option mistakes fail before Ray starts."""
+    options.validate()
+    check_resources(options)
+    if options.warm_start:  # a missing study fails here, before Ray starts
+        load_study(options.storage, options.warm_start)
+    base = base_settings(options.config)
+    space = load_search(options.space_files, Base(base))
+    uri = resolve_tracking_uri(options.tracking_uri, local_workdir(options.storage))
+    check_database(uri)
+    _prepare_data(space, options, base)
+    # The random part keeps two searches of one experiment started in the same second apart.
+    name = f"{options.experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    record.write(absolute(options.storage), name, space, base)
+    with tracking_database(uri) as client:  # two searches starting together take turns here
+        experiment_id, parent_run_id = _start_parent(client, options, space, name)
+    recorded = asdict(options) | {"tracking_uri": uri, "name": name}
+    set_tags(
+        client,
+        parent_run_id,
+        {OPTIONS_TAG: json.dumps(recorded), "wsss.tune_path": f"{absolute(options.storage)}/tune/{name}"},
+    )
+    ids = (experiment_id, parent_run_id)
+
+    def factory(lock_actor: str | None, callback: RunStatusCallback) -> tune.Tuner:
+        settings = trial_settings(options, space, base, ids, lock_actor)
+        return _tuner(options, space, settings, name, callback)
+
+    return run_fit(factory, options, uri, ids, space)

@@ -1,0 +1,284 @@
+"""One trial: a full seed -> refine -> segment pipeline through the public `wsss` API.
+
+It runs the stages up to the one that produces the search metric (a search on pseudo-mask mIoU never
+trains DeepLab) and reports to Tune after every stage (`training_iteration` = stage number), with
+`objective` = the stage's proxy (best-threshold CAM mIoU, then pseudo-mask mIoU) before the metric's
+stage and the search metric at it, so ASHA compares like with like at each stage boundary.
+Everything is logged to the trial's MLflow child run from here, the worker. The run is ended before
+the final report: at the last stage the scheduler stops the trial as soon as the report arrives, and
+a stopped trial's thread never resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+import wsss
+from tuner.spaces.space import CHOICE, SearchSpace
+from tuner.tracking.runs import (
+    ATTEMPT,
+    ATTEMPT_UID,
+    DATA_FINGERPRINT,
+    DATA_LOCATION,
+    PARENT_TAG,
+    ROLE,
+    STATUS,
+    SUPERSEDED,
+    TRIAL_ID,
+    TUNE_METRICS,
+    attempts,
+    flatten,
+    log_files,
+    log_metrics,
+    log_params,
+    set_tags,
+)
+from tuner.tracking.write_queue import WriteQueue
+from tuner.trial.locks import ActorLock
+
+REUSE_KEY = "wsss_reuse"  # in a trial's Tune config: the upstream stage it was planned to reuse
+
+log = logging.getLogger(__name__)
+
+STAGE_PROXY = {"seed": "cam_miou_best", "refine": "pseudo_miou"}
+# What Tune sees (and prints); MLflow gets every metric.
+TUNE_KEYS = ("objective", *TUNE_METRICS)
+# Set in a stage report when the stage came from the store: the scheduler does not judge it again
+# (tuner.search.strategy.StageASHA).
+STAGE_CACHED = "stage_cached"
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """Everything a trial needs besides its sampled config; plain values, so Tune can pickle it.
+
+    The search space and the base config travel parsed, not as file paths: a trial (or a retry on
+    another node, or a resumed search on a new head) never reads the driver's files.
+    """
+
+    search: SearchSpace
+    data_dir: str | None
+    store_uri: str
+    cache_dir: str | None  # node-local; None = wsss.default_cache_dir() on whichever node runs the trial
+    experiment_id: str
+    parent_run_id: str
+    threads: int
+    lock_actor: str | None  # lease actor for stores without file locks (object stores)
+    base: dict[str, Any] | None = None  # the base config's settings (wsss.config_source), if any
+    tracking_wait: float = 120.0  # how long a report waits for MLflow writes during an outage
+    node_cache_bytes: int | None = None  # cap on this node's copies of remote artifacts
+
+
+def trial_config(search: SearchSpace, settings: TrialSettings, config: dict[str, Any]) -> tuple[str, Any]:
+    """(space name, resolved wsss config) for a Tune config; torch threads follow the trial's CPUs."""
+    overrides = search.overrides(config)
+    overrides |= {"runtime.threads": settings.threads, "runtime.progress": False}
+    dotted = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    return config[CHOICE], wsss.load_config(settings.base, dotted)
+
+
+def final_stage(metric: str) -> str:
+    """The stage that produces `metric`: the last one a search on it runs."""
+    return wsss.METRIC_STAGE[metric]
+
+
+def final_iteration(metric: str) -> int:
+    """The number of stage reports of a finished trial of a search on `metric`."""
+    return wsss.STAGES.index(final_stage(metric)) + 1
+
+
+def stage_objective(stage: str, so_far: dict[str, float], metric: str) -> float:
+    """What ASHA and Optuna see after `stage`: the stage's proxy before the metric's stage, the
+    search metric from it on (`so_far` holds every metric of the stages finished so far)."""
+    if wsss.STAGES.index(stage) >= wsss.STAGES.index(final_stage(metric)):
+        return so_far[metric]
+    return so_far[STAGE_PROXY[stage]]
+
+
+def _cache_dir(settings: TrialSettings) -> Path:
+    return Path(settings.cache_dir) if settings.cache_dir else wsss.default_cache_dir()
+
+
+class TrialRun:
+    """The trial's one MLflow child run, written through a WriteQueue (best-effort, in order).
+
+    A trial that runs again (Tune retried it after its node was lost, or a resumed search reran it)
+    continues the run of its earlier attempt, so MLflow holds one run per trial; `wsss.attempt`
+    counts the attempts.
+    """
+
+    def __init__(self, writes: WriteQueue, settings: TrialSettings, trial_id: str, trial_name: str) -> None:
+        self.writes, self.settings = writes, settings
+        self.trial_id, self.trial_name = trial_id, trial_name
+        self.uid = uuid.uuid4().hex  # this attempt, so that a retried write never opens a second run
+        self.run_id: str | None = None
+        self.spool = Path(tempfile.mkdtemp(prefix="wsss-trial-"))
+        writes.submit("open the trial's run", self._open)
+
+    def _open(self, client: MlflowClient) -> None:
+        runs = attempts(client, self.settings.experiment_id, self.settings.parent_run_id, self.trial_id)
+        mine = [r for r in runs if r.data.tags.get(ATTEMPT_UID) == self.uid]
+        current = mine or [r for r in runs if r.data.tags.get(SUPERSEDED) != "true"]
+        if not current:
+            tags = {PARENT_TAG: self.settings.parent_run_id, ROLE: "trial", TRIAL_ID: self.trial_id}
+            tags |= {ATTEMPT: "1", ATTEMPT_UID: self.uid, STATUS: "running"}
+            self.run_id = client.create_run(
+                self.settings.experiment_id, run_name=self.trial_name, tags=tags
+            ).info.run_id
+            return
+        run = max(current, key=lambda r: r.info.start_time)
+        self.run_id = run.info.run_id
+        if not mine:
+            attempt = (
+                int(run.data.tags.get(ATTEMPT, "1")) + 1 if run.data.tags.get(ATTEMPT, "1").isdigit() else 2
+            )
+            if "wsss.error" in run.data.tags:  # the earlier attempt's error is history now
+                client.set_tag(self.run_id, "wsss.previous_error", run.data.tags["wsss.error"][:5000])
+                client.delete_tag(self.run_id, "wsss.error")
+            set_tags(client, self.run_id, {ATTEMPT: str(attempt), ATTEMPT_UID: self.uid, STATUS: "running"})
+        if run.info.status != "RUNNING":
+            client.update_run(self.run_id, status="RUNNING")
+
+    def tags(self, tags: dict[str, str]) -> None:
+        self.writes.submit("set tags", lambda c: set_tags(c, self._id(), tags))
+
+    def params(self, params: dict[str, Any]) -> None:
+        self.writes.submit("log params", lambda c: log_params(c, self._id(), params))
+
+    def metrics(self, metrics: dict[str, float], step: int) -> None:
+        stamp = int(time.time() * 1000)
+        self.writes.submit("log metrics", lambda c: log_metrics(c, self._id(), metrics, step, stamp))
+
+    def files(self, paths: list[Path], artifact_path: str | None) -> None:
+        """Log copies of `paths` (they may be temporary; the writes may send them much later)."""
+        folder = Path(tempfile.mkdtemp(dir=self.spool))
+        copies = [Path(shutil.copy(p, folder / p.name)) for p in paths]
+        self.writes.submit(
+            f"log {artifact_path or 'files'}", lambda c: log_files(c, self._id(), copies, artifact_path)
+        )
+
+    def end(self, status: str, label: str, error: str | None = None) -> None:
+        tags = {STATUS: label} | ({"wsss.error": error[:5000]} if error else {})
+
+        def write(client: MlflowClient) -> None:
+            set_tags(client, self._id(), tags)
+            client.set_terminated(self._id(), status)
+
+        self.writes.submit(f"end the run {status}", write)
+
+    def flush(self) -> bool:
+        drained = self.writes.flush(self.settings.tracking_wait)
+        if drained:
+            shutil.rmtree(self.spool, ignore_errors=True)
+            self.spool.mkdir(exist_ok=True)
+        return drained
+
+    def _id(self) -> str:
+        assert self.run_id is not None  # the open write goes first
+        return self.run_id
+
+
+class _TrialLog:
+    """What the trial has spent so far, and its stage metrics, logged to its run."""
+
+    def __init__(self, run: TrialRun, data: Any, metric: str) -> None:
+        self.run, self.data, self.metric = run, data, metric
+        self.outcomes: dict[str, Any] = {}
+        self.so_far: dict[str, float] = {}
+        self.spent = self.without_reuse = 0.0
+
+    def reused(self) -> list[str]:
+        return [stage for stage, outcome in self.outcomes.items() if outcome.cached]
+
+    def stage_done(self, outcome: Any) -> dict[str, Any]:
+        self.outcomes[outcome.stage] = outcome
+        step = wsss.STAGES.index(outcome.stage) + 1
+        self.without_reuse += outcome.compute_seconds
+        self.spent += 0.0 if outcome.cached else outcome.compute_seconds
+        scalars = {
+            k: v for k, v in outcome.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        metrics = scalars | {
+            f"{outcome.stage}_seconds": outcome.seconds,
+            f"{outcome.stage}_cached": float(outcome.cached),
+            f"{outcome.stage}_compute_seconds": outcome.compute_seconds,
+            "compute_seconds": self.spent,
+            "compute_seconds_without_reuse": self.without_reuse,
+        }
+        self.so_far |= metrics
+        metrics["objective"] = stage_objective(outcome.stage, self.so_far, self.metric)
+        self.run.metrics(metrics, step)
+        self.run.tags(
+            {"wsss.reused": ",".join(self.reused()) or "-", f"wsss.key.{outcome.stage}": outcome.key}
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            self.run.files(wsss.write_stage_report(outcome, self.outcomes, self.data, Path(tmp)), "stages")
+        return metrics
+
+
+def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
+    """The Tune trainable (bound to `settings` with tune.with_parameters).
+
+    MLflow is best-effort here: its writes are queued and retried (tuner.tracking.write_queue), and
+    each report to Tune waits at most `settings.tracking_wait` seconds for them, so an outage of the
+    tracking server neither fails the trial nor stalls it for long.
+    """
+    context = tune.get_context()
+    writes = WriteQueue(None, context.get_trial_name())  # MLFLOW_TRACKING_URI comes from the runtime env
+    run = TrialRun(writes, settings, context.get_trial_id(), context.get_trial_name())
+    try:
+        space, cfg = trial_config(settings.search, settings, config)
+        tags = {
+            "wsss.space": space,
+            "wsss.method": cfg.seed.method,
+            "wsss.metric": settings.search.metric,
+            "wsss.mode": settings.search.mode,
+            "wsss.node": ray.get_runtime_context().get_node_id(),
+            # The upstream stage the searcher planned this trial to reuse (tuner.search.reuse), or "-".
+            "wsss.planned_reuse": str(config.get(REUSE_KEY, "-")),
+        }
+        run.tags(tags)
+        run.params(flatten(wsss.to_mapping(cfg)))
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "config.yaml").write_text(wsss.dump_config(cfg))
+            run.files([Path(tmp) / "config.yaml"], None)
+        cache = _cache_dir(settings)
+        data = wsss.prepare_dataset(cfg, settings.data_dir, cache)
+        # What an exported config needs to know it is run on the same data (wsss.provenance).
+        location = settings.data_dir or wsss.SYNTHETIC_DATA
+        run.tags({DATA_FINGERPRINT: data.fingerprint, DATA_LOCATION: location})
+        store = wsss.StageStore(settings.store_uri, cache_dir=cache / "store")
+        lock = ActorLock(settings.lock_actor) if settings.lock_actor else None
+        trial_log = _TrialLog(run, data, settings.search.metric)
+
+        def on_stage(outcome: Any) -> None:
+            metrics = trial_log.stage_done(outcome)
+            if outcome.stage == final_stage(settings.search.metric):
+                run.end("FINISHED", "finished")
+            run.flush()  # after the report Ray may stop this trial (pruned, or done)
+            if settings.node_cache_bytes is not None and not store.is_local:
+                store.trim_cache(settings.node_cache_bytes)
+            summary = {k: metrics[k] for k in TUNE_KEYS if k in metrics}
+            reused = ",".join(trial_log.reused()) or "-"
+            tune.report({**summary, "stage": outcome.stage, "reused": reused, STAGE_CACHED: outcome.cached})
+
+        until = final_stage(settings.search.metric)
+        wsss.run_pipeline(cfg, data, store, on_stage=on_stage, lock=lock, until=until)
+    except Exception as exc:
+        run.end("FAILED", "failed", wsss.user_message(exc))
+        run.flush()
+        raise
+    finally:
+        writes.close(0)
