@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.config import BackboneConfig
-from wsss.data.synth_variants import SynthObject, subcategory_scores
-from wsss.methods.base import RoundTargets, SeedMethod
+from wsss.methods.base import Batch, RoundTargets, SeedMethod
 from wsss.models.backbone import SplitParams
 from wsss.models.cam import CamNet
 
@@ -78,6 +77,8 @@ class SubCategoryMethod(SeedMethod):
     head sized by the round's targets, and parent + weight x sub-category loss. A subclass says how
     heavy the sub-category loss is and whether a round starts from the previous round's weights."""
 
+    learns_targets = True
+
     @abc.abstractmethod
     def sub_weight(self, params: Any) -> float:
         """The sub-category loss's weight (SC-CAM's lambda_sub, mva-wsss's 2)."""
@@ -101,15 +102,8 @@ class SubCategoryMethod(SeedMethod):
             model.warm_from(previous)
         return model
 
-    def loss(
-        self,
-        model: SubCategoryNet,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        params: Any,
-        sub: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        return subcategory_loss(model, images, labels, sub, self.sub_weight(params))
+    def loss(self, model: SubCategoryNet, batch: Batch, params: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        return subcategory_loss(model, batch.images, batch.labels, batch.targets, self.sub_weight(params))
 
 
 def images_of_class(ids: Sequence[str], labels: np.ndarray, cls: int) -> list[int]:
@@ -122,10 +116,9 @@ def targets_from_assignments(
     labels: np.ndarray,
     assignments: Assignments,
     record: Mapping[str, Any],
-    variants: Mapping[str, Sequence[SynthObject]] | None,
 ) -> RoundTargets:
-    """(N, sum of clusters) multi-hot targets, and a record with the assignments, the cluster count per
-    class and, on the synthetic benchmark, purity / NMI against its hidden variants."""
+    """(N, sum of clusters) multi-hot targets, and a record with the assignments and the cluster count
+    per class (the seed stage scores the assignments against the synthetic benchmark's truth)."""
     counts = {c: (max(found.values()) + 1 if found else 0) for c, found in assignments.items()}
     offsets = np.cumsum([0] + [counts[c] for c in sorted(counts)])
     offset = dict(zip(sorted(counts), offsets[:-1].tolist(), strict=True))
@@ -141,8 +134,6 @@ def targets_from_assignments(
         "clusters_per_class": {str(c): int(n) for c, n in sorted(counts.items())},
         "assignments": {str(c): dict(sorted(found.items())) for c, found in sorted(assignments.items())},
     }
-    if variants is not None:
-        full |= subcategory_scores(assignments, variants)
     return RoundTargets(targets, full)
 
 

@@ -76,6 +76,18 @@ class RoundInputs(Protocol):
 
 
 @dataclass(frozen=True)
+class Batch:
+    """One training batch as a method's `loss` receives it: (B, 3, H, W) images, (B, K) multi-hot image
+    labels, and what the method asked for besides: `maps`, its `image_maps` cropped with the images
+    ((B, H, W) long, e.g. CPN's superpixels), and `targets`, the round's `targets` rows ((B, D))."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    maps: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
 class NoParams:
     """The config of a method without knobs of its own."""
 
@@ -103,13 +115,13 @@ class SeedMethod(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     Config: ClassVar[type] = NoParams  # a frozen dataclass: the method's own knobs, as `seed.params`
+    # True for a method whose `targets` gives a round something to learn besides the image labels
+    # (SC-CAM's sub-categories, a teacher's clusters): it then trains through wsss.stages.rounds.
+    learns_targets: ClassVar[bool] = False
 
     @abc.abstractmethod
-    def loss(
-        self, model: CamNet, images: torch.Tensor, labels: torch.Tensor, params: Any
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss for one batch and named parts to show on the progress bar. A method with
-        `image_maps` gets the batch's maps as one more argument after `params`.
+    def loss(self, model: Any, batch: Batch, params: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss for one batch and named parts to show on the progress bar.
 
         Randomness (mixing coefficients, permutations, masks) must come from torch's generator, which
         the shared loop seeds, so that a run is reproducible.

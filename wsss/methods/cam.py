@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from wsss.methods.base import NoParams, SeedMethod
+from wsss.methods.base import Batch, NoParams, SeedMethod
 from wsss.models.cam import CamNet
 
 
@@ -13,11 +13,9 @@ class Cam(SeedMethod):
     name = "cam"
     description = "baseline CAM: multi-label soft-margin classification (psa, irn)"
 
-    def loss(
-        self, model: CamNet, images: torch.Tensor, labels: torch.Tensor, params: NoParams
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: CamNet, batch: Batch, params: NoParams) -> tuple[torch.Tensor, dict[str, float]]:
         # Mean over classes of sigmoid BCE, then over the batch: torch's multilabel_soft_margin_loss.
-        return F.multilabel_soft_margin_loss(model(images), labels), {}
+        return F.multilabel_soft_margin_loss(model(batch.images), batch.labels), {}
 
 
 METHOD = Cam()

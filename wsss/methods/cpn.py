@@ -33,8 +33,8 @@ import torch
 from wsss.config import BackboneConfig, TrainConfig
 from wsss.data.image_maps import ImageMaps, slic_labels
 from wsss.errors import ConfigError
-from wsss.methods.base import SeedMethod
-from wsss.methods.seam import classification, min_max, min_pool_loss, ohem, views
+from wsss.methods._equivariance import classification, min_max, min_pool_loss, ohem, views
+from wsss.methods.base import Batch, SeedMethod
 from wsss.models.cpn import CpnNet
 from wsss.models.seam import max_norm, with_background
 
@@ -173,18 +173,12 @@ class Cpn(SeedMethod):
             f"slic-{params.superpixels}-{params.compactness:g}-stride{stride}-{rescale}", compute
         )
 
-    def loss(
-        self,
-        model: CpnNet,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        params: CpnConfig,
-        superpixels: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: CpnNet, batch: Batch, params: CpnConfig) -> tuple[torch.Tensor, dict[str, float]]:
+        images, labels = batch.images, batch.labels
         if params.strategy == "superpixel":
-            if superpixels is None:
+            if batch.maps is None:
                 raise ValueError("cpn with strategy superpixel needs the batch's superpixel maps")
-            keep, kept = superpixel_masks(superpixels)
+            keep, kept = superpixel_masks(batch.maps)
         else:
             size = (images.shape[-2], images.shape[-1])
             keep, kept = grid_masks(images.shape[0], size, params.grid_cells, params.hide, images.device)

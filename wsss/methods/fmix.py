@@ -11,7 +11,7 @@ import torch
 
 from wsss.errors import ConfigError
 from wsss.methods._mixing import LAMBDA_CON, LAMBDA_ENT, check_mixing, mixing_loss
-from wsss.methods.base import SeedMethod
+from wsss.methods.base import Batch, SeedMethod
 from wsss.models.cam import CamNet
 
 
@@ -79,9 +79,8 @@ class FMix(SeedMethod):
     description = "FMix-CAM: Fourier-mask mixing + Mixup-CAM's regularisers (mva-wsss, Harris et al. 2020)"
     Config = FMixConfig
 
-    def loss(
-        self, model: CamNet, images: torch.Tensor, labels: torch.Tensor, params: FMixConfig
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: CamNet, batch: Batch, params: FMixConfig) -> tuple[torch.Tensor, dict[str, float]]:
+        images, labels = batch.images, batch.labels
         # numpy draws seeded from torch's generator, which the shared loop seeds: runs stay reproducible
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
         _, mask_np = sample_mask(

@@ -10,7 +10,7 @@ import torch
 
 from wsss.errors import ConfigError
 from wsss.methods._mixing import LAMBDA_CON, LAMBDA_ENT, beta, check_mixing, mixing_loss
-from wsss.methods.base import SeedMethod
+from wsss.methods.base import Batch, SeedMethod
 from wsss.models.cam import CamNet
 
 
@@ -42,8 +42,9 @@ class ManifoldMixup(SeedMethod):
             )
 
     def loss(
-        self, model: CamNet, images: torch.Tensor, labels: torch.Tensor, params: ManifoldMixupConfig
+        self, model: CamNet, batch: Batch, params: ManifoldMixupConfig
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        images, labels = batch.images, batch.labels
         stage = params.layers[int(torch.randint(len(params.layers), ()).item())]
         lam = beta(params.alpha)
         perm = torch.randperm(images.shape[0], device=images.device)

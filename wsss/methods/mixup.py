@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from wsss.methods._mixing import LAMBDA_CON, LAMBDA_ENT, beta, check_mixing, mixing_loss
-from wsss.methods.base import SeedMethod
+from wsss.methods.base import Batch, SeedMethod
 from wsss.models.cam import CamNet
 
 
@@ -27,9 +27,8 @@ class Mixup(SeedMethod):
     description = "Mixup-CAM: input mixup + entropy and concentration regularisers (Chang et al. 2020)"
     Config = MixupConfig
 
-    def loss(
-        self, model: CamNet, images: torch.Tensor, labels: torch.Tensor, params: MixupConfig
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: CamNet, batch: Batch, params: MixupConfig) -> tuple[torch.Tensor, dict[str, float]]:
+        images, labels = batch.images, batch.labels
         lam = beta(params.alpha)  # one lambda per batch, partners from a random permutation
         perm = torch.randperm(images.shape[0], device=images.device)
         logits, maps = model.logits_and_cams(lam * images + (1 - lam) * images[perm])

@@ -131,7 +131,7 @@ class ScCam(SubCategoryMethod):
         if params.sub_labels == "oracle":
             assert context.variants is not None
             found = coat_assignments(context.ids, labels, context.variants)
-            return targets_from_assignments(context.ids, labels, found, {}, context.variants)
+            return targets_from_assignments(context.ids, labels, found, {})
         assert isinstance(previous, SubCategoryNet)
         model = previous.to(context.runtime.device).eval()
         features = context.features(model.pooled)
@@ -139,9 +139,8 @@ class ScCam(SubCategoryMethod):
         found = kmeans_per_class(
             features, context.ids, labels, params.clusters, context.rng_seed, params.kmeans_init
         )
-        targets = targets_from_assignments(context.ids, labels, found, {}, context.variants)
-        log.info("sc_cam round %d: %d sub-categories %s", round_index, targets.outputs,
-                 {k: v for k, v in targets.record.items() if k.startswith("subcat")})  # fmt: skip
+        targets = targets_from_assignments(context.ids, labels, found, {})
+        log.info("sc_cam round %d: %d sub-categories", round_index, targets.outputs)
         return targets
 
     def sub_weight(self, params: ScCamConfig) -> float:

@@ -197,11 +197,8 @@ class ScTeach(SubCategoryMethod):
         np.save(context.folder / "features.npy", features.astype(np.float16), allow_pickle=False)
         found, levels = finch_per_class(features, ids, labels, params, context.rng_seed)
         train_labels = labels[: len(context.ids)]
-        targets = targets_from_assignments(
-            context.ids, train_labels, found, {"finch_levels": levels}, context.variants
-        )
-        log.info("sc_teach: %d clusters %s", targets.outputs,
-                 {k: v for k, v in targets.record.items() if k.startswith("subcat")})  # fmt: skip
+        targets = targets_from_assignments(context.ids, train_labels, found, {"finch_levels": levels})
+        log.info("sc_teach: %d clusters", targets.outputs)
         return targets
 
     def sub_weight(self, params: ScTeachConfig) -> float:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,13 @@ from wsss.checkpoints import load_stored_state, save_state
 from wsss.config import SeedConfig, TrainConfig
 from wsss.configio import digest, to_mapping
 from wsss.data.image_maps import CachedMaps
-from wsss.data.synth_variants import SynthObject, read_variants
+from wsss.data.synth_variants import SynthObject, read_variants, subcategory_scores
 from wsss.data.torchsets import ClassificationSet
 from wsss.data.transforms import TrainTransform, to_tensor
 from wsss.data.voc import VocDataset
 from wsss.errors import DamagedArtifact, bounded
 from wsss.loop import TrainStats, train_model
-from wsss.methods.base import RoundTargets, SeedMethod
+from wsss.methods.base import Batch, RoundTargets, SeedMethod
 from wsss.models.backbone import SplitParams
 from wsss.runtime import Runtime
 
@@ -122,7 +122,17 @@ class RoundResult:
 
 
 def _has_rounds(method: SeedMethod, params: Any) -> bool:
-    return method.rounds(params) > 1 or type(method).targets is not SeedMethod.targets
+    return method.rounds(params) > 1 or method.learns_targets
+
+
+def as_batch(tensors: tuple[torch.Tensor, ...], has_maps: bool, has_targets: bool) -> Batch:
+    """ClassificationSet's (image, labels[, maps][, targets]) as the typed batch `loss` takes."""
+    return Batch(
+        tensors[0],
+        tensors[1],
+        maps=tensors[2] if has_maps else None,
+        targets=tensors[-1] if has_targets else None,
+    )
 
 
 def train_direct(
@@ -147,12 +157,27 @@ def train_direct(
     return train_model(
         build,
         dataset,
-        lambda m, batch: method.loss(m, batch[0], batch[1], cfg.params, *batch[2:]),
+        lambda m, tensors: method.loss(
+            m, as_batch(tensors, maps is not None, targets is not None), cfg.params
+        ),
         cfg.train,
         runtime,
         rng_seed,
         desc="seed",
     )
+
+
+def scored(
+    targets: RoundTargets | None, variants: Mapping[str, Sequence[SynthObject]] | None, round_index: int
+) -> RoundTargets | None:
+    """`targets` with its sub-category assignments scored against the synthetic benchmark's hidden
+    variants (purity, NMI; the benchmark's business, not the method's), where both exist."""
+    if targets is None or variants is None or "assignments" not in targets.record:
+        return targets
+    assignments = {int(c): found for c, found in targets.record["assignments"].items()}
+    scores = subcategory_scores(assignments, variants)
+    log.info("round %d sub-categories against the hidden variants: %s", round_index, scores)
+    return RoundTargets(targets.targets, {**targets.record, **scores})
 
 
 def _save_targets(folder: Path, targets: RoundTargets | None) -> None:
@@ -206,7 +231,7 @@ def train_rounds(
         def make_targets(folder: Path, r: int = r, previous: Any = previous) -> None:
             model = _load_model(method, cfg, data, previous) if previous else None
             context = RoundContext(cfg, data, runtime, rng_seed, folder, variants)
-            _save_targets(folder, method.targets(r, model, context, cfg.params))
+            _save_targets(folder, scored(method.targets(r, model, context, cfg.params), variants, r))
 
         target_folder = cache("targets", target_payload, make_targets)
         targets, record = _load_targets(target_folder)

@@ -22,10 +22,11 @@ from wsss.data.torchsets import ClassificationSet, train_loader
 from wsss.data.transforms import TrainTransform
 from wsss.loop import fit
 from wsss.methods import SeedMethod, get, list_methods
+from wsss.methods.base import Batch
 from wsss.ops.cam import multiscale_cams
 from wsss.pipeline import prepare_dataset, run_pipeline
 from wsss.runtime import Runtime, seeded
-from wsss.stages.rounds import local_rounds, train_rounds
+from wsss.stages.rounds import as_batch, local_rounds, train_rounds
 from wsss.store import StageStore
 
 SPACES = Path(__file__).resolve().parents[3] / "search_spaces"
@@ -64,9 +65,9 @@ def test_loss_is_finite_with_gradients_and_one_step_trains(
         labels = torch.tensor([[1.0, 0, 0], [0, 1, 1], [0, 0, 1], [1, 1, 0]])
         # A method's per-image maps (CPN's superpixels) come from its own spec, as in the seed stage.
         maps = (
-            [torch.stack([torch.from_numpy(spec.compute(p.numpy())).long() for p in pixels])] if spec else []
+            torch.stack([torch.from_numpy(spec.compute(p.numpy())).long() for p in pixels]) if spec else None
         )
-        loss, parts = method.loss(model, images, labels, cfg.seed.params, *maps)
+        loss, parts = method.loss(model, Batch(images, labels, maps=maps), cfg.seed.params)
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert all(isinstance(v, float) for v in parts.values())
     loss.backward()
@@ -84,7 +85,7 @@ def test_loss_is_finite_with_gradients_and_one_step_trains(
     before = [p.detach().clone() for p in model.parameters()]
     stats = fit(
         model,
-        lambda m, b: method.loss(m, b[0], b[1], cfg.seed.params, *b[2:]),
+        lambda m, b: method.loss(m, as_batch(b, cached is not None, False), cfg.seed.params),
         loader,
         one_epoch,
         CPU,
@@ -159,8 +160,9 @@ def test_rounds_go_through_the_shared_loop_and_are_cached(
 
     result = train_rounds(cfg.seed, data, 0, CPU, counting)
     rounds = method.rounds(cfg.seed.params)
-    has_targets = type(method).targets is not SeedMethod.targets
-    assert len(result.records) == (rounds if rounds > 1 or has_targets else 0)
+    # A method learns targets exactly when it says so: the contract's flag, not a guess from overrides.
+    assert method.learns_targets == (type(method).targets is not SeedMethod.targets)
+    assert len(result.records) == (rounds if rounds > 1 or method.learns_targets else 0)
     assert computed == ["targets", "model"] * len(result.records)
     for folder in result.folders:
         if (folder / "targets.npy").exists():

@@ -18,8 +18,8 @@ from wsss.data.torchsets import ClassificationSet
 from wsss.data.transforms import TrainTransform
 from wsss.data.voc import open_dataset
 from wsss.errors import ConfigError
+from wsss.methods._equivariance import views
 from wsss.methods.cpn import METHOD, CpnConfig, grid_masks, max_onehot_all, superpixel_count, superpixel_masks
-from wsss.methods.seam import views
 from wsss.models.cpn import CpnNet
 from wsss.models.seam import keep_max_foreground, seed_norm, with_background
 

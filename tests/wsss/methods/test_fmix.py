@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.config import BackboneConfig
+from wsss.methods.base import Batch
 from wsss.methods.fmix import METHOD, FMixConfig, binarise, low_frequency_noise, sample_mask
 from wsss.models.cam import CamNet
 
@@ -73,7 +74,7 @@ def test_the_reformulated_objective_drops_the_second_label(reformulate: bool) ->
     labels = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 0]])
     params = FMixConfig(reformulate=reformulate, lambda_ent=0.0, lambda_con=0.0)
     torch.manual_seed(7)
-    _, stats = METHOD.loss(model, images, labels, params)
+    _, stats = METHOD.loss(model, Batch(images, labels), params)
     torch.manual_seed(7)
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
     _, mask = sample_mask(rng, (32, 32), params.alpha, params.decay_power, params.max_soft, reformulate)

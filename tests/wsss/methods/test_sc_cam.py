@@ -53,7 +53,7 @@ def test_targets_put_one_sub_category_per_present_parent() -> None:
     ids = ("a", "b", "c")
     labels = np.array([[1, 0], [1, 1], [0, 1]], np.float32)
     assignments = {0: {"a": 0, "b": 1}, 1: {"b": 2, "c": 0}}
-    targets = targets_from_assignments(ids, labels, assignments, {}, None)
+    targets = targets_from_assignments(ids, labels, assignments, {})
     # class 0 owns columns 0-1, class 1 columns 2-4
     assert targets.outputs == 5 and targets.record["clusters_per_class"] == {"0": 2, "1": 3}
     assert targets.targets.tolist() == [[1, 0, 0, 0, 0], [0, 1, 0, 0, 1], [0, 0, 1, 0, 0]]

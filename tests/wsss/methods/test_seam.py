@@ -8,7 +8,9 @@ import torch
 from wsss.config import BackboneConfig
 from wsss.config_load import load_config
 from wsss.errors import ConfigError
-from wsss.methods.seam import METHOD, SeamConfig, equivariant_regularisation, min_pool_loss, ohem
+from wsss.methods._equivariance import equivariant_regularisation, min_pool_loss, ohem
+from wsss.methods.base import Batch
+from wsss.methods.seam import METHOD, SeamConfig
 from wsss.models.seam import SeamNet, keep_max_foreground, pcm_affinity, seed_norm, with_background
 
 
@@ -78,11 +80,11 @@ def test_loss_parts_and_weights() -> None:
     model = SeamNet(BackboneConfig(name="test_resnet"), num_classes=3)
     images, labels = torch.randn(2, 3, 48, 48), torch.tensor([[1.0, 0, 1], [0, 1, 0]])
     torch.manual_seed(1)
-    total, parts = METHOD.loss(model, images, labels, SeamConfig())
+    total, parts = METHOD.loss(model, Batch(images, labels), SeamConfig())
     assert set(parts) == {"cls", "minpool", "er", "ecr"} and all(v >= 0 for v in parts.values())
     assert abs(float(total.detach()) - sum(parts.values())) < 1e-4
     torch.manual_seed(1)
-    heavier, _ = METHOD.loss(model, images, labels, SeamConfig(weight_er=3.0, weight_ecr=0.0))
+    heavier, _ = METHOD.loss(model, Batch(images, labels), SeamConfig(weight_er=3.0, weight_ecr=0.0))
     expected = parts["cls"] + parts["minpool"] + 3 * parts["er"]
     assert abs(float(heavier.detach()) - expected) < 1e-4
 
