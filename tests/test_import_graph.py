@@ -23,8 +23,9 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _imported(name: str, path: Path) -> set[str]:
-    """The dotted names `name`'s module imports, absolute (relative imports resolved)."""
+def _imported(name: str, path: Path, modules: set[str]) -> set[str]:
+    """The dotted names `name`'s module imports, absolute (relative imports resolved); `from a import
+    b` names `a.b` when that is a module (importing a submodule is not a use of its package)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -35,7 +36,7 @@ def _imported(name: str, path: Path) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, *([node.module] if node.module else [])])
-            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+            found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names}
     return found
 
 
@@ -45,7 +46,7 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         edges = set()
-        for target in _imported(name, path):
+        for target in _imported(name, path, set(modules)):
             while target and target not in modules:
                 target = target.rpartition(".")[0]
             if target and target != name:

@@ -38,7 +38,7 @@ MAX_INT = 2**31 - 1
 
 def _convert(tp: Any, value: Any, path: str, resolvers: Resolvers | None = None) -> Any:
     origin = get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping of {tp.__name__} fields, got {_describe(value)}")
         return from_mapping(tp, value, path, resolvers)
@@ -137,7 +137,7 @@ def from_mapping(
     A field whose metadata has RESOLVE_TYPE takes its type from `resolvers[its dotted path]`, called
     with the other fields, e.g. the seed stage's `params`, typed by the chosen method's config class.
     """
-    hints = _type_hints(cls)
+    hints = _type_hints(typing.cast(Any, cls))
     fields = {f.name: f for f in settings(cls)}
     for key in data:
         if not isinstance(key, str) or key not in fields:
@@ -176,7 +176,7 @@ def from_mapping(
 
 
 @functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
+def _type_hints(cls: Any) -> dict[str, Any]:
     """A config class's field types (evaluating string annotations is most of a config's load time)."""
     return typing.get_type_hints(cls)
 
@@ -295,7 +295,7 @@ def field_paths(cls: type, prefix: str = "", resolved: Mapping[str, type] | None
         if name in dynamic:
             if path in resolved:
                 out |= field_paths(resolved[path], path, resolved)
-        elif dataclasses.is_dataclass(tp):
+        elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
             out |= field_paths(tp, path, resolved)
         else:
             out[path] = tp

@@ -42,7 +42,11 @@ def _grid(rows: list[list[np.ndarray]], size: int = 128) -> np.ndarray:
         for tile in row:
             h, w = tile.shape[:2]
             tiles.append(
-                np.asarray(Image.fromarray(tile).resize((max(1, round(w * size / h)), size), Image.NEAREST))
+                np.asarray(
+                    Image.fromarray(tile).resize(
+                        (max(1, round(w * size / h)), size), Image.Resampling.NEAREST
+                    )
+                )
             )
         lines.append(np.concatenate(tiles, axis=1))
     width = max(line.shape[1] for line in lines)

@@ -50,17 +50,13 @@ class StageAwareOptunaSearch(OptunaSearch):
         self.rng = np.random.default_rng(reuse.seed if reuse else 0)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        planned = None
-        if (
-            self.reuse is not None
-            and trial_id not in internals.trials(self)
-            and internals.study(self) is not None
-        ):
+        planned, study = None, internals.study(self)
+        if self.reuse is not None and trial_id not in internals.trials(self) and study is not None:
             planned = choose_upstream(
-                self.reuse, internals.study(self).get_trials(deepcopy=False), self.mode, self.choice, self.rng
+                self.reuse, study.get_trials(deepcopy=False), self.mode, self.choice, self.rng
             )
             if planned is not None:
-                internals.study(self).enqueue_trial(planned[1], user_attrs={REUSE_KEY: planned[0]})
+                study.enqueue_trial(planned[1], user_attrs={REUSE_KEY: planned[0]})
         config = super().suggest(trial_id)
         if config is not None:
             attrs = internals.trials(self)[trial_id].user_attrs
@@ -84,7 +80,7 @@ class StageAwareOptunaSearch(OptunaSearch):
             # The value the scheduler stopped it on (or the final one): Tune passed it here only.
             internals.trials(self)[trial_id].report(float(value), reached)
         if known and value is not None and reached < self.final_iteration:
-            internals.study(self).tell(internals.trials(self)[trial_id], state=TrialState.PRUNED)
+            self._study().tell(internals.trials(self)[trial_id], state=TrialState.PRUNED)
             internals.completed(self).add(trial_id)
             log.info("trial %s stopped after stage %d: told Optuna PRUNED", trial_id, reached)
             return
@@ -121,7 +117,13 @@ class StageAwareOptunaSearch(OptunaSearch):
 
     def _reported(self, trial_id: str) -> set[int]:
         number = internals.trials(self)[trial_id].number
-        return set(internals.study(self).get_trials(deepcopy=False)[number].intermediate_values)
+        return set(self._study().get_trials(deepcopy=False)[number].intermediate_values)
+
+    def _study(self) -> optuna.Study:
+        study = internals.study(self)
+        if study is None:
+            raise RuntimeError("the searcher has no Optuna study yet (Tune sets it up before suggesting)")
+        return study
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Searchers pickled before reuse existed restore without it.

@@ -59,7 +59,9 @@ def make_searcher(
         choice=CHOICE,
     )
     if warm_start_from:
-        warm_start(internals.study(searcher), load_study(storage, warm_start_from))
+        study = internals.study(searcher)
+        assert study is not None  # OptunaSearch makes its study when given a space
+        warm_start(study, load_study(storage, warm_start_from))
     return searcher
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.distributions import check_distribution_compatibility
@@ -61,7 +63,8 @@ def warm_start(study: optuna.Study, source: optuna.Study) -> int:
     is skipped, and so is one an earlier warm start already copied (each copy names its source trial),
     so warm-starting twice from the same experiment adds nothing the second time. Returns how many
     were copied."""
-    known, present = {}, set()
+    known: dict[str, Any] = {}
+    present: set[Any] = set()
     for trial in study.get_trials(deepcopy=False):
         known |= trial.distributions
         present.add((trial.user_attrs.get(WARM_START), trial.user_attrs.get(WARM_START_TRIAL)))
@@ -114,7 +117,7 @@ def write_report(study: optuna.Study, out_dir: Path) -> list[Path]:
             f"study {study.study_name!r}: {len(completed)} completed trial(s); the analysis needs at least 2"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = {
+    plots: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
         "param_importances": (static.plot_param_importances, interactive.plot_param_importances),
         "optimization_history": (static.plot_optimization_history, interactive.plot_optimization_history),
         "parallel_coordinate": (static.plot_parallel_coordinate, interactive.plot_parallel_coordinate),

@@ -229,6 +229,7 @@ def contains(param: Param, value: Any) -> bool:
         choices = [param.decode(c) for c in dist.choices]
         listed = list(value) if isinstance(value, tuple | list) else value
         return any(c == listed for c in choices)
+    assert isinstance(dist, FloatDistribution | IntDistribution)
     return dist.low - 1e-12 * abs(dist.low) <= value <= dist.high + 1e-12 * abs(dist.high)
 
 

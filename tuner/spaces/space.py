@@ -143,7 +143,8 @@ def load_space(path: str | Path, base: Base | None = None) -> Space:
     """A method space with its includes, its ranges checked against (and relative ranges scaled by)
     the base config; raises SpaceError listing every problem found."""
     base = base or Base()
-    path, problems = Path(path), []
+    path = Path(path)
+    problems: list[str] = []
     data = _read(path, problems)
     if data is None:
         raise SpaceError(problems)
@@ -165,7 +166,9 @@ def load_space(path: str | Path, base: Base | None = None) -> Space:
         problems.append(f"{path}: mode: {mode!r} is not max or min")
     method = data["method"] if data["method"] in wsss.list_methods() else None
     fixed, params = read_params(path, data, problems, method, base)
-    shared_fixed, shared, files = {}, [], [path]
+    shared_fixed: dict[str, Any] = {}
+    shared: list[Any] = []
+    files = [path]
     includes = data.get("include") or []
     if not isinstance(includes, list) or not all(isinstance(n, str) for n in includes):
         problems.append(

@@ -177,7 +177,8 @@ def rank_rows(
     """Rank leaderboard rows: finished by objective, then unfinished by progress and last stage metric."""
     if by not in (None, "method"):
         raise wsss.ConfigError(f"--by {by}: only 'method' is supported")
-    ranked, counters = [], {}
+    ranked: list[dict[str, Any]] = []
+    counters: dict[str, int] = {}
     for row in sorted(rows, key=lambda r: _order(r, by)):
         group = row["method"] if by else ""
         counters[group] = counters.get(group, 0) + 1

@@ -74,8 +74,8 @@ class _Lease:
     def _renew(self) -> None:
         while not self._released.wait(self.ttl / 3):
             try:
-                renewed = ray.get(
-                    self.leases.renew.remote(self.name, self.owner, self.ttl), timeout=self.ttl / 3
+                renewed = bool(
+                    ray.get(self.leases.renew.remote(self.name, self.owner, self.ttl), timeout=self.ttl / 3)
                 )
             except (RayError, TimeoutError) as exc:
                 log.warning("lease %s: renewal failed (%s)", self.name, exc)

@@ -32,7 +32,7 @@ def _label_vector(path: Path, image_id: str, value: object, num_objects: int) ->
     if not ok:
         kind = type(value).__name__
         raise DataError(f"{path}: labels of {image_id!r} are not a vector of numbers ({kind})")
-    entries = value.size if isinstance(value, np.ndarray) else len(value)  # checked before converting
+    entries = value.size if isinstance(value, np.ndarray) else len(value)  # type: ignore[arg-type]
     if entries != num_objects:
         raise DataError(
             f"{path}: labels of {image_id!r} have {entries} entries, expected {num_objects} classes"

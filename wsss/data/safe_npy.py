@@ -31,7 +31,7 @@ class UnsafeFileError(ValueError):
 
 # The callables numpy's pickles of arrays and scalars name, looked up from live objects so that
 # files written by numpy 1.x (`numpy.core.multiarray`) and 2.x (`numpy._core.multiarray`) both load.
-_RECONSTRUCT = np.zeros(1).__reduce__()[0]
+_RECONSTRUCT: Any = np.zeros(1).__reduce__()[0]
 _SCALAR = np.float32(0).__reduce__()[0]
 
 
@@ -99,7 +99,8 @@ class _NumpyOnlyUnpickler(pickle._Unpickler):  # type: ignore[name-defined, misc
             ) from None
 
     def _load_build(self) -> None:
-        target, state = self.stack[-2], self.stack[-1]
+        # pickle.Unpickler's own stack (CPython's C and pure-Python unpicklers both keep it here)
+        target, state = self.stack[-2], self.stack[-1]  # type: ignore[attr-defined]
         if isinstance(target, np.ndarray):
             _check_array_state(state)
         elif not isinstance(target, np.dtype):

@@ -344,7 +344,7 @@ def generate(spec: SynthSpec, out_dir: str | os.PathLike[str]) -> Path:
         labels = _write_split(spec, tmp, "train", spec.train, signatures, objects)
         labels |= _write_split(spec, tmp, "val", spec.val, signatures, objects)
         write_variants(tmp, objects)
-        np.save(tmp / "cls_labels.npy", labels, allow_pickle=True)
+        np.save(tmp / "cls_labels.npy", labels, allow_pickle=True)  # type: ignore[arg-type]  # irn's format
         (tmp / "class_names.txt").write_text("\n".join(_NAMES[: spec.classes]) + "\n")
         (tmp / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=1) + "\n")
         if out.exists():

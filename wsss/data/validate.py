@@ -93,7 +93,9 @@ def validate_dataset(
     start = time.perf_counter()
     pairs = [(data.image_path(i), data.mask_path(i)) for i in ids]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        problems = [p for p in pool.map(lambda pair: check_pair(*pair, data.num_classes), pairs) if p]
+        problems = [
+            p for p in pool.map(lambda pair: check_pair(pair[0], pair[1], data.num_classes), pairs) if p
+        ]
     seconds = time.perf_counter() - start
     if problems:
         more = f" (and {len(problems) - 1} more bad file(s))" if len(problems) > 1 else ""

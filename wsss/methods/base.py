@@ -127,7 +127,7 @@ class SeedMethod(abc.ABC):
         the shared loop seeds, so that a run is reproducible.
         """
 
-    def check(self, params: Any, model: CamNet) -> None:  # noqa: B027 - an optional hook
+    def check(self, params: Any, model: Any) -> None:  # noqa: B027 - an optional hook
         """Raise ConfigError naming `seed.params.<key>` if `params` cannot work with `model`."""
 
     def build(self, backbone: BackboneConfig, num_classes: int, params: Any) -> SplitParams:

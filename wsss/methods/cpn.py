@@ -212,8 +212,7 @@ class Cpn(SeedMethod):
         tcp = ((cams[1] + cams[2]).detach() - cams[0])[:, 1:].abs().mean() + (
             refined[0] - refined[1] - refined[2]
         )[:, 1:].abs().mean()
-        cams = [with_background(c) for c in cams]
-        refined = [with_background(r) for r in refined]
+        cams, refined = tuple(with_background(c) for c in cams), tuple(with_background(r) for r in refined)
         whole = cams[0].detach()
         cpcr = ohem((max_onehot_all(whole - cams[1].detach()) - refined[2]).abs(), params.ohem) + ohem(
             (max_onehot_all(whole - cams[2].detach()) - refined[1]).abs(), params.ohem

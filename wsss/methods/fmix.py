@@ -85,7 +85,7 @@ class FMix(SeedMethod):
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
         _, mask_np = sample_mask(
             rng,
-            tuple(images.shape[-2:]),
+            (images.shape[-2], images.shape[-1]),
             params.alpha,
             params.decay_power,
             params.max_soft,

@@ -38,6 +38,7 @@ class AffinityNet(SplitParams):
         )
         self.fuse = nn.Conv2d(sum(LEVEL_WIDTHS), EMBED_DIM, 1, bias=False)
         for conv in self.reduce:
+            assert isinstance(conv, nn.Conv2d)
             nn.init.kaiming_normal_(conv.weight)
         nn.init.xavier_uniform_(self.fuse.weight, gain=4)  # psa's init for the fusing layer
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import safetensors.torch
 import timm
@@ -85,16 +86,14 @@ def _with_converted_weights(cfg: BackboneConfig) -> nn.Module:
 
 
 def _timm_backbone(cfg: BackboneConfig) -> nn.Module:
-    overlay = {}
-    if cfg.weights:
-        overlay = {"pretrained_cfg_overlay": {"state_dict": load_checkpoint(Path(cfg.weights))}}
+    overlay = {"state_dict": load_checkpoint(Path(cfg.weights))} if cfg.weights else None
     try:
         model = timm.create_model(
             cfg.name,
             pretrained=cfg.pretrained,
             features_only=True,
             output_stride=cfg.output_stride,
-            **overlay,
+            pretrained_cfg_overlay=overlay,
         )
     except (RuntimeError, TypeError, ValueError, AssertionError, KeyError) as exc:
         if cfg.weights and "features" not in str(exc):
@@ -122,7 +121,7 @@ def _modules_through(root: nn.Module, name: str) -> list[str]:
     """Dotted names of the modules that run up to and including `name`, in registration (= forward)
     order for timm's sequential feature extractors: siblings before it, and the path down to it."""
     head, _, rest = name.partition(".")
-    out = []
+    out: list[str] = []
     for child_name, child in root.named_children():
         if child_name == head:
             inner = _modules_through(child, rest) if rest else []
@@ -134,7 +133,7 @@ def _modules_through(root: nn.Module, name: str) -> list[str]:
 def freeze_stages(model: nn.Module, count: int) -> None:
     """Freeze the first `count` feature stages (irn's detached conv1..layer2): no gradient, and
     BatchNorm statistics kept (timm's `freeze` turns their BatchNorm into FrozenBatchNorm2d)."""
-    info = model.feature_info  # type: ignore[union-attr]
+    info: Any = model.feature_info
     if count > len(info):
         raise ConfigError(
             f"backbone.frozen_stages: {count} exceeds the {len(info)} feature stages of this backbone"

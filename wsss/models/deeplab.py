@@ -21,6 +21,7 @@ class DeepLabV2(SplitParams):
             nn.Conv2d(channels, num_classes, 3, padding=rate, dilation=rate, bias=True) for rate in rates
         )
         for conv in self.aspp:  # kazuto1011's init
+            assert isinstance(conv, nn.Conv2d) and conv.bias is not None
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
 

@@ -8,6 +8,8 @@ EfficientNet-Lite teachers (`tf_efficientnet_lite0..2`) take theirs from the off
 
 from __future__ import annotations
 
+from typing import Any
+
 import timm
 import torch
 from timm.layers import freeze_batch_norm_2d
@@ -48,7 +50,7 @@ class Teacher(SplitParams):
         super().__init__()
         check_teacher(name, depth)
         lite = name in LITE_TEACHERS
-        extra = {} if lite else {"img_size": size} | ({"depth": depth} if depth else {})
+        extra: dict[str, Any] = {} if lite else {"img_size": size} | ({"depth": depth} if depth else {})
         if lite and pretrained:
             if state is None:
                 raise ValueError(f"{name}: a pretrained Lite teacher needs its converted state dict")
@@ -65,7 +67,8 @@ class Teacher(SplitParams):
             raise ConfigError(f"seed.params.teacher: {name!r} at size {size}: {str(exc)[:200]}") from None
         if lite and pretrained:  # ImageNet statistics kept, as every pretrained stage here (frozen_bn)
             self.backbone = freeze_batch_norm_2d(self.backbone)
-        self.head = nn.Linear(self.backbone.num_features, num_classes)
+        features: Any = self.backbone.num_features  # timm models set it to an int
+        self.head = nn.Linear(features, num_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D) pooled embeddings (mva-wsss clusters these)."""

@@ -137,7 +137,7 @@ def affinity_loss(
     every pair, or only those from psa's origins (refine.pair_origins)."""
     sums = {"bg": embedding.new_zeros(()), "fg": embedding.new_zeros(()), "neg": embedding.new_zeros(())}
     counts = dict.fromkeys(sums, 0.0)
-    margin = origin_margin(pair_origins, radius, tuple(labels.shape[-2:]))
+    margin = origin_margin(pair_origins, radius, (labels.shape[-2], labels.shape[-1]))
     for dy, dx in pair_offsets(radius):
         if dy >= labels.shape[-2] or abs(dx) >= labels.shape[-1]:
             continue

@@ -123,14 +123,14 @@ def infer_and_evaluate(
             read=lambda m, x: method.cams(m, x, cfg.params),
             normalise=lambda total: method.normalise(total, cfg.params),
         )
-        cams = cams.cpu().numpy()
-        save_cams(out_dir / CAM_DIR / f"{image_id}.npz", keys, cams)
+        maps = cams.cpu().numpy()
+        save_cams(out_dir / CAM_DIR / f"{image_id}.npz", keys, maps)
         if image_id not in scored:
             continue
-        cams = cams.astype(np.float16).astype(np.float32)  # score exactly what consumers will read back
+        maps = maps.astype(np.float16).astype(np.float32)  # score exactly what consumers will read back
         gt = data.read_mask(image_id, expect_shape=image.shape[:2])
-        sweep.update(gt, cams, keys)
-        at_threshold.update(gt, cams_to_mask(cams, keys, cfg.bg_threshold))
+        sweep.update(gt, maps, keys)
+        at_threshold.update(gt, cams_to_mask(maps, keys, cfg.bg_threshold))
     metrics = _curve_metrics(sweep, at_threshold, cfg.bg_threshold)
     curve = metrics["cam_curve"]
     lines = [f"{t},{m:.6f}" for t, m in zip(curve["thresholds"], curve["miou"], strict=True)]
