@@ -14,8 +14,7 @@ INIT = Path(wsss.__file__)
 def _typed_names() -> dict[str, str]:
     """Public name -> "module.attribute" from the `if TYPE_CHECKING:` block."""
     tree = ast.parse(INIT.read_text())
-    checking = [n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING"]
-    block = checking[0]
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
     return {
         alias.asname or alias.name: f"{node.module}.{alias.name}"
         for node in block.body
