@@ -28,7 +28,7 @@ import torch
 import yaml
 from PIL import Image
 
-from tests.conftest import TINY
+from tests.helpers import TINY
 from wsss.cli import main
 from wsss.config import DataConfig
 from wsss.data.classes import write_mask

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TINY
+from tests.helpers import TINY
 from wsss.cli import main
 
 TINY_SYNTH = [

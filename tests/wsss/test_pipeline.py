@@ -12,7 +12,7 @@ import pyarrow.fs as pafs
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY, tiny_config
+from tests.helpers import TINY, tiny_config
 from wsss.config_load import load_config
 from wsss.data.classes import IGNORE_INDEX
 from wsss.data.voc import open_dataset

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import TINY
+from tests.helpers import TINY
 from wsss.cli import main
 from wsss.config import DataConfig
 from wsss.config_load import load_config

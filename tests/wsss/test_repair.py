@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY, tiny_config
+from tests.helpers import TINY, tiny_config
 from wsss.cli import main
 from wsss.pipeline import PipelineResult, prepare_dataset, run_pipeline
 from wsss.store import MANIFEST, StageStore

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import wsss
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 from wsss.cli import main as wsss_main
 from wsss.retention import collect_garbage, config_keys
 from wsss.store import StageStore

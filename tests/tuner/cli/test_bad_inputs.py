@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.tuner.conftest import TINY_FIXED
+from tests.tuner.helpers import TINY_FIXED
 from tuner.cli.main import main
 from tuner.search.driver import SearchOptions
 from wsss.data.classes import write_mask

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 import wsss
-from tests.tuner.conftest import write_space
+from tests.tuner.helpers import write_space
 from tuner.cli.main import main as tune_main
 from tuner.search.driver import SearchOptions, run_search
 from tuner.search.searcher import StageAwareOptunaSearch

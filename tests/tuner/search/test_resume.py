@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from tests.tuner.conftest import write_space
+from tests.tuner.helpers import write_space
 from tuner.search.searcher import StageAwareOptunaSearch
 from tuner.tracking.results import leaderboard
 

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.tuner.conftest import write_space
+from tests.tuner.helpers import write_space
 from tuner.cli.main import main as tune_main
 from tuner.search.driver import SearchOptions, run_search
 from tuner.search.study import proxy_fidelity, study_path, study_storage

@@ -10,7 +10,7 @@ import ray
 import yaml
 
 import wsss
-from tests.tuner.conftest import write_space
+from tests.tuner.helpers import write_space
 from tuner.spaces.ranges import MAX_CHOICES
 from tuner.spaces.space import CHOICE, SpaceError, check_files, load_search, load_space
 

@@ -11,7 +11,7 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import s3_uri
+from tests.helpers import s3_uri
 from tuner.cli.main import main as tune_main
 from tuner.tracking.results import leaderboard
 

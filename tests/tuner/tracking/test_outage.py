@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.tuner.conftest import MlflowServer, write_space
+from tests.tuner.helpers import MlflowServer, write_space
 from tuner.search.driver import SearchOptions, run_search
 
 SAMPLES = 3

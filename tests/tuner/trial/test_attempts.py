@@ -15,7 +15,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 import wsss
-from tests.tuner.conftest import write_space
+from tests.tuner.helpers import write_space
 from tuner.tracking.results import export_config, leaderboard
 
 SAMPLES = 3

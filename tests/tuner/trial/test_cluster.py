@@ -12,7 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 
-from tests.tuner.conftest import write_space
+from tests.tuner.helpers import write_space
 from tuner.search.driver import SearchOptions, run_search
 from tuner.trial.locks import ActorLock, create_leases
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 from wsss.config import DataConfig
 from wsss.data.classes import write_mask
 from wsss.data.voc import open_dataset

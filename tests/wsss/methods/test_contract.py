@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 from tuner.spaces.space import check_files
 from wsss.config_load import load_config
 from wsss.configio import to_mapping

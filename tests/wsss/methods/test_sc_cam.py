@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 from wsss.data.synth import SynthSpec, generate
 from wsss.errors import ConfigError
 from wsss.methods._subcat import SubCategoryNet, targets_from_assignments

@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 from wsss.data.synth import SynthSpec, generate
 from wsss.errors import ConfigError
 from wsss.methods.sc_teach import ScTeachConfig, finch_per_class, pick_partition

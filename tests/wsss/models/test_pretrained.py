@@ -20,7 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from skimage import data as skimage_data
 
-from tests.conftest import TINY, tiny_config
+from tests.helpers import TINY, tiny_config
 from wsss.cli import main
 from wsss.config import BackboneConfig
 from wsss.configio import to_mapping

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 from wsss.config import RefineConfig, TrainConfig
 from wsss.data.classes import IGNORE_INDEX, write_mask
 from wsss.data.torchsets import PAIR_BASE, LabelPairSet, split_pair

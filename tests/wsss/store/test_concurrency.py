@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from tests.conftest import s3_uri
+from tests.helpers import s3_uri
 from wsss.pipeline import _stage
 from wsss.store import StageStore
 

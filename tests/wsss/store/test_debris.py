@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from tests.conftest import TINY
+from tests.helpers import TINY
 from wsss.cli import main
 from wsss.store import MANIFEST, StageStore
 from wsss.store.debris import builder_is_dead, new_attempt_name

@@ -1,4 +1,4 @@
-"""The stage store on a local folder and on pyarrow's in-memory filesystem (standing in for S3/GCS)."""
+"""The stage store on every backend (the `store` fixture: local, in-memory, S3 through moto)."""
 
 from __future__ import annotations
 
@@ -14,18 +14,9 @@ from wsss.stages.rounds import payload_key
 from wsss.store import MANIFEST, StageStore, stage_key
 
 
-def _stores(tmp_path: Path) -> dict[str, StageStore]:
-    return {
-        "local": StageStore(tmp_path / "store", cache_dir=tmp_path / "cache-local"),
-        "memory": StageStore(
-            "bucket/prefix", cache_dir=tmp_path / "cache-mem", filesystem=pafs._MockFileSystem()
-        ),
-    }
-
-
-@pytest.fixture(params=["local", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> StageStore:
-    return _stores(tmp_path)[request.param]
+def _local(tmp_path: Path) -> StageStore:
+    """For tests that edit a local store's files directly."""
+    return StageStore(tmp_path / "store", cache_dir=tmp_path / "cache-local")
 
 
 def _build(store: StageStore, stage: str = "seed", key: str = "k1", payload: str = "cams") -> None:
@@ -75,7 +66,7 @@ def test_first_published_attempt_wins(store: StageStore) -> None:
 
 
 def test_local_store_with_lost_files_is_rebuilt(tmp_path: Path) -> None:
-    store = _stores(tmp_path)["local"]
+    store = _local(tmp_path)
     _build(store)
     artifact = store.lookup("seed", "k1")
     assert artifact is not None
@@ -84,7 +75,7 @@ def test_local_store_with_lost_files_is_rebuilt(tmp_path: Path) -> None:
 
 
 def test_unreadable_manifest_counts_as_a_miss(tmp_path: Path) -> None:
-    store = _stores(tmp_path)["local"]
+    store = _local(tmp_path)
     _build(store)
     (tmp_path / "store" / "seed" / "k1" / MANIFEST).write_text("{not json")
     assert store.lookup("seed", "k1") is None
@@ -149,7 +140,7 @@ def test_stage_key_covers_every_input() -> None:
 )
 def test_tampered_manifests_are_ignored(tmp_path: Path, tamper: dict) -> None:
     """Stores are shared: a manifest whose names would reach outside its artifact is not trusted."""
-    store = _stores(tmp_path)["local"]
+    store = _local(tmp_path)
     _build(store)
     path = tmp_path / "store" / "seed" / "k1" / MANIFEST
     path.write_text(json.dumps({**json.loads(path.read_text()), **tamper}))
@@ -160,7 +151,7 @@ def test_tampered_manifests_are_ignored(tmp_path: Path, tamper: dict) -> None:
 
 def test_a_file_of_another_size_than_recorded_is_a_miss(tmp_path: Path) -> None:
     """A truncated or replaced file (the manifest records every size) must not block its key."""
-    store = _stores(tmp_path)["local"]
+    store = _local(tmp_path)
     _build(store)
     artifact = store.lookup("seed", "k1")
     assert artifact is not None
