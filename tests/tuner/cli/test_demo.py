@@ -13,6 +13,8 @@ import yaml
 from tuner.cli.demo import DEMO_SPACE
 from tuner.spaces.space import load_search
 
+pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane
+
 
 def test_demo_space_shares_seed_configs() -> None:
     """Six trials over two seed configurations: at least two trials must share one."""

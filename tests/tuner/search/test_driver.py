@@ -21,6 +21,8 @@ from tuner.search.driver import SearchOptions, run_search
 from tuner.search.searcher import StageAwareOptunaSearch
 from tuner.tracking.results import export_config, leaderboard, write_leaderboard
 
+pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane
+
 SAMPLES = 5
 
 

@@ -13,11 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.tuner.helpers import write_space
 from tuner.search.searcher import StageAwareOptunaSearch
 from tuner.tracking.results import leaderboard
+
+pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane
 
 SAMPLES = 6
 

@@ -12,6 +12,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from tuner.search.searcher import StageAwareOptunaSearch
 
+pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane
+
 
 def _space(trial: optuna.Trial) -> dict[str, str]:
     trial.suggest_float("x", 0.0, 1.0)

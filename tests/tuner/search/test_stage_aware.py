@@ -16,6 +16,8 @@ from tuner.cli.main import main as tune_main
 from tuner.search.driver import SearchOptions, run_search
 from tuner.search.study import proxy_fidelity, study_path, study_storage
 
+pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane
+
 SAMPLES = 6
 
 

@@ -15,6 +15,8 @@ from tests.helpers import s3_uri
 from tuner.cli.main import main as tune_main
 from tuner.tracking.results import leaderboard
 
+pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane
+
 
 def _experiment(db: Path) -> None:
     client = MlflowClient(f"sqlite:///{db}")

@@ -14,6 +14,8 @@ from mlflow.tracking import MlflowClient
 from tests.tuner.helpers import MlflowServer, write_space
 from tuner.search.driver import SearchOptions, run_search
 
+pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane
+
 SAMPLES = 3
 OUTAGE_SECONDS = 15
 

@@ -12,11 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 import wsss
 from tests.tuner.helpers import write_space
 from tuner.tracking.results import export_config, leaderboard
+
+pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane
 
 SAMPLES = 3
 

@@ -16,6 +16,8 @@ from tests.tuner.helpers import write_space
 from tuner.search.driver import SearchOptions, run_search
 from tuner.trial.locks import ActorLock, create_leases
 
+pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane
+
 
 @pytest.fixture
 def two_nodes() -> Cluster:
