@@ -33,7 +33,8 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 import wsss
-from tuner.search.driver import SearchOptions, run_search
+from tuner.search.driver import run_search
+from tuner.search.options import SearchOptions
 from tuner.spaces.space import Base, load_search
 from tuner.trial.trainable import trial_config
 

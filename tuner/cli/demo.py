@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import wsss
-from tuner.search.driver import SearchOptions
+from tuner.search.options import SearchOptions
 
 log = logging.getLogger(__name__)
 

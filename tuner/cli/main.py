@@ -14,6 +14,8 @@ from rich.table import Table
 
 import wsss
 from tuner.cli.maintenance import add_maintenance_parsers, backup_after_search, cmd_db, cmd_gc
+from tuner.options import add_options, from_namespace
+from tuner.search.options import DEFAULT_STORAGE, SearchOptions
 
 
 def Console(stderr: bool = False) -> _Console:
@@ -23,7 +25,6 @@ def Console(stderr: bool = False) -> _Console:
 
 
 log = logging.getLogger("tuner")
-DEFAULT_STORAGE = "wsss-work"
 _MAX_PROBLEMS = 50  # error lines printed at most (a space file can hold thousands of mistakes)
 
 
@@ -47,63 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "search", help="run a search; every trial is a full seed -> refine -> segment pipeline"
     )
-    s.add_argument("spaces", nargs="+", type=Path, help="method space files, e.g. search_spaces/cam.yaml")
-    s.add_argument("--samples", type=int, required=True, help="number of trials")
-    s.add_argument("--experiment", required=True, help="MLflow experiment name")
-    s.add_argument("--config", help="base config the spaces override: a YAML file or a preset (e.g. voc12)")
-    s.add_argument(
-        "--data", help="VOC-layout dataset folder, the same path on every node (default: synthetic)"
-    )
-    s.add_argument("--concurrency", type=int, default=1, help="trials at once (default 1)")
-    s.add_argument(
-        "--cpus-per-trial", type=float, default=1.0, help="CPUs per trial; torch threads follow it"
-    )
-    s.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; fractions share a GPU")
-    s.add_argument("--address", help="Ray cluster address (default: start Ray on this machine)")
-    s.add_argument(
-        "--storage",
-        default=DEFAULT_STORAGE,
-        help="folder or URI for Tune state and the stage store "
-        f"(default {DEFAULT_STORAGE}; s3://bucket/prefix or an NFS path on a cluster)",
-    )
-    s.add_argument("--store", help="stage store location (default STORAGE/store)")
-    s.add_argument(
-        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else STORAGE/mlflow.db)"
-    )
-    s.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
-    s.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor (default 2)")
-    s.add_argument(
-        "--max-failures",
-        type=int,
-        default=3,
-        help="run a failed trial, or one lost with its node (spot preemption), again up to this many "
-        "times; its finished stages are reused (default 3)",
-    )
-    s.add_argument(
-        "--tracking-wait",
-        type=float,
-        default=120.0,
-        help="seconds a trial waits for MLflow at each stage during an outage before going on (default 120)",
-    )
-    s.add_argument(
-        "--node-cache-gb",
-        type=float,
-        help="keep each node's copies of remote stage artifacts under this size (default: no cap)",
-    )
-
-    s.add_argument(
-        "--warm-start", metavar="EXPERIMENT", help="seed the sampler with this experiment's trials"
-    )
-    s.add_argument(
-        "--reuse-fraction",
-        type=float,
-        default=0.75,
-        help="share of trials that reuse a finished seed (or seed + refine) stage of a promising trial and "
-        "search only the knobs downstream of it (default 0.75; 0: every trial samples every knob)",
-    )
-    s.add_argument(
-        "--reuse-warmup", type=int, default=3, help="finished seed stages before the first reuse (default 3)"
-    )
+    add_options(s, SearchOptions)
 
     report = sub.add_parser("report", help="Optuna analysis of an experiment's study (PNG and HTML)")
     _tracking_args(report)
@@ -200,31 +145,10 @@ def _summary(uri: str, experiment: str) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from tuner.search.driver import SearchOptions, local_workdir, run_search
+    from tuner.search.driver import local_workdir, run_search
     from tuner.tracking.runs import resolve_tracking_uri
 
-    options = SearchOptions(
-        space_files=tuple(str(p) for p in args.spaces),
-        samples=args.samples,
-        experiment=args.experiment,
-        data=args.data,
-        concurrency=args.concurrency,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        address=args.address,
-        storage=args.storage,
-        store=args.store,
-        tracking_uri=args.tracking_uri,
-        seed=args.seed,
-        reduction_factor=args.reduction_factor,
-        config=args.config,
-        max_failures=args.max_failures,
-        tracking_wait=args.tracking_wait,
-        node_cache_gb=args.node_cache_gb,
-        warm_start=args.warm_start,
-        reuse_fraction=args.reuse_fraction,
-        reuse_warmup=args.reuse_warmup,
-    )
+    options = from_namespace(SearchOptions, args)
     run_search(options)
     uri = resolve_tracking_uri(args.tracking_uri, local_workdir(args.storage))
     _summary(uri, args.experiment)

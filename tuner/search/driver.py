@@ -13,12 +13,11 @@ import contextlib
 import json
 import logging
 import os
-import re
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from ray import tune
 
 import wsss
 from tuner.search import record
+from tuner.search.options import SearchOptions
 from tuner.search.settle import FINISH_WAIT, SearchFailed, SearchInterrupted, failure_summary, finish
 from tuner.search.strategy import log_fidelity, make_searcher, scheduler
 from tuner.search.study import load as load_study
@@ -50,57 +50,6 @@ from tuner.trial.trainable import TrialSettings, final_iteration, run_trial
 log = logging.getLogger(__name__)
 
 OPTIONS_TAG = "wsss.options"
-# The experiment's name becomes part of paths under --storage (Tune's folder, the search record):
-# no separators, no `..`, nothing a shell or a bucket would mangle.
-EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@,-]{0,99}")
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    space_files: tuple[str, ...]
-    samples: int
-    experiment: str
-    data: str | None = None
-    concurrency: int = 1
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    address: str | None = None
-    storage: str = "wsss-work"
-    store: str | None = None
-    tracking_uri: str | None = None
-    seed: int = 0
-    reduction_factor: int = 2
-    config: str | None = None  # base config (preset name or YAML file) that the spaces override
-    cache_dir: str | None = None  # node-local cache for trials (None: ~/.cache/wsss on each node)
-    max_failures: int = 3  # retries of a trial that failed or was lost with its node (spot preemption)
-    tracking_wait: float = 120.0  # seconds a trial's report waits for MLflow during an outage
-    node_cache_gb: float | None = None  # cap on each node's copies of remote stage artifacts
-    warm_start: str | None = None  # another experiment whose finished trials seed the sampler
-    reuse_fraction: float = 0.75  # share of trials that reuse a finished upstream stage (tuner.search.reuse)
-    reuse_warmup: int = 3  # finished seed stages before the first reuse
-
-    def validate(self) -> None:
-        for name, ok in (
-            ("--samples", self.samples >= 1),
-            ("--concurrency", self.concurrency >= 1),
-            ("--cpus-per-trial", self.cpus_per_trial > 0),
-            ("--gpus-per-trial", self.gpus_per_trial >= 0),
-            ("--reduction-factor", self.reduction_factor >= 2),
-            ("--max-failures", self.max_failures >= 0),
-            ("--tracking-wait", self.tracking_wait >= 0),
-            ("--node-cache-gb", self.node_cache_gb is None or self.node_cache_gb > 0),
-            ("--reuse-fraction", 0 <= self.reuse_fraction <= 1),
-            ("--reuse-warmup", self.reuse_warmup >= 1),
-        ):
-            if not ok:
-                raise wsss.ConfigError(f"{name}: {getattr(self, name[2:].replace('-', '_'))} is out of range")
-        if not self.experiment:
-            raise wsss.ConfigError("--experiment: give the search a name")
-        if not EXPERIMENT_NAME.fullmatch(self.experiment):
-            raise wsss.ConfigError(
-                f"--experiment {wsss.short_repr(self.experiment)}: names folders of the search's storage, so "
-                "use up to 100 letters, digits and . _ - + = @ , (not starting with . or -)"
-            )
 
 
 def absolute(location: str) -> str:

@@ -22,7 +22,6 @@ from tuner import internals
 from tuner.search import record
 from tuner.search.driver import (
     OPTIONS_TAG,
-    SearchOptions,
     absolute,
     base_settings,
     local_workdir,
@@ -30,6 +29,7 @@ from tuner.search.driver import (
     trainable,
     trial_settings,
 )
+from tuner.search.options import SearchOptions
 from tuner.search.searcher import StageAwareOptunaSearch
 from tuner.search.settle import mark_interrupted
 from tuner.search.study import study_path

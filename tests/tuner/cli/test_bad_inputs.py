@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.tuner.helpers import TINY_FIXED
 from tuner.cli.main import main
-from tuner.search.driver import SearchOptions
+from tuner.search.options import SearchOptions
 from wsss.data.classes import write_mask
 
 Setup = Callable[[Path, Path], list[str]]  # (dataset, scratch folder) -> wsss-tune arguments

@@ -17,7 +17,8 @@ from optuna.trial import TrialState
 import wsss
 from tests.tuner.helpers import write_space
 from tuner.cli.main import main as tune_main
-from tuner.search.driver import SearchOptions, run_search
+from tuner.search.driver import run_search
+from tuner.search.options import SearchOptions
 from tuner.search.searcher import StageAwareOptunaSearch
 from tuner.tracking.results import export_config, leaderboard, write_leaderboard
 

@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.tuner.helpers import write_space
 from tuner.cli.main import main as tune_main
-from tuner.search.driver import SearchOptions, run_search
+from tuner.search.driver import run_search
+from tuner.search.options import SearchOptions
 from tuner.search.study import proxy_fidelity, study_path, study_storage
 
 pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane

@@ -12,7 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.tuner.helpers import MlflowServer, write_space
-from tuner.search.driver import SearchOptions, run_search
+from tuner.search.driver import run_search
+from tuner.search.options import SearchOptions
 
 pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane
 

@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 
 from tests.tuner.helpers import write_space
-from tuner.search.driver import SearchOptions, run_search
+from tuner.search.driver import run_search
+from tuner.search.options import SearchOptions
 from tuner.trial.locks import ActorLock, create_leases
 
 pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane

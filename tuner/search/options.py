@@ -1,0 +1,90 @@
+"""The settings of a search (`wsss-tune search`'s options): one frozen dataclass whose fields are also
+the command-line options (tuner.options), in a module light enough for the CLI to build its parser
+without importing Ray."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import wsss
+from tuner.options import option
+
+DEFAULT_STORAGE = "wsss-work"
+# The experiment's name becomes part of paths under --storage (Tune's folder, the search record):
+# no separators, no `..`, nothing a shell or a bucket would mangle.
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@,-]{0,99}")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What `wsss-tune search` is given: each field is also its command-line option (tuner.options)."""
+
+    space_files: tuple[str, ...] = option(
+        "method space files, e.g. search_spaces/cam.yaml", positional="spaces"
+    )
+    samples: int = option("number of trials")
+    experiment: str = option("MLflow experiment name")
+    data: str | None = option(
+        "VOC-layout dataset folder, the same path on every node (default: synthetic)", None
+    )
+    concurrency: int = option("trials at once", 1)
+    cpus_per_trial: float = option("CPUs per trial; torch threads follow it", 1.0)
+    gpus_per_trial: float = option("GPUs per trial; fractions share a GPU", 0.0)
+    address: str | None = option("Ray cluster address (default: start Ray on this machine)", None)
+    storage: str = option(
+        "folder or URI for Tune state and the stage store "
+        f"(default {DEFAULT_STORAGE}; s3://bucket/prefix or an NFS path on a cluster)",
+        DEFAULT_STORAGE,
+    )
+    store: str | None = option("stage store location (default STORAGE/store)", None)
+    tracking_uri: str | None = option(
+        "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else STORAGE/mlflow.db)", None
+    )
+    seed: int = option("sampler seed", 0)
+    reduction_factor: int = option("ASHA reduction factor", 2)
+    config: str | None = option("base config the spaces override: a YAML file or a preset (e.g. voc12)", None)
+    cache_dir: str | None = None  # node-local cache for trials (None: ~/.cache/wsss on each node)
+    max_failures: int = option(
+        "run a failed trial, or one lost with its node (spot preemption), again up to this many "
+        "times; its finished stages are reused",
+        3,
+    )
+    tracking_wait: float = option(
+        "seconds a trial waits for MLflow at each stage during an outage before going on", 120.0
+    )
+    node_cache_gb: float | None = option(
+        "keep each node's copies of remote stage artifacts under this size (default: no cap)", None
+    )
+    warm_start: str | None = option(
+        "seed the sampler with this experiment's trials", None, metavar="EXPERIMENT"
+    )
+    reuse_fraction: float = option(
+        "share of trials that reuse a finished seed (or seed + refine) stage of a promising trial and "
+        "search only the knobs downstream of it (default 0.75; 0: every trial samples every knob)",
+        0.75,
+    )
+    reuse_warmup: int = option("finished seed stages before the first reuse", 3)
+
+    def validate(self) -> None:
+        for name, ok in (
+            ("--samples", self.samples >= 1),
+            ("--concurrency", self.concurrency >= 1),
+            ("--cpus-per-trial", self.cpus_per_trial > 0),
+            ("--gpus-per-trial", self.gpus_per_trial >= 0),
+            ("--reduction-factor", self.reduction_factor >= 2),
+            ("--max-failures", self.max_failures >= 0),
+            ("--tracking-wait", self.tracking_wait >= 0),
+            ("--node-cache-gb", self.node_cache_gb is None or self.node_cache_gb > 0),
+            ("--reuse-fraction", 0 <= self.reuse_fraction <= 1),
+            ("--reuse-warmup", self.reuse_warmup >= 1),
+        ):
+            if not ok:
+                raise wsss.ConfigError(f"{name}: {getattr(self, name[2:].replace('-', '_'))} is out of range")
+        if not self.experiment:
+            raise wsss.ConfigError("--experiment: give the search a name")
+        if not EXPERIMENT_NAME.fullmatch(self.experiment):
+            raise wsss.ConfigError(
+                f"--experiment {wsss.short_repr(self.experiment)}: names folders of the search's storage, so "
+                "use up to 100 letters, digits and . _ - + = @ , (not starting with . or -)"
+            )
