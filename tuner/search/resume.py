@@ -80,7 +80,7 @@ def _resumable(options: SearchOptions, storage: str, name: str, experiment: str)
     )
 
 
-def _space_andbase_settings(options: SearchOptions, name: str) -> tuple[SearchSpace, dict[str, Any] | None]:
+def _space_and_base_settings(options: SearchOptions, name: str) -> tuple[SearchSpace, dict[str, Any] | None]:
     found = record.read(absolute(options.storage), name)
     if found is not None:
         return found
@@ -112,7 +112,7 @@ def resume_search(experiment: str, tracking_uri: str | None, storage: str) -> st
     parent = latest_search(client, experiment)
     name, options = _recorded_options(parent, experiment)
     options = replace(_resumable(options, storage, name, experiment), tracking_uri=uri)
-    space, base = _space_andbase_settings(options, name)
+    space, base = _space_and_base_settings(options, name)
     ids = (parent.info.experiment_id, parent.info.run_id)
     mark_interrupted(client, *ids)  # if the driver died without settling them
     client.update_run(ids[1], status="RUNNING")
