@@ -11,7 +11,7 @@ from tuner.search.options import SearchOptions
 
 log = logging.getLogger(__name__)
 
-DEMO_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml"
+DEMO_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "demo.yaml"
 DEMO_DATA = wsss.SynthSpec(train=200, val=50, size=128, classes=6, seed=0)
 
 
