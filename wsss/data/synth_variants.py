@@ -110,15 +110,16 @@ def subcategory_scores(
     cluster's majority variant is their own."""
     total, pure, nmi, cooc_nmi, cooc_total, clusters, variants = 0, 0, 0.0, 0.0, 0, 0, 0
     for cls, per_image in assignments.items():
-        rows = [(c, i) for i, c in per_image.items() if image_variant(objects.get(i, ()), cls) is not None]
-        found = np.array([c for c, _ in rows])
-        truth = np.array([image_variant(objects[i], cls) for _, i in rows])
+        shown = [(c, i, image_variant(objects.get(i, ()), cls)) for i, c in per_image.items()]
+        rows = [(c, i, v) for c, i, v in shown if v is not None]
+        found = np.array([c for c, _, _ in rows])
+        truth = np.array([v for _, _, v in rows])
         if found.size == 0:
             continue
         for label in np.unique(found):
             pure += int(np.bincount(truth[found == label]).max())
         nmi += found.size * float(normalized_mutual_info_score(truth, found))
-        others = [str(sorted({o.cls for o in objects[i]} - {cls})) for _, i in rows]
+        others = [str(sorted({o.cls for o in objects[i]} - {cls})) for _, i, _ in rows]
         if len(set(others)) > 1:  # one-class images have nothing to co-occur with (and sklearn scores
             cooc_nmi += found.size * float(normalized_mutual_info_score(others, found))  # 1 then)
             cooc_total += found.size

@@ -8,6 +8,7 @@ EfficientNet-Lite teachers (`tf_efficientnet_lite0..2`) take theirs from the off
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import timm
@@ -22,13 +23,19 @@ from wsss.models.backbone import SplitParams
 LITE_TEACHERS = tuple(f"tf_efficientnet_lite{i}" for i in range(3))
 
 
+@functools.cache
+def _vit_names() -> frozenset[str]:
+    """timm's ViT names, listed once: configs are validated for every choice a search space checks."""
+    return frozenset(timm.list_models("vit_*"))
+
+
 def check_teacher(name: str, depth: int, path: str = "seed.params") -> None:
     """ConfigError unless `name` is a timm ViT or an offline-weights Lite model (whose depth is fixed)."""
     if name in LITE_TEACHERS:
         if depth:
             raise ConfigError(f"{path}.teacher_depth: {name!r} has a fixed depth; set it to 0, got {depth}")
         return
-    if name not in timm.list_models("vit_*"):
+    if name not in _vit_names():
         raise ConfigError(
             f"{path}.teacher: {name!r} is neither a timm ViT (timm.list_models('vit_*')) nor one of "
             f"{', '.join(LITE_TEACHERS)}"
