@@ -53,6 +53,13 @@ def test_the_msrc_preset_gives_the_dropout_each_method_trained_with(method: str,
     assert seed.backbone.dropout == dropout and seed.train.lr == 0.01 and seed.backbone.output_stride == 16
 
 
+@pytest.mark.parametrize("method", ["sc_cam", "sc_teach"])
+def test_the_msrc_preset_starts_the_sub_category_head_at_zero(method: str) -> None:
+    """A xavier head on Lite0's features wrecks the parent classifier (docs/benchmarks.md)."""
+    assert load_config("msrc", [f"seed.method={method}"]).seed.params.sub_init == "zero"
+    assert load_config(None, [f"seed.method={method}"]).seed.params.sub_init == "xavier"
+
+
 @needs_msrc
 def test_msrc_opens_as_its_data_card_says(tmp_path: Path) -> None:
     data = open_dataset(MSRC, load_config("msrc").data, tmp_path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -23,19 +23,31 @@ from wsss.models.backbone import SplitParams
 from wsss.models.cam import CamNet
 
 Assignments = dict[int, dict[str, int]]  # class index -> image id -> cluster within the class
+SubInit = Literal["xavier", "zero"]
 
 
 class SubCategoryNet(CamNet):
-    """CamNet plus a bias-free 1x1 sub-category head on the same pooled features (SC-CAM's fc8_200,
-    xavier-initialised like fc8); no head when `sub_outputs` is 0 (a round without targets)."""
+    """CamNet plus a bias-free 1x1 sub-category head on the same pooled features (SC-CAM's fc8_200);
+    no head when `sub_outputs` is 0 (a round without targets).
 
-    def __init__(self, cfg: BackboneConfig, num_classes: int, sub_outputs: int) -> None:
+    `sub_init` "xavier" is the reference's (fc8_200 like fc8). "zero" starts every sub-category logit
+    at 0: the head's gradient into the backbone is then 0 at the first step and grows only as the
+    head learns. On ImageNet Lite0 a xavier head starts at BCE ~1.9 (its pooled ReLU6 features are
+    large) and its gradient at weight 2 wrecks the pretrained features in the first epoch
+    (docs/benchmarks.md, sub-category rows)."""
+
+    def __init__(
+        self, cfg: BackboneConfig, num_classes: int, sub_outputs: int, sub_init: SubInit = "xavier"
+    ) -> None:
         super().__init__(cfg, num_classes)
         self.sub_classifier: nn.Conv2d | None = None
         if sub_outputs:
             channels = self.classifier.in_channels
             self.sub_classifier = nn.Conv2d(channels, sub_outputs, 1, bias=False)
-            nn.init.xavier_uniform_(self.sub_classifier.weight)
+            if sub_init == "zero":
+                nn.init.zeros_(self.sub_classifier.weight)
+            else:
+                nn.init.xavier_uniform_(self.sub_classifier.weight)
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """GAP of the last feature map (SC-CAM's 4,096-d conv6 feature); call in eval mode."""
@@ -83,6 +95,10 @@ class SubCategoryMethod(SeedMethod):
     def sub_weight(self, params: Any) -> float:
         """The sub-category loss's weight (SC-CAM's lambda_sub, mva-wsss's 2)."""
 
+    @abc.abstractmethod
+    def sub_init(self, params: Any) -> SubInit:
+        """How the sub-category head starts ("xavier": both references)."""
+
     def warm_start(self, params: Any) -> bool:
         return False  # every round from the initial weights, as both references do
 
@@ -97,7 +113,8 @@ class SubCategoryMethod(SeedMethod):
         targets: RoundTargets | None,
         previous: SplitParams | None,
     ) -> SubCategoryNet:
-        model = SubCategoryNet(backbone, num_classes, targets.outputs if targets is not None else 0)
+        outputs = targets.outputs if targets is not None else 0
+        model = SubCategoryNet(backbone, num_classes, outputs, self.sub_init(params))
         if previous is not None and self.warm_start(params):
             model.warm_from(previous)
         return model

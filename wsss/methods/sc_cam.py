@@ -27,6 +27,7 @@ from wsss.methods._subcat import (
     Assignments,
     SubCategoryMethod,
     SubCategoryNet,
+    SubInit,
     image_labels,
     images_of_class,
     targets_from_assignments,
@@ -42,6 +43,7 @@ class ScCamConfig:
     rounds: int = 3  # exploration rounds after the plain classifier (SC-CAM: 3)
     clusters: int = 10  # K: sub-categories per parent class (SC-CAM: 10; paper tried 5 / 10 / 20)
     lambda_sub: float = 5.0  # weight of the sub-category loss (SC-CAM: 5)
+    sub_init: SubInit = "xavier"  # the sub-category head's start (both references: xavier); see _subcat
     restart: bool = True  # each round from the initial weights (SC-CAM) or from the previous round
     kmeans_init: int = 10  # k-means restarts (sklearn's n_init; the reference's sklearn default was 10)
     # "oracle": a control, not SC-CAM: the synthetic benchmark's hidden coats (variants.json) as the
@@ -145,6 +147,9 @@ class ScCam(SubCategoryMethod):
 
     def sub_weight(self, params: ScCamConfig) -> float:
         return params.lambda_sub
+
+    def sub_init(self, params: ScCamConfig) -> SubInit:
+        return params.sub_init
 
     def warm_start(self, params: ScCamConfig) -> bool:
         return not params.restart

@@ -33,6 +33,7 @@ from wsss.errors import ConfigError, WsssError
 from wsss.methods._subcat import (
     Assignments,
     SubCategoryMethod,
+    SubInit,
     image_labels,
     targets_from_assignments,
 )
@@ -64,6 +65,7 @@ class ScTeachConfig:
     partition: Literal["last", "first", "middle", "nearest"] = "last"  # FINCH level (mva-wsss: last)
     clusters: int = 3  # with partition "nearest": the wanted sub-categories per class
     weight: float = 2.0  # the cluster loss's weight (mva-wsss: 2)
+    sub_init: SubInit = "xavier"  # the sub-category head's start (both references: xavier); see _subcat
     cluster_val: bool = False  # also cluster val images, as the reference does (a leak of val images)
 
     def validate(self, path: str) -> None:
@@ -203,6 +205,9 @@ class ScTeach(SubCategoryMethod):
 
     def sub_weight(self, params: ScTeachConfig) -> float:
         return params.weight
+
+    def sub_init(self, params: ScTeachConfig) -> SubInit:
+        return params.sub_init
 
 
 METHOD = ScTeach()

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tests.helpers import tiny_config
 from wsss.data.synth import SynthSpec, generate
@@ -133,6 +134,30 @@ def test_a_warm_started_round_keeps_the_backbone_not_the_old_sub_head() -> None:
     assert torch.equal(current.backbone.state_dict()[first], previous.backbone.state_dict()[first])
     assert torch.equal(current.sub_classifier.weight, fresh_head)  # type: ignore[union-attr]
     assert not torch.equal(current.sub_classifier.weight, previous.sub_classifier.weight)  # type: ignore[union-attr]
+
+
+def test_a_zero_sub_head_leaves_the_backbone_alone_at_the_first_step() -> None:
+    """sub_init "zero": every sub-category logit starts at 0 (BCE ln 2) and the sub-category loss sends
+    no gradient into the backbone until the head has learned; "xavier" (the references') does both."""
+    cfg = tiny_config().seed.backbone
+    images = torch.rand(4, 3, 32, 32)
+    sub = torch.zeros(4, 6)
+    sub[[0, 1, 2, 3, 3], [0, 2, 4, 1, 3]] = 1.0
+    for init, moves_backbone in (("zero", False), ("xavier", True)):
+        torch.manual_seed(0)
+        model = SubCategoryNet(cfg, 3, 6, init)
+        _, sub_logits = model.both_logits(images)
+        assert sub_logits is not None
+        if init == "zero":
+            assert torch.count_nonzero(sub_logits) == 0
+        loss = F.multilabel_soft_margin_loss(sub_logits, sub)
+        loss.backward()
+        grads = [p.grad for p in model.backbone.parameters() if p.grad is not None]
+        moved = any(bool(torch.count_nonzero(g)) for g in grads)
+        assert moved == moves_backbone, init
+        if init == "zero":
+            assert float(loss) == pytest.approx(float(np.log(2.0)), abs=1e-6)
+            assert torch.count_nonzero(model.sub_classifier.weight.grad) > 0  # type: ignore[union-attr]
 
 
 def test_the_oracle_control_trains_on_the_true_coats(coated_dir: Path, tmp_path: Path) -> None:
