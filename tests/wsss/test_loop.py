@@ -90,3 +90,25 @@ def test_divergence_is_reported_with_the_knob_to_turn() -> None:
 
     with pytest.raises(TrainingDiverged, match=r"seed: loss became nan at step 1/4 .* lower seed.train.lr"):
         fit(_model(), nan_loss, _toy_loader(), TrainConfig(epochs=1), CPU, "seed")
+
+
+def test_a_loss_that_grows_geometrically_but_stays_finite_is_divergence() -> None:
+    """SGD past its stability limit: the loss grows tenfold a step, finite to the end (methods on msrc)."""
+    steps = iter(range(100))
+
+    def growing(m: torch.nn.Module, b: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
+        return m(b[0]).mean() * 0 + 10.0 ** next(steps), {}
+
+    grew = r"seed: loss grew from 277\.8 \(epoch 1\) to 2\.778e\+06 \(epoch 2\), over 100x; lower seed.train.lr"
+    with pytest.raises(TrainingDiverged, match=grew):
+        fit(_model(), growing, _toy_loader(), TrainConfig(epochs=3, lr=0.01), CPU, "seed")
+
+
+def test_a_loss_that_rises_a_little_is_not_divergence() -> None:
+    values = iter([1.0] * 4 + [50.0] * 4)  # 50x the first epoch's mean: kept
+
+    def rising(m: torch.nn.Module, b: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
+        return m(b[0]).mean() * 0 + next(values), {}
+
+    stats = fit(_model(), rising, _toy_loader(), TrainConfig(epochs=2, lr=0.01), CPU, "seed")
+    assert stats.epoch_losses == [1.0, 50.0]
