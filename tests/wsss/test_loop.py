@@ -99,7 +99,7 @@ def test_a_loss_that_grows_geometrically_but_stays_finite_is_divergence() -> Non
     def growing(m: torch.nn.Module, b: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
         return m(b[0]).mean() * 0 + 10.0 ** next(steps), {}
 
-    grew = r"seed: loss grew from 277\.8 \(epoch 1\) to 2\.778e\+06 \(epoch 2\), over 100x; lower seed.train.lr"
+    grew = r"seed: loss grew from 277\.8 \(epoch 1\) to 2\.778e\+06 \(epoch 2\), over 100x"
     with pytest.raises(TrainingDiverged, match=grew):
         fit(_model(), growing, _toy_loader(), TrainConfig(epochs=3, lr=0.01), CPU, "seed")
 

@@ -47,7 +47,9 @@ def test_the_msrc_preset_needs_no_network() -> None:
         assert stage.backbone.name in offline_names()
 
 
-@pytest.mark.parametrize(("method", "dropout"), [("cam", 0.0), ("mixup", 0.0), ("seam", 0.0), ("cpn", 0.5)])
+@pytest.mark.parametrize(
+    ("method", "dropout"), [("cam", 0.0), ("mixup", 0.0), ("seam", 0.0), ("cpn", 0.0), ("sc_cam", 0.5)]
+)
 def test_the_msrc_preset_gives_the_dropout_each_method_trained_with(method: str, dropout: float) -> None:
     seed = load_config("msrc", [f"seed.method={method}"]).seed
     assert seed.backbone.dropout == dropout and seed.train.lr == 0.01 and seed.backbone.output_stride == 16
@@ -58,6 +60,11 @@ def test_the_msrc_preset_starts_the_sub_category_head_at_zero(method: str) -> No
     """A xavier head on Lite0's features wrecks the parent classifier (docs/benchmarks.md)."""
     assert load_config("msrc", [f"seed.method={method}"]).seed.params.sub_init == "zero"
     assert load_config(None, [f"seed.method={method}"]).seed.params.sub_init == "xavier"
+
+
+def test_the_msrc_preset_keeps_cpns_cams_whole() -> None:
+    """Halved CAMs never reach the preset's confident-foreground threshold (pseudo masks 4.3)."""
+    assert load_config("msrc", ["seed.method=cpn"]).seed.params.halve_cams is False
 
 
 @needs_msrc
