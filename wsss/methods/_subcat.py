@@ -95,9 +95,10 @@ class SubCategoryMethod(SeedMethod):
     def sub_weight(self, params: Any) -> float:
         """The sub-category loss's weight (SC-CAM's lambda_sub, mva-wsss's 2)."""
 
-    @abc.abstractmethod
     def sub_init(self, params: Any) -> SubInit:
-        """How the sub-category head starts ("xavier": both references)."""
+        """How the sub-category head starts ("xavier": both references); both configs name it `sub_init`."""
+        init: SubInit = params.sub_init
+        return init
 
     def warm_start(self, params: Any) -> bool:
         return False  # every round from the initial weights, as both references do

@@ -148,9 +148,6 @@ class ScCam(SubCategoryMethod):
     def sub_weight(self, params: ScCamConfig) -> float:
         return params.lambda_sub
 
-    def sub_init(self, params: ScCamConfig) -> SubInit:
-        return params.sub_init
-
     def warm_start(self, params: ScCamConfig) -> bool:
         return not params.restart
 

@@ -206,8 +206,5 @@ class ScTeach(SubCategoryMethod):
     def sub_weight(self, params: ScTeachConfig) -> float:
         return params.weight
 
-    def sub_init(self, params: ScTeachConfig) -> SubInit:
-        return params.sub_init
-
 
 METHOD = ScTeach()
