@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+from ray.tune.schedulers.async_hyperband import _Bracket
 
 # owner (as the test builds it) -> the private attributes used through this module
 PRIVATE: dict[str, tuple[str, ...]] = {
@@ -23,8 +24,8 @@ PRIVATE: dict[str, tuple[str, ...]] = {
         "_study_name",
         "_sampler",
     ),
-    "ray.tune.schedulers.AsyncHyperBandScheduler": ("_time_attr", "_max_t", "_trial_info"),
-    "ray.tune.schedulers.async_hyperband._Bracket": ("_rungs",),
+    "ray.tune.schedulers.AsyncHyperBandScheduler": ("_time_attr", "_max_t", "_trial_info", "_brackets"),
+    "ray.tune.schedulers.async_hyperband._Bracket": ("_rungs", "cutoff"),
     "ray.tune.Tuner": ("_local_tuner",),
     "ray.tune.impl.tuner_internal.TunerInternal": ("_tune_config", "get_run_config"),
     "optuna.Study": ("_storage",),
@@ -89,9 +90,41 @@ def milestones(bracket: Any) -> list[int]:
     return [milestone for milestone, _ in bracket._rungs]
 
 
+def rungs(bracket: Any) -> list[tuple[int, dict[str, float]]]:
+    """(milestone, {trial id: signed value recorded there}) for each rung, the latest first."""
+    return bracket._rungs
+
+
+def brackets(scheduler: Any) -> list[Any]:
+    return scheduler._brackets
+
+
+class RungBracket(_Bracket):
+    """An ASHA bracket with a rung at each of `milestones` (Ray places them at grace * rf^k, which on a
+    3-stage search leaves no refine rung for rf >= 3), whose rungs stop nothing until they hold
+    `min_records` records: Ray's cutoff on one record stops the second trial at a rung whenever it
+    falls below the first."""
+
+    def __init__(self, milestones: list[int], reduction_factor: float, min_records: int) -> None:
+        super().__init__(min_t=1, max_t=max(milestones), reduction_factor=reduction_factor, s=0)
+        self._rungs = [(milestone, {}) for milestone in sorted(set(milestones), reverse=True)]
+        self.min_records = min_records
+
+    def cutoff(self, recorded: dict) -> Any:
+        return super().cutoff(recorded) if len(recorded) >= self.min_records else None
+
+
+def set_brackets(scheduler: Any, brackets: list[Any]) -> None:
+    scheduler._brackets = brackets
+
+
 # Tuner.restore: the restored searcher and run config (callbacks).
 def restored_searcher(tuner: Any) -> Any:
     return tuner._local_tuner._tune_config.search_alg
+
+
+def restored_scheduler(tuner: Any) -> Any:
+    return tuner._local_tuner._tune_config.scheduler
 
 
 def restored_run_config(tuner: Any) -> Any:

@@ -29,7 +29,8 @@ import wsss
 from tuner.search import record
 from tuner.search.options import SearchOptions
 from tuner.search.settle import FINISH_WAIT, SearchFailed, SearchInterrupted, failure_summary, finish
-from tuner.search.strategy import log_fidelity, make_searcher, scheduler
+from tuner.search.strategy import log_fidelity, make_searcher, min_records, scheduler
+from tuner.search.study import check_warm_start, search_identity
 from tuner.search.study import load as load_study
 from tuner.spaces.space import Base, SearchSpace, load_search
 from tuner.tracking.runs import (
@@ -173,7 +174,8 @@ def _start_parent(
         "samples": options.samples,
         "seed": options.seed,
         "sampler": "optuna TPESampler(multivariate=True, group=True, constant_liar=True)",
-        "scheduler": f"StageASHA(max_t={final}, grace_period=1, reduction_factor={options.reduction_factor})"
+        "scheduler": f"StageASHA(rungs at stages {list(range(1, final))}, reduction_factor="
+        f"{options.reduction_factor}, min_records={min_records(options.reduction_factor)})"
         if final > 1
         else "FIFO (one stage: nothing to stop early)",
         "stages": ",".join(wsss.STAGES[:final]),
@@ -197,6 +199,7 @@ def _tuner(
     settings: TrialSettings,
     name: str,
     callback: RunStatusCallback,
+    identity: dict[str, str],
 ) -> tune.Tuner:
     return tune.Tuner(
         trainable(settings, options),
@@ -211,6 +214,8 @@ def _tuner(
                 reuse_fraction=options.reuse_fraction,
                 reuse_warmup=options.reuse_warmup,
                 warm_start_from=options.warm_start,
+                identity=identity,
+                base=Base(settings.base),
             ),
             scheduler=scheduler(space, options.reduction_factor),
             num_samples=options.samples,
@@ -263,13 +268,17 @@ def run_fit(
     return ids[1]
 
 
-def _prepare_data(space: SearchSpace, options: SearchOptions, base: dict[str, Any] | None) -> None:
+def _prepare_data(space: SearchSpace, options: SearchOptions, base: dict[str, Any] | None) -> list[str]:
     """Open (or generate) each dataset the spaces use: bad data fails here rather than in every trial,
-    and on one machine the synthetic benchmark is generated once, not by racing trials."""
+    and on one machine the synthetic benchmark is generated once, not by racing trials. Returns their
+    fingerprints."""
     cache = Path(options.cache_dir) if options.cache_dir else wsss.default_cache_dir()
+    fingerprints = []
     for method_space in space.spaces:
         data_keys = [f"{k}={json.dumps(v)}" for k, v in method_space.fixed.items() if k.startswith("data.")]
-        wsss.prepare_dataset(wsss.load_config(base, data_keys), options.data, cache)
+        data = wsss.prepare_dataset(wsss.load_config(base, data_keys), options.data, cache)
+        fingerprints.append(data.fingerprint)
+    return fingerprints
 
 
 def run_search(options: SearchOptions) -> str:
@@ -282,7 +291,9 @@ def run_search(options: SearchOptions) -> str:
     space = load_search(options.space_files, Base(base))
     uri = resolve_tracking_uri(options.tracking_uri, local_workdir(options.storage))
     check_database(uri)
-    _prepare_data(space, options, base)
+    identity = search_identity(space.metric, space.mode, _prepare_data(space, options, base), base)
+    if options.warm_start:  # another metric, direction, dataset or base config fails before Ray too
+        check_warm_start(load_study(options.storage, options.warm_start), identity)
     # The random part keeps two searches of one experiment started in the same second apart.
     name = f"{options.experiment}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     record.write(absolute(options.storage), name, space, base)
@@ -298,6 +309,6 @@ def run_search(options: SearchOptions) -> str:
 
     def factory(lock_actor: str | None, callback: RunStatusCallback) -> tune.Tuner:
         settings = trial_settings(options, space, base, ids, lock_actor)
-        return _tuner(options, space, settings, name, callback)
+        return _tuner(options, space, settings, name, callback, identity)
 
     return run_fit(factory, options, uri, ids, space)

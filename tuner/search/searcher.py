@@ -51,9 +51,20 @@ class StageAwareOptunaSearch(OptunaSearch):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         planned, study = None, internals.study(self)
-        if self.reuse is not None and trial_id not in internals.trials(self) and study is not None:
+        # No reuse while enqueued start-up trials wait: Optuna hands out the oldest waiting trial first.
+        if (
+            self.reuse is not None
+            and trial_id not in internals.trials(self)
+            and study is not None
+            and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        ):
             planned = choose_upstream(
-                self.reuse, study.get_trials(deepcopy=False), self.mode, self.choice, self.rng
+                self.reuse,
+                study.get_trials(deepcopy=False),
+                self.mode,
+                self.choice,
+                self.rng,
+                self.final_iteration,
             )
             if planned is not None:
                 study.enqueue_trial(planned[1], user_attrs={REUSE_KEY: planned[0]})

@@ -6,30 +6,38 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
 from mlflow.tracking import MlflowClient
+from optuna.trial import FrozenTrial, TrialState
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from tuner import internals
+from tuner.search.fidelity import proxy_fidelity
 from tuner.search.reuse import ReusePolicy
 from tuner.search.searcher import StageAwareOptunaSearch
+from tuner.search.startup import STARTUP_TRIALS, start_up
+from tuner.search.study import WARM_START, claim, study_path, study_storage, warm_start
 from tuner.search.study import load as load_study
-from tuner.search.study import proxy_fidelity, study_path, study_storage, warm_start
-from tuner.spaces.space import CHOICE, SearchSpace
+from tuner.spaces.space import CHOICE, Base, SearchSpace
 from tuner.tracking.runs import log_metrics
 from tuner.tracking.write_queue import retry
-from tuner.trial.trainable import STAGE_CACHED, final_iteration
+from tuner.trial.trainable import REUSE_KEY, STAGE_CACHED, final_iteration
 
 log = logging.getLogger(__name__)
+
+STARTUP_KEY = "wsss_startup"  # user attribute of the start-up trials a fresh study is given
 
 
 def sampler(seed: int) -> optuna.samplers.TPESampler:
     """Multivariate TPE with `group=True`: each method's own knobs exist only under that method, and
     without groups TPE falls back to sampling such conditional parameters independently. The constant
     liar keeps trials in flight from being proposed again by parallel suggestions."""
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    return optuna.samplers.TPESampler(
+        seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=STARTUP_TRIALS
+    )
 
 
 def make_searcher(
@@ -41,10 +49,14 @@ def make_searcher(
     reuse_fraction: float,
     reuse_warmup: int,
     warm_start_from: str | None,
+    identity: dict[str, str] | None = None,
+    base: Base | None = None,
 ) -> StageAwareOptunaSearch:
     """The searcher, on the experiment's persistent study (tuner.search.study): a search in an experiment that
-    was searched before continues its study, and `warm_start_from` (`--warm-start`) copies another
-    experiment's trials."""
+    was searched before continues its study (if its `identity`, tuner.search.study.search_identity,
+    is the study's), and `warm_start_from` (`--warm-start`) copies another experiment's trials of the
+    same identity that lie in this search's space. A fresh study starts with the base config and one
+    trial per other method (tuner.search.startup)."""
     reuse = ReusePolicy(fraction=reuse_fraction, warmup=reuse_warmup, seed=seed)
     # With a define-by-run space Tune does not pass metric/mode on to the searcher: it needs its own.
     searcher = StageAwareOptunaSearch(
@@ -58,15 +70,29 @@ def make_searcher(
         reuse=reuse if reuse_fraction > 0 else None,
         choice=CHOICE,
     )
+    study = internals.study(searcher)
+    assert study is not None  # OptunaSearch makes its study when given a space
+    fresh = not study.get_trials(deepcopy=False)
+    if identity is not None:
+        claim(study, identity)
     if warm_start_from:
-        study = internals.study(searcher)
-        assert study is not None  # OptunaSearch makes its study when given a space
-        warm_start(study, load_study(storage, warm_start_from))
+        warm_start(study, load_study(storage, warm_start_from), space.distributions(), identity)
+    if fresh:
+        for params in start_up(space, base or Base()):
+            study.enqueue_trial(params, user_attrs={STARTUP_KEY: True})
     return searcher
 
 
+def min_records(reduction_factor: int) -> int:
+    """Records a rung holds before it stops anything: at least 4, and at least one per 1/rf kept."""
+    return max(reduction_factor, 4)
+
+
 class StageASHA(ASHAScheduler):
-    """ASHA that judges a trial at a stage boundary only on a stage the trial computed itself.
+    """ASHA with a rung at every stage boundary before the last of `stages`, whatever the reduction
+    factor, each stopping nothing until it holds `min_records(reduction_factor)` records
+    (tuner.internals.RungBracket), and that judges a trial at a stage boundary only on a stage the
+    trial computed itself.
 
     A stage read from the store was judged at its rung when the trial that computed it reported it.
     A downstream trial (tuner.search.reuse) copies an upstream chosen for its end-to-end value; judging it
@@ -75,8 +101,28 @@ class StageASHA(ASHAScheduler):
     pulling the rung's cutoff toward the most-copied upstream. Such a report continues the trial
     unrecorded; its first computed stage is judged at that stage's rung as usual."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        stages: int,
+        reduction_factor: int = 2,
+        records: int | None = None,
+        metric: str | None = None,
+        mode: str | None = None,
+    ) -> None:
+        if stages < 2:
+            raise ValueError(f"StageASHA needs at least 2 stages to judge between, got {stages}")
+        super().__init__(
+            time_attr="training_iteration",
+            metric=metric,
+            mode=mode,
+            max_t=stages,
+            grace_period=1,
+            reduction_factor=reduction_factor,
+        )
+        needed = min_records(reduction_factor) if records is None else records
+        internals.set_brackets(
+            self, [internals.RungBracket(list(range(1, stages)), reduction_factor, needed)]
+        )
         self._skipped: dict[str, int] = {}  # trial id -> the last stage it read from the store
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
@@ -100,20 +146,38 @@ class StageASHA(ASHAScheduler):
             return
         super().on_trial_complete(tune_controller, trial, result)
 
+    def restore_rungs(self, trials: Sequence[FrozenTrial], mode: str) -> int:
+        """Refill the rungs from the study after `wsss-tune resume`: Tune 2.60 leaves the scheduler out
+        of the state it saves (tune_controller.py, `save_to_dir`), so a resumed search's rungs would
+        start empty and judge nothing until they fill again. Each finished trial (COMPLETE or PRUNED,
+        not a warm start's copy) is recorded at each rung of a stage it computed itself, as it was
+        before. Returns how many records were made."""
+        sign = 1.0 if mode == "max" else -1.0
+        reused_up_to = {"seed": 1, "refine": 2}  # a downstream trial's copied stages were not judged
+        made = 0
+        for bracket in internals.brackets(self):
+            for milestone, recorded in internals.rungs(bracket):
+                for trial in trials:
+                    own = milestone > reused_up_to.get(str(trial.user_attrs.get(REUSE_KEY)), 0)
+                    finished = trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                    copy = WARM_START in trial.user_attrs
+                    if finished and own and not copy and milestone in trial.intermediate_values:
+                        recorded[f"study-{trial.number}"] = sign * trial.intermediate_values[milestone]
+                        made += 1
+        return made
+
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
         self._skipped.pop(trial.trial_id, None)
         super().on_trial_remove(tune_controller, trial)
 
 
 def scheduler(space: SearchSpace, reduction_factor: int) -> TrialScheduler:
-    """ASHA (StageASHA) with a rung at every stage boundary up to the metric's stage (FIFO for a
+    """ASHA (StageASHA) with a rung at every stage boundary before the metric's stage (FIFO for a
     one-stage search)."""
     final = final_iteration(space.metric)
     if final == 1:
         return FIFOScheduler()
-    return StageASHA(
-        time_attr="training_iteration", max_t=final, grace_period=1, reduction_factor=reduction_factor
-    )
+    return StageASHA(final, reduction_factor)
 
 
 def log_fidelity(

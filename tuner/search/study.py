@@ -9,6 +9,8 @@ only the driver, which runs the searcher, writes it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import warnings
@@ -17,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import check_distribution_compatibility
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    check_distribution_compatibility,
+)
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
@@ -55,24 +63,96 @@ def load(storage: str, experiment: str) -> optuna.Study:
 
 # User attributes of a trial copied by a warm start: the experiment and trial number it came from.
 WARM_START, WARM_START_TRIAL = "wsss_warm_start", "wsss_warm_start_trial"
+# The study's user attribute saying what its values are: {metric, mode, data, base} (search_identity).
+IDENTITY = "wsss_identity"
 
 
-def warm_start(study: optuna.Study, source: optuna.Study) -> int:
+def search_identity(metric: str, mode: str, data: list[str], base: dict[str, Any] | None) -> dict[str, str]:
+    """What makes two studies' values comparable: the metric and its direction, the datasets'
+    fingerprints and the base config (a hash of its settings; `defaults` for none)."""
+    settings = "defaults"
+    if base is not None:
+        settings = hashlib.sha256(json.dumps(base, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"metric": metric, "mode": mode, "data": ",".join(sorted(set(data))), "base": settings}
+
+
+def _differences(recorded: dict[str, str], identity: dict[str, str]) -> str:
+    return "; ".join(
+        f"{key} {recorded.get(key)!r} there, {identity[key]!r} here"
+        for key in identity
+        if recorded.get(key) != identity[key]
+    )
+
+
+def claim(study: optuna.Study, identity: dict[str, str]) -> None:
+    """Record `identity` on the experiment's study, or refuse to continue a study whose trials mean
+    something else (another metric, direction, dataset or base config). A study from before
+    identities were recorded is taken as it is and gets this one."""
+    recorded = study.user_attrs.get(IDENTITY)
+    if recorded is None:
+        study.set_user_attr(IDENTITY, identity)
+    elif recorded != identity:
+        raise wsss.WsssError(
+            f"experiment {study.study_name!r}: its study holds trials of another search "
+            f"({_differences(recorded, identity)}); use a new --experiment"
+        )
+
+
+def check_warm_start(source: optuna.Study, identity: dict[str, str]) -> None:
+    """Refuse to warm-start from a study whose values are not this search's: a minimize pseudo_miou
+    study would otherwise seed a maximize val_miou one, its values read as final ones."""
+    recorded = source.user_attrs.get(IDENTITY)
+    if recorded is None:
+        raise wsss.WsssError(
+            f"--warm-start {source.study_name}: its study does not record its metric, direction, data "
+            "and base config (a search from an earlier version), so its values cannot be checked"
+        )
+    if recorded != identity:
+        raise wsss.WsssError(
+            f"--warm-start {source.study_name}: its trials are another search's "
+            f"({_differences(recorded, identity)})"
+        )
+
+
+def within(distribution: BaseDistribution, value: Any) -> bool:
+    """Whether `value` (a trial's parameter as Optuna holds it) is one this distribution can give."""
+    if isinstance(distribution, CategoricalDistribution):
+        return any(value == choice for choice in distribution.choices)
+    assert isinstance(distribution, FloatDistribution | IntDistribution)
+    return distribution.low <= value <= distribution.high
+
+
+def warm_start(
+    study: optuna.Study,
+    source: optuna.Study,
+    space: dict[str, BaseDistribution] | None = None,
+    identity: dict[str, str] | None = None,
+) -> int:
     """Copy `source`'s finished trials (COMPLETE, and PRUNED with their stage values) into `study`, so
-    its sampler starts from them; a trial whose parameters do not fit the new study's earlier ones
-    is skipped, and so is one an earlier warm start already copied (each copy names its source trial),
-    so warm-starting twice from the same experiment adds nothing the second time. Returns how many
-    were copied."""
+    its sampler starts from them. With `identity`, a source of another metric, direction, data or
+    base config is refused (check_warm_start). A trial is skipped when its parameters do not fit the
+    new study's earlier ones or, given the search's `space` (name -> distribution), a parameter is
+    not in it or lies outside its range (Optuna would run an enqueued out-of-range value as it is);
+    and when an earlier warm start already copied it (each copy names its source trial), so
+    warm-starting twice from the same experiment adds nothing the second time. Returns how many were
+    copied."""
+    if identity is not None:
+        check_warm_start(source, identity)
     known: dict[str, Any] = {}
     present: set[Any] = set()
     for trial in study.get_trials(deepcopy=False):
         known |= trial.distributions
         present.add((trial.user_attrs.get(WARM_START), trial.user_attrs.get(WARM_START_TRIAL)))
-    copied = []
+    copied, outside = [], 0
     for trial in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         if (source.study_name, trial.number) in present or any(
             name in known and not _compatible(known[name], dist) for name, dist in trial.distributions.items()
         ):
+            continue
+        if space is not None and not all(
+            name in space and within(space[name], value) for name, value in trial.params.items()
+        ):
+            outside += 1
             continue
         copied.append(
             create_trial(
@@ -89,7 +169,12 @@ def warm_start(study: optuna.Study, source: optuna.Study) -> int:
             )
         )
     study.add_trials(copied)
-    log.info("warm start: %d finished trials of %s", len(copied), source.study_name)
+    log.info(
+        "warm start: %d finished trials of %s (%d outside this search's space left out)",
+        len(copied),
+        source.study_name,
+        outside,
+    )
     return len(copied)
 
 
@@ -135,24 +220,3 @@ def write_report(study: optuna.Study, out_dir: Path) -> list[Path]:
             draw_html(study).write_html(out_dir / f"{name}.html", include_plotlyjs=True)
             written += [out_dir / f"{name}.png", out_dir / f"{name}.html"]
     return written
-
-
-def proxy_fidelity(study: optuna.Study, final_step: int) -> dict[str, float]:
-    """How well each stage's objective ranks trials the way the final metric does: Spearman's rank
-    correlation, over the study's completed trials (warm-start copies left out), of the value each
-    reported at stage s with its final value. ASHA relies on it: at 1 it stops exactly the trials that
-    would end worst, near 0 it stops at random. Keys `proxy_fidelity_<stage>` and `proxy_fidelity_trials`."""
-    from scipy.stats import spearmanr
-
-    trials = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "wsss_warm_start" not in t.user_attrs and t.value is not None
-    ]
-    out: dict[str, float] = {"proxy_fidelity_trials": float(len(trials))}
-    for step in range(1, final_step):
-        pairs = [(t.intermediate_values[step], t.value) for t in trials if step in t.intermediate_values]
-        if len(pairs) >= 3 and len({p[0] for p in pairs}) > 1 and len({p[1] for p in pairs}) > 1:
-            rho = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
-            out[f"proxy_fidelity_{wsss.STAGES[step - 1]}"] = float(rho)
-    return out

@@ -273,6 +273,16 @@ class SearchSpace:
             _suggest(trial, param.key, param.distribution)
         return {CHOICE: space.name}
 
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """Every parameter `define` can suggest, by its Optuna name, with its distribution."""
+        out: dict[str, BaseDistribution] = {}
+        if len(self.spaces) > 1:
+            out[CHOICE] = CategoricalDistribution([s.name for s in self.spaces])
+        for space in self.spaces:
+            out |= {f"{space.name}|{p.key}": p.distribution for p in space.params}
+            out |= {p.key: p.distribution for p in space.shared}
+        return out
+
     def overrides(self, config: dict[str, Any]) -> dict[str, Any]:
         """A trial's dotted config overrides from its Tune config."""
         space = self._space(config[CHOICE])

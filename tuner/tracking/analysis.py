@@ -10,8 +10,9 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from tuner.search.fidelity import proxy_fidelity
 from tuner.search.resume import latest_search
-from tuner.search.study import load, proxy_fidelity, write_report
+from tuner.search.study import load, write_report
 from tuner.tracking.runs import log_files, log_metrics
 from tuner.trial.trainable import final_iteration
 

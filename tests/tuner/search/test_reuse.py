@@ -9,6 +9,7 @@ from optuna.trial import TrialState, create_trial
 
 from tuner.search.reuse import ReusePolicy, choose_upstream, param_stage, promising_upstreams
 from tuner.search.searcher import StageAwareOptunaSearch
+from tuner.search.study import WARM_START
 from tuner.trial.trainable import REUSE_KEY
 
 DISTS = {
@@ -20,11 +21,18 @@ DISTS = {
 
 
 def _trial(
-    lr: float, seed_value: float, refine_value: float | None, final: float | None
+    lr: float,
+    seed_value: float,
+    refine_value: float | None,
+    final: float | None,
+    state: TrialState | None = None,
+    beta: float | None = None,
 ) -> optuna.trial.FrozenTrial:
     steps = {1: seed_value} | ({2: refine_value} if refine_value is not None else {})
-    params = {"space": "cam", "cam|seed.train.lr": lr, "refine.beta": 8.0 + lr, "segment.train.lr": 1e-3}
-    state = TrialState.COMPLETE if final is not None else TrialState.PRUNED
+    beta = 8.0 + lr if beta is None else beta
+    params = {"space": "cam", "cam|seed.train.lr": lr, "refine.beta": beta, "segment.train.lr": 1e-3}
+    if state is None:  # (TrialState.RUNNING is 0, so not `state or ...`)
+        state = TrialState.COMPLETE if final is not None else TrialState.PRUNED
     return create_trial(
         state=state, value=final, params=params, distributions=DISTS, intermediate_values=steps
     )
@@ -40,12 +48,73 @@ def test_parameters_belong_to_the_stage_they_configure() -> None:
     assert param_stage("data.train_split", "space") == "seed"  # data shapes every stage
 
 
+def _order(trials: list[optuna.trial.FrozenTrial], mode: str) -> list[float]:
+    return [g[0].params["cam|seed.train.lr"] for g in promising_upstreams(trials, mode, "space")]
+
+
 def test_upstreams_with_a_final_value_rank_first_then_by_stage_value() -> None:
-    trials = [_trial(0.1, 0.9, None, None), _trial(0.2, 0.5, 0.6, 0.40), _trial(0.3, 0.6, 0.7, 0.45)]
-    order = [g[0].params["cam|seed.train.lr"] for g in promising_upstreams(trials, "max", "space")]
-    assert order == [0.3, 0.2, 0.1]
-    order = [g[0].params["cam|seed.train.lr"] for g in promising_upstreams(trials, "min", "space")]
-    assert order == [0.2, 0.3, 0.1]
+    running = _trial(0.1, 0.9, None, None, state=TrialState.RUNNING)
+    trials = [running, _trial(0.2, 0.5, 0.6, 0.40), _trial(0.3, 0.6, 0.7, 0.45)]
+    assert _order(trials, "max") == [0.3, 0.2, 0.1]
+    assert _order(trials, "min") == [0.2, 0.3, 0.1]
+
+
+def test_a_seed_stage_the_rung_rejected_is_not_reused() -> None:
+    # Every trial on lr 0.1 was stopped at the seed rung; its high CAM value must not bring it back.
+    trials = [_trial(0.1, 0.9, None, None), _trial(0.1, 0.9, None, None), _trial(0.2, 0.5, 0.6, 0.40)]
+    assert _order(trials, "max") == [0.2]
+    # Once one trial on it went further (a copy that was not judged there), it counts again.
+    assert _order([*trials, _trial(0.1, 0.9, 0.7, 0.30)], "max") == [0.2, 0.1]
+
+
+def test_a_warm_start_copy_is_neither_reused_nor_counted_for_the_warm_up() -> None:
+    copy = _trial(0.1, 0.9, 0.8, 0.70)
+    copy = create_trial(
+        state=copy.state,
+        value=copy.value,
+        params=copy.params,
+        distributions=copy.distributions,
+        intermediate_values=copy.intermediate_values,
+        user_attrs={WARM_START: "other", "wsss_warm_start_trial": 0},
+    )
+    assert _order([copy, _trial(0.2, 0.5, 0.6, 0.40)], "max") == [0.2]
+    policy = ReusePolicy(fraction=1.0, warmup=2)
+    assert (
+        choose_upstream(policy, [copy, _trial(0.2, 0.5, 0.6, 0.4)], "max", "space", np.random.default_rng())
+        is None
+    )
+
+
+def test_upstreams_rank_by_their_mean_final_not_the_luckiest_copy() -> None:
+    steady = [_trial(0.1, 0.5, 0.6, 0.50), _trial(0.1, 0.5, 0.6, 0.50)]
+    lucky = [_trial(0.2, 0.5, 0.6, v) for v in (0.30, 0.32, 0.28, 0.60)]  # max 0.60, mean 0.375
+    assert _order([*lucky, *steady], "max") == [0.1, 0.2]
+    assert _order([*lucky, *steady], "min") == [0.2, 0.1]
+
+
+def test_refinement_knobs_are_copied_from_the_best_final_not_the_best_pseudo_masks() -> None:
+    group = [_trial(0.1, 0.5, 0.9, 0.30, beta=5.0), _trial(0.1, 0.5, 0.6, 0.55, beta=11.0)]
+    rng = np.random.default_rng(0)
+    policy = ReusePolicy(fraction=1.0, warmup=1, top=1)
+    betas = set()
+    for _ in range(40):
+        stage, fixed = choose_upstream(policy, group, "max", "space", rng)
+        if stage == "refine":
+            betas.add(fixed["refine.beta"])
+    assert betas == {11.0}
+
+
+def test_only_stages_upstream_of_the_final_one_are_reused() -> None:
+    """A pseudo_miou search (final stage 2) that copied seed and refine knobs would rerun a finished
+    trial exactly; a cam_miou search (final stage 1) would copy whole trials."""
+    trials = [_trial(0.01 * (i + 1), 0.5, 0.6, 0.3 + 0.01 * i) for i in range(6)]
+    rng = np.random.default_rng(0)
+    policy = ReusePolicy(fraction=1.0, warmup=1)
+    pseudo = {choose_upstream(policy, trials, "max", "space", rng, final_iteration=2)[0] for _ in range(50)}
+    assert pseudo == {"seed"}
+    assert all(
+        choose_upstream(policy, trials, "max", "space", rng, final_iteration=1) is None for _ in range(20)
+    )
 
 
 def test_no_reuse_before_the_warmup_and_the_fraction_decides() -> None:

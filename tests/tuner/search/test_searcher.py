@@ -178,13 +178,15 @@ def _copying(config: dict) -> None:
         tune.report({"objective": trial["later"] * stage, STAGE_CACHED: False})
 
 
-def _stages_reached(scheduler: object, later: float = 2.0) -> dict[float, int]:
-    """Two computed trials, then one whose weak first stage came from the store, one at a time in this
-    order through a real Tune run; the stages each trial reached."""
+def _stages_reached(
+    scheduler: object, later: float = 2.0, trials: list[dict] | None = None
+) -> dict[float, int]:
+    """Two computed trials, then one whose weak first stage came from the store (or `trials`), one at
+    a time in this order through a real Tune run; the stages each trial reached."""
     import ray
     from ray import tune
 
-    trials = [
+    trials = trials or [
         {"x": 1.0, "later": 1.0, "cached": False},
         {"x": 0.9, "later": 0.9, "cached": False},
         {"x": 0.1, "later": later, "cached": True},
@@ -210,8 +212,21 @@ def test_a_stage_read_from_the_store_is_not_judged_again() -> None:
     from tuner.search.strategy import StageASHA
 
     kwargs = {"time_attr": "training_iteration", "max_t": 3, "grace_period": 1, "reduction_factor": 2}
-    assert _stages_reached(StageASHA(**kwargs))[0.1] == 3
+    assert _stages_reached(StageASHA(3, 2, records=1))[0.1] == 3
     assert _stages_reached(ASHAScheduler(**kwargs))[0.1] == 1
-    # One rung only (at stage 1): the trial that skipped it is not judged there on its (lower) stage 2
-    # value against the stage 1 values.
-    assert _stages_reached(StageASHA(**(kwargs | {"reduction_factor": 100})), later=0.2)[0.1] == 3
+
+
+def test_a_rung_stops_nothing_until_it_holds_enough_records() -> None:
+    """Ray's ASHA stops the second trial at a rung when it falls below the first (a cutoff on one
+    record); StageASHA's rungs wait for min_records(rf) = 4 at rf 2."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from tuner.search.strategy import StageASHA, min_records
+
+    trials = [{"x": x, "later": x, "cached": False} for x in (1.0, 0.9, 0.8, 0.7, 0.2)]
+    plain = ASHAScheduler(time_attr="training_iteration", max_t=3, grace_period=1, reduction_factor=2)
+    assert _stages_reached(plain, trials=trials)[0.9] == 1
+    assert min_records(2) == 4 and min_records(3) == 4 and min_records(5) == 5
+    reached = _stages_reached(StageASHA(3, 2), trials=trials)
+    assert [reached[x] for x in (1.0, 0.9, 0.8, 0.7)] == [3, 3, 3, 3]
+    assert reached[0.2] == 1  # the fifth, below the median of four records, is stopped

@@ -11,11 +11,13 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+import wsss
 from tests.tuner.helpers import write_space
 from tuner.cli.main import main as tune_main
 from tuner.search.driver import run_search
+from tuner.search.fidelity import proxy_fidelity
 from tuner.search.options import SearchOptions
-from tuner.search.study import proxy_fidelity, study_path, study_storage
+from tuner.search.study import study_path, study_storage
 
 pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane
 
@@ -64,6 +66,10 @@ def test_later_trials_reuse_finished_seed_stages_by_design(search: dict[str, Any
     planned = [c for c in children if c.data.tags["wsss.planned_reuse"] != "-"]
     assert len(planned) >= SAMPLES - 2  # after the two warm-up trials, every trial (fraction 1)
     assert all("seed" in c.data.tags["wsss.reused"] for c in planned)
+    # Never the final stage's knobs too: that would rerun a finished trial exactly.
+    assert {c.data.tags["wsss.planned_reuse"] for c in planned} == {"seed"}
+    configs = {(c.data.params["seed.train.lr"], c.data.params["refine.beta"]) for c in children}
+    assert len(configs) == SAMPLES
     lrs = {c.data.params["seed.train.lr"] for c in children}
     assert len(lrs) < SAMPLES  # continuous seed knob, yet shared
     seeds = [p for p in (search["work"] / "storage" / "store" / "seed").iterdir() if p.is_dir()]
@@ -93,3 +99,21 @@ def test_warm_start_from_a_missing_experiment_fails_before_ray(search: dict[str,
     bad = SearchOptions(**{**options.__dict__, "experiment": "other", "warm_start": "nope"})
     with pytest.raises(Exception, match="no Optuna study"):
         run_search(bad)
+
+
+def test_warm_start_from_a_search_on_another_metric_fails_before_ray(search: dict[str, Any]) -> None:
+    """The pseudo_miou study's values are not val mIoU: copied, they would read as finals."""
+    options = search["options"]
+    study = optuna.load_study(
+        study_name="stage-aware", storage=study_storage(study_path(options.storage, "stage-aware"))
+    )
+    assert study.user_attrs["wsss_identity"]["metric"] == "pseudo_miou"
+    folder = search["work"] / "val-space"
+    folder.mkdir(exist_ok=True)
+    space = write_space(folder, params={"refine.beta": {"float": [4.0, 16.0]}})  # metric val_miou
+    bad = SearchOptions(
+        **{**options.__dict__, "space_files": (str(space),), "experiment": "val", "warm_start": "stage-aware"}
+    )
+    with pytest.raises(wsss.WsssError, match="metric 'pseudo_miou' there, 'val_miou' here"):
+        run_search(bad)
+    assert not study_path(options.storage, "val").exists()
