@@ -169,13 +169,14 @@ def _start_parent(
     )
     run = client.create_run(experiment_id, run_name=name, tags={ROLE: "search", "wsss.metric": space.metric})
     final = final_iteration(space.metric)
+    records = options.rung_records or min_records(options.reduction_factor)
     params = {
         "spaces": ",".join(s.name for s in space.spaces),
         "samples": options.samples,
         "seed": options.seed,
         "sampler": "optuna TPESampler(multivariate=True, group=True, constant_liar=True)",
         "scheduler": f"StageASHA(rungs at stages {list(range(1, final))}, reduction_factor="
-        f"{options.reduction_factor}, min_records={min_records(options.reduction_factor)})"
+        f"{options.reduction_factor}, min_records={records})"
         if final > 1
         else "FIFO (one stage: nothing to stop early)",
         "stages": ",".join(wsss.STAGES[:final]),
@@ -217,7 +218,7 @@ def _tuner(
                 identity=identity,
                 base=Base(settings.base),
             ),
-            scheduler=scheduler(space, options.reduction_factor),
+            scheduler=scheduler(space, options.reduction_factor, options.rung_records),
             num_samples=options.samples,
             max_concurrent_trials=options.concurrency,
         ),

@@ -43,6 +43,11 @@ class SearchOptions:
     )
     seed: int = option("sampler seed", 0)
     reduction_factor: int = option("ASHA reduction factor", 2)
+    rung_records: int | None = option(
+        "records a rung holds before it stops any trial (default: the larger of the reduction factor and 4)",
+        None,
+        metavar="N",
+    )
     config: str | None = option("base config the spaces override: a YAML file or a preset (e.g. voc12)", None)
     cache_dir: str | None = None  # node-local cache for trials (None: ~/.cache/wsss on each node)
     max_failures: int = option(
@@ -73,6 +78,7 @@ class SearchOptions:
             ("--cpus-per-trial", self.cpus_per_trial > 0),
             ("--gpus-per-trial", self.gpus_per_trial >= 0),
             ("--reduction-factor", self.reduction_factor >= 2),
+            ("--rung-records", self.rung_records is None or self.rung_records >= 1),
             ("--max-failures", self.max_failures >= 0),
             ("--tracking-wait", self.tracking_wait >= 0),
             ("--node-cache-gb", self.node_cache_gb is None or self.node_cache_gb > 0),

@@ -171,13 +171,13 @@ class StageASHA(ASHAScheduler):
         super().on_trial_remove(tune_controller, trial)
 
 
-def scheduler(space: SearchSpace, reduction_factor: int) -> TrialScheduler:
+def scheduler(space: SearchSpace, reduction_factor: int, records: int | None = None) -> TrialScheduler:
     """ASHA (StageASHA) with a rung at every stage boundary before the metric's stage (FIFO for a
     one-stage search)."""
     final = final_iteration(space.metric)
     if final == 1:
         return FIFOScheduler()
-    return StageASHA(final, reduction_factor)
+    return StageASHA(final, reduction_factor, records)
 
 
 def log_fidelity(

@@ -167,6 +167,7 @@ SEARCH_OPTIONS = [
     Case("cpus 0", option("--cpus-per-trial", "0"), "--cpus-per-trial: 0.0 is out of range"),
     Case("negative gpus", option("--gpus-per-trial", "-1"), "--gpus-per-trial: -1.0 is out of range"),
     Case("reduction factor 1", option("--reduction-factor", "1"), "--reduction-factor: 1 is out of range"),
+    Case("rung records 0", option("--rung-records", "0"), "--rung-records: 0 is out of range"),
     Case("empty experiment name", option("--experiment", ""), "--experiment: give the search a name"),
     Case("base config missing", option("--config", "nope.yaml"), "nope.yaml: no such config file or preset"),
     Case(
