@@ -46,7 +46,11 @@ def search(
         tracking_uri=mlflow_server,
         seed=3,
         cache_dir=str(work / "cache"),
-        rung_records=1,  # five trials never fill a rung of the default 4: judge from the first, as Ray
+        # Five trials never fill a rung of the default 4: judge from the first record, as Ray does;
+        # and no planned reuse, whose copied refinement would not be judged, so every trial after
+        # the first is judged at the refine rung.
+        rung_records=1,
+        reuse_fraction=0.0,
     )
     parent = run_search(options)
     client = MlflowClient(mlflow_server)
