@@ -169,7 +169,7 @@ def _start_parent(
     )
     run = client.create_run(experiment_id, run_name=name, tags={ROLE: "search", "wsss.metric": space.metric})
     final = final_iteration(space.metric)
-    records = options.rung_records or min_records(options.reduction_factor)
+    records = min_records(options.reduction_factor, options.rung_records)
     params = {
         "spaces": ",".join(s.name for s in space.spaces),
         "samples": options.samples,

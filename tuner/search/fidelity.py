@@ -11,15 +11,13 @@ says nothing about the range the rung cut (a range restriction), and a large cou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from scipy.stats import spearmanr
 
 import wsss
-from tuner.search.reuse import STAGE_PARAMS, upstream_knobs
+from tuner.search.reuse import STAGE_PARAMS, finished, group_by_upstream
 from tuner.search.study import WARM_START
 from tuner.spaces.space import CHOICE
 
@@ -32,16 +30,6 @@ def _rho(points: np.ndarray) -> float | None:
     return float(spearmanr(points[:, 0], points[:, 1]).statistic)
 
 
-def _groups(trials: Sequence[FrozenTrial], step: int, choice: str) -> list[list[FrozenTrial]]:
-    stages = STAGE_PARAMS[:step]
-    groups: dict[str, list[FrozenTrial]] = {}
-    for trial in trials:
-        if step in trial.intermediate_values:
-            key = repr(sorted(upstream_knobs(trial, stages, choice).items()))
-            groups.setdefault(key, []).append(trial)
-    return list(groups.values())
-
-
 def proxy_fidelity(
     study: optuna.Study, final_step: int, choice: str = CHOICE, seed: int = 0
 ) -> dict[str, float]:
@@ -49,19 +37,15 @@ def proxy_fidelity(
     `proxy_fidelity_<stage>` (Spearman over upstreams with a final value), `..._ci_low` and
     `..._ci_high` (90% percentile bootstrap over those upstreams), `..._upstreams` (how many) and
     `..._unscored` (upstreams without a final value, left out). Warm-start copies are left out."""
-    trials = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        if WARM_START not in t.user_attrs
-    ]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    out: dict[str, float] = {"proxy_fidelity_trials": float(len(complete))}
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    own = [t for t in trials if WARM_START not in t.user_attrs]
+    out: dict[str, float] = {"proxy_fidelity_trials": float(len(finished(own)))}
     rng = np.random.default_rng(seed)
     for step in range(1, final_step):
         name = f"proxy_fidelity_{wsss.STAGES[step - 1]}"
         scored, unscored = [], 0
-        for group in _groups(trials, step, choice):
-            finals = [t.value for t in group if t.state == TrialState.COMPLETE and t.value is not None]
+        for group in group_by_upstream(trials, STAGE_PARAMS[:step], choice, step):
+            finals = [float(t.value) for t in finished(group) if t.value is not None]
             if finals:
                 proxy = float(np.mean([t.intermediate_values[step] for t in group]))
                 scored.append((proxy, float(np.mean(finals))))

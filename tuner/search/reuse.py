@@ -69,8 +69,22 @@ def upstream_knobs(trial: FrozenTrial, stages: Sequence[str], choice: str) -> di
     return {k: v for k, v in trial.params.items() if param_stage(k, choice) in stages}
 
 
-def _finals(trials: Sequence[FrozenTrial]) -> list[float]:
-    return [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+def finished(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that reached the final stage (COMPLETE with a value)."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+
+
+def group_by_upstream(
+    trials: Sequence[FrozenTrial], stages: Sequence[str], choice: str, step: int
+) -> list[list[FrozenTrial]]:
+    """Trials that reported stage `step`, grouped by their knobs of `stages` (one group per upstream
+    artifact), warm starts' copies left out: they are another search's trials."""
+    groups: dict[str, list[FrozenTrial]] = {}
+    for trial in trials:
+        if step in trial.intermediate_values and WARM_START not in trial.user_attrs:
+            key = repr(sorted(upstream_knobs(trial, stages, choice).items()))
+            groups.setdefault(key, []).append(trial)
+    return list(groups.values())
 
 
 def _rejected(group: Sequence[FrozenTrial]) -> bool:
@@ -81,28 +95,23 @@ def _rejected(group: Sequence[FrozenTrial]) -> bool:
 def promising_upstreams(trials: Sequence[FrozenTrial], mode: str, choice: str) -> list[list[FrozenTrial]]:
     """Trials grouped by their seed knobs (groups whose seed stage finished and was not rejected at its
     rung), most promising first."""
-    groups: dict[str, list[FrozenTrial]] = {}
-    for trial in trials:
-        # A warm start's copy is another search's trial: its stages may not be in this store.
-        if 1 in trial.intermediate_values and WARM_START not in trial.user_attrs:
-            key = repr(sorted(upstream_knobs(trial, ("seed",), choice).items()))
-            groups.setdefault(key, []).append(trial)
     sign = 1.0 if mode == "max" else -1.0
 
     def rank(group: list[FrozenTrial]) -> tuple[int, float]:
-        finals = _finals(group)
+        finals = [float(t.value) for t in finished(group) if t.value is not None]
         if finals:  # best first: the largest mean of sign x value
             return (0, -sign * float(np.mean(finals)))
         return (1, -max(sign * t.intermediate_values[1] for t in group))
 
-    return sorted((g for g in groups.values() if not _rejected(g)), key=rank)
+    groups = group_by_upstream(trials, ("seed",), choice, 1)
+    return sorted((g for g in groups if not _rejected(g)), key=rank)
 
 
 def _best_refined(refined: Sequence[FrozenTrial], mode: str) -> FrozenTrial:
     """The group's trial whose refinement to copy: the best final value where some finished, else the
     best pseudo-mask value."""
-    finished = [t for t in refined if t.state == TrialState.COMPLETE and t.value is not None]
-    pool, score = (finished, lambda t: t.value) if finished else (refined, lambda t: t.intermediate_values[2])
+    done = finished(refined)
+    pool, score = (done, lambda t: t.value) if done else (refined, lambda t: t.intermediate_values[2])
     return max(pool, key=score) if mode == "max" else min(pool, key=score)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from tuner.spaces.ranges import Base, Param
+from tuner.spaces.ranges import Base, Param, contains
 from tuner.spaces.space import CHOICE, SearchSpace
 
 # TPE's random start-up (Optuna's default is 10): at least one trial per method comes first anyway.
@@ -31,7 +31,7 @@ def _encoded(param: Param, value: Any) -> Any | None:
         listed = list(value) if isinstance(value, tuple | list) else value
         return next((c for c in dist.choices if param.decode(c) == listed), None)
     assert isinstance(dist, FloatDistribution | IntDistribution)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not dist.low <= value <= dist.high:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not contains(param, value):
         return None
     if isinstance(dist, IntDistribution) and value != int(value):
         return None

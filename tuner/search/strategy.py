@@ -83,9 +83,10 @@ def make_searcher(
     return searcher
 
 
-def min_records(reduction_factor: int) -> int:
-    """Records a rung holds before it stops anything: at least 4, and at least one per 1/rf kept."""
-    return max(reduction_factor, 4)
+def min_records(reduction_factor: int, given: int | None = None) -> int:
+    """Records a rung holds before it stops anything: `given` (`--rung-records`), else at least 4 and
+    at least one per 1/rf kept."""
+    return given if given is not None else max(reduction_factor, 4)
 
 
 class StageASHA(ASHAScheduler):
@@ -119,7 +120,7 @@ class StageASHA(ASHAScheduler):
             grace_period=1,
             reduction_factor=reduction_factor,
         )
-        needed = min_records(reduction_factor) if records is None else records
+        needed = min_records(reduction_factor, records)
         internals.set_brackets(
             self, [internals.RungBracket(list(range(1, stages)), reduction_factor, needed)]
         )
