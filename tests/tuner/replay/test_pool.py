@@ -1,0 +1,58 @@
+"""Reading a replay table: snapping proposals to design pipelines, true quality, cost models, and
+clear errors for a table that cannot be used."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.tuner.replay.conftest import COSTS, SPACES
+from tuner.replay.pool import Pool, PoolError
+
+
+def test_a_design_pipeline_snaps_to_itself_and_a_nudged_one_to_its_nearest(table: Path) -> None:
+    pool = Pool(table, SPACES)
+    for key in pool.design.pipelines:
+        assert pool.snap(pool.design.params(*key)) == key
+    params = pool.design.params("mixup-1", "r1", "g0")
+    nudged = {**params, "mixup|seed.train.lr": params["mixup|seed.train.lr"] * 1.02}
+    assert pool.snap(nudged) == ("mixup-1", "r1", "g0")
+
+
+def test_a_proposal_never_snaps_to_another_method(table: Path) -> None:
+    pool = Pool(table, SPACES)
+    params = pool.design.params("cam-2", "r0", "g1")
+    assert all(pool.snap({**params, "cam|seed.train.lr": lr})[0].startswith("cam-") for lr in (1e-4, 10.0))
+
+
+def test_true_quality_averages_the_rng_seeds_and_costs_follow_the_model(table: Path) -> None:
+    pool = Pool(table, SPACES)
+    lines = [json.loads(line) for line in (table / "rows.jsonl").read_text().splitlines()]
+    key = tuple(pool.design.repeats[0][:3])
+    reports = [r["val"]["report"] for r in lines if tuple(r["pipeline"]) == key]
+    assert len(reports) == 3 and pool.rows[key].true == pytest.approx(sum(reports) / 3)
+    assert pool.pipeline_unit("measured") == pytest.approx(sum(COSTS.values()))
+    assert pool.pipeline_unit("voc") == pytest.approx(10.0)
+    with pytest.raises(PoolError, match="cost model 'gpu'"):
+        pool.stage_cost(key, "seed", "gpu")
+
+
+def test_unusable_tables_name_the_file_and_line(tmp_path: Path, table: Path) -> None:
+    shutil.copytree(table, tmp_path / "t")
+    rows = tmp_path / "t" / "rows.jsonl"
+    lines = rows.read_text().splitlines()
+    rows.write_text("\n".join(lines[1:]) + "\n")
+    with pytest.raises(PoolError, match=r"rows.jsonl: 1 of \d+ pipelines not recorded yet"):
+        Pool(tmp_path / "t", SPACES)
+    rows.write_text("\n".join([lines[0].replace('"search"', '"other"'), *lines[1:]]) + "\n")
+    with pytest.raises(PoolError, match=r"rows.jsonl:1: not a replay row \(KeyError"):
+        Pool(tmp_path / "t", SPACES)
+    rows.write_text("\n".join([lines[0].replace('"r0"', '"r9"', 1), *lines]) + "\n")
+    with pytest.raises(PoolError, match=r"rows.jsonl:1: pipeline .*'r9'.* is not in the design"):
+        Pool(tmp_path / "t", SPACES)
+    (tmp_path / "t" / "design.json").write_text("[1]")
+    with pytest.raises(PoolError, match=r"design.json: .*not a replay design"):
+        Pool(tmp_path / "t", SPACES)
