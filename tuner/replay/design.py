@@ -19,7 +19,7 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 
-from tuner.search.startup import _encoded
+from tuner.search.startup import encoded_value
 from tuner.spaces.ranges import Base
 from tuner.spaces.space import CHOICE, SearchSpace
 
@@ -81,7 +81,7 @@ def _defaults(search: SearchSpace, base: Base, space_name: str) -> dict[str, dic
     out: dict[str, dict[str, Any]] = {"seed": {CHOICE: space.name}, "refine": {}, "segment": {}}
     named = [(f"{space.name}|{p.key}", p) for p in space.params] + [(p.key, p) for p in space.shared]
     for name, param in named:
-        encoded = _encoded(param, base.value(param.key, space.method))
+        encoded = encoded_value(param, base.value(param.key, space.method))
         if encoded is not None:
             out[stage_of(name)][name] = encoded
     return out

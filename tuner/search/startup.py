@@ -23,7 +23,7 @@ from tuner.spaces.space import CHOICE, SearchSpace
 STARTUP_TRIALS = 5
 
 
-def _encoded(param: Param, value: Any) -> Any | None:
+def encoded_value(param: Param, value: Any) -> Any | None:
     """`value` as the Optuna parameter of `param` holds it, or None where the range cannot give it
     (a base value outside a space's range, or off its step grid, is left to the sampler)."""
     dist = param.distribution
@@ -48,7 +48,7 @@ def base_trial(space: SearchSpace, base: Base) -> dict[str, Any]:
     fixed: dict[str, Any] = {CHOICE: first.name} if len(space.spaces) > 1 else {}
     named = [(f"{first.name}|{p.key}", p) for p in first.params] + [(p.key, p) for p in first.shared]
     for name, param in named:
-        encoded = _encoded(param, base.value(param.key, first.method))
+        encoded = encoded_value(param, base.value(param.key, first.method))
         if encoded is not None:
             fixed[name] = encoded
     return fixed

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from tuner.search.startup import STARTUP_TRIALS, _encoded, start_up
+from tuner.search.startup import STARTUP_TRIALS, encoded_value, start_up
 from tuner.search.strategy import STARTUP_KEY, make_searcher
 from tuner.spaces.space import CHOICE, Base, Param, load_search
 
@@ -33,7 +33,7 @@ def test_every_method_comes_first_once_and_trial_zero_is_the_base_config(tmp_pat
         expected = base.value(param.key, "cam")
         assert param.decode(configs[0][f"cam|{param.key}"]) == pytest.approx(expected), param.key
     for param in first.shared:
-        if _encoded(param, base.value(param.key, "cam")) is not None:
+        if encoded_value(param, base.value(param.key, "cam")) is not None:
             assert param.decode(configs[0][param.key]) == base.value(param.key, "cam"), param.key
     study = searcher._ot_study
     assert all(t.user_attrs.get(STARTUP_KEY) for t in study.trials[: len(METHODS)])
@@ -58,11 +58,11 @@ def test_a_continued_study_gets_no_second_start_up(tmp_path: Path) -> None:
 
 
 def test_a_base_value_the_range_cannot_give_is_left_to_the_sampler() -> None:
-    assert _encoded(Param("k", FloatDistribution(0.1, 1.0)), 0.05) is None
-    assert _encoded(Param("k", FloatDistribution(0.0, 1.0, step=0.25)), 0.3) is None
-    assert _encoded(Param("k", FloatDistribution(0.0, 1.0, step=0.25)), 0.5) == 0.5
-    assert _encoded(Param("k", IntDistribution(1, 8)), 4) == 4
-    assert _encoded(Param("k", CategoricalDistribution(["a", "b"])), "c") is None
+    assert encoded_value(Param("k", FloatDistribution(0.1, 1.0)), 0.05) is None
+    assert encoded_value(Param("k", FloatDistribution(0.0, 1.0, step=0.25)), 0.3) is None
+    assert encoded_value(Param("k", FloatDistribution(0.0, 1.0, step=0.25)), 0.5) == 0.5
+    assert encoded_value(Param("k", IntDistribution(1, 8)), 4) == 4
+    assert encoded_value(Param("k", CategoricalDistribution(["a", "b"])), "c") is None
     listed = Param("k", CategoricalDistribution(["[1, 2]", "[2]"]), json_choices=True)
-    assert _encoded(listed, (1, 2)) == "[1, 2]"
+    assert encoded_value(listed, (1, 2)) == "[1, 2]"
     assert start_up(load_search([SPACES / "cam.yaml"], Base()), Base())[0].get(CHOICE) is None
