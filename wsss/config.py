@@ -277,6 +277,11 @@ class DataConfig:
     # Ground truth that the eval split and val are scored against; "" = mask_dir. The papers score
     # against the original VOC masks (SegmentationClass): SBD's masks are coarser (SEAM#6).
     eval_mask_dir: Literal["", "SegmentationClass", "SegmentationClassAug"] = ""
+    # Held-out val images: the segment stage predicts them too and scores them apart as holdout_miou,
+    # never inside val_miou. A search selects on val_miou and reads holdout_miou as the score of images
+    # no trial was chosen on (search-review.md W5: one split that selects and reports flatters the
+    # winner). "" = none.
+    holdout_split: str = ""
     labels: Literal["auto", "file", "masks"] = "auto"  # auto: cls_labels file if present, else from masks
     cls_labels: str = "cls_labels.npy"  # relative to the data root
     synthetic: SynthSpec = field(default_factory=SynthSpec)  # the dataset used when no --data is given
@@ -288,6 +293,12 @@ class DataConfig:
             self.val_split != self.train_split,
             f"{path}.val_split",
             f"must be held out, not the train split {self.train_split!r}",
+        )
+        _check(
+            not self.holdout_split
+            or self.holdout_split not in (self.train_split, self.val_split, self.eval_split),
+            f"{path}.holdout_split",
+            f"{self.holdout_split!r} must be a split of its own, held out from train, val and eval",
         )
         _check(
             self.eval_split != self.val_split,

@@ -224,6 +224,26 @@ def test_eval_split_scores_cams_and_pseudo_masks_on_its_ids_only(tiny_data_dir: 
     assert whole != pytest.approx(metrics["pseudo_miou"], abs=1e-6)  # the subset is really what counts
 
 
+def test_holdout_split_is_predicted_and_scored_apart_from_val(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """data.holdout_split: the same DeepLab predicts the held-out images, scored as holdout_miou and
+    never inside val_miou, which equals a run without them."""
+    root = Path(shutil.copytree(tiny_data_dir, tmp_path / "data"))
+    val = (root / "ImageSets/Segmentation/val.txt").read_text().split()
+    (root / "ImageSets/Segmentation/val_a.txt").write_text("\n".join(val[:3]) + "\n")
+    (root / "ImageSets/Segmentation/val_b.txt").write_text("\n".join(val[3:]) + "\n")
+    store = StageStore(tmp_path / "store", cache_dir=tmp_path / "cache")
+    metrics = {}
+    for holdout in ("", "val_b"):
+        cfg = tiny_config("data.val_split=val_a", f"data.holdout_split={holdout}")
+        result = run_pipeline(cfg, prepare_dataset(cfg, root, tmp_path / "cache"), store)
+        metrics[holdout] = result.metrics()
+    pred = result.stages["segment"].path
+    assert {p.stem for p in pred.glob("*.png")} == set(val)
+    assert metrics["val_b"]["val_miou"] == pytest.approx(_independent_miou(pred, root, tuple(val[:3]), 4))
+    assert metrics["val_b"]["holdout_miou"] == pytest.approx(_independent_miou(pred, root, tuple(val[3:]), 4))
+    assert metrics["val_b"]["val_miou"] == metrics[""]["val_miou"] and "holdout_miou" not in metrics[""]
+
+
 def test_voc12_preset_runs_on_a_voc_layout_with_train_aug(tiny_data_dir: Path, tmp_path: Path) -> None:
     """The preset's data protocol and knobs on a small VOC-style fixture: train_aug with SBD-style
     masks, train inside it with the original masks; only sizes and backbones are shrunk."""

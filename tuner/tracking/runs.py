@@ -36,7 +36,8 @@ ATTEMPT, ATTEMPT_UID, SUPERSEDED = "wsss.attempt", "wsss.attempt_uid", "wsss.sup
 DATA_FINGERPRINT, DATA_LOCATION = "wsss.data.fingerprint", "wsss.data.location"
 FINAL_ITERATION = len(("seed", "refine", "segment"))
 # What trials report to Tune besides `objective` (see tuner.trial.trainable.TUNE_KEYS).
-TUNE_METRICS = ("cam_miou_best", "pseudo_miou", "val_miou", "compute_seconds")
+# holdout_miou: the val images no trial is chosen on (data.holdout_split), when the data has them.
+TUNE_METRICS = ("cam_miou_best", "pseudo_miou", "val_miou", "holdout_miou", "compute_seconds")
 _BATCH_METRICS, _BATCH_PARAMS = 1000, 100  # MLflow's log_batch limits
 
 

@@ -79,6 +79,11 @@ class VocDataset:
         return self._splits[self.cfg.val_split]
 
     @property
+    def holdout_ids(self) -> tuple[str, ...]:
+        """Held-out val ids (data.holdout_split): predicted and scored apart from val; () when none."""
+        return self._splits[self.cfg.holdout_split] if self.cfg.holdout_split else ()
+
+    @property
     def eval_ids(self) -> frozenset[str]:
         """The train ids that CAM and pseudo-mask mIoU are measured on (data.eval_split)."""
         return frozenset(self._splits[self.cfg.score_split])
@@ -231,6 +236,18 @@ def _check_disjoint(root: Path, cfg: DataConfig, splits: dict[str, tuple[str, ..
         )
 
 
+def _check_holdout(root: Path, cfg: DataConfig, splits: dict[str, tuple[str, ...]]) -> None:
+    """The held-out images are scored as unseen: no model trains on them, and no search selects on them."""
+    for other in (cfg.train_split, cfg.val_split):
+        shared = sorted(set(splits[cfg.holdout_split]) & set(splits[other]))
+        if shared:
+            holdout_file, other_file = (root / SPLIT_DIR / f"{s}.txt" for s in (cfg.holdout_split, other))
+            raise DataError(
+                f"{holdout_file}: {len(shared)} data.holdout_split id(s) are also in {other_file} "
+                f"(e.g. {shared[:3]}); held-out images must be in neither train nor val"
+            )
+
+
 def _check_subset(root: Path, cfg: DataConfig, splits: dict[str, tuple[str, ...]]) -> None:
     """CAMs and pseudo masks exist for train ids only, so the eval split must lie inside the train split."""
     outside = sorted(set(splits[cfg.eval_split]) - set(splits[cfg.train_split]))
@@ -264,6 +281,9 @@ def open_dataset(
     }
     if cfg.val_split != cfg.train_split:  # the same split for both is DataConfig's to refuse
         _check_disjoint(root, cfg, splits)
+    if cfg.holdout_split:
+        splits[cfg.holdout_split] = _read_split(root, cfg.holdout_split, "data.holdout_split")
+        _check_holdout(root, cfg, splits)
     if cfg.eval_split:
         splits.setdefault(cfg.eval_split, _read_split(root, cfg.eval_split, "data.eval_split"))
         _check_subset(root, cfg, splits)

@@ -1,6 +1,7 @@
-"""Segment stage: train DeepLab-v2 on the refine stage's pseudo masks, predict the val split, score it.
+"""Segment stage: train DeepLab-v2 on the refine stage's pseudo masks, predict the val split, score it
+(and the held-out split, data.holdout_split, apart from it).
 
-Artifact: `<id>.png` val predictions (palette PNG), `model.pt`.
+Artifact: `<id>.png` val (and held-out) predictions (palette PNG), `model.pt`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from wsss.data.torchsets import SegmentationSet
 from wsss.data.transforms import TrainTransform, resize_image, scaled_size, to_tensor
 from wsss.data.voc import VocDataset
 from wsss.loop import TrainStats, train_model
-from wsss.metrics import ConfusionMatrix
+from wsss.metrics import ConfusionMatrix, Scores
 from wsss.models.deeplab import DeepLabV2
 from wsss.ops.crf import crf_refine, require_crf
 from wsss.runtime import Runtime
@@ -126,6 +127,28 @@ def predict_probs(
     return total / total.sum(dim=0, keepdim=True)
 
 
+def _predict_and_score(
+    model: DeepLabV2,
+    cfg: SegmentConfig,
+    data: VocDataset,
+    ids: tuple[str, ...],
+    out_dir: Path,
+    runtime: Runtime,
+    split: str,
+) -> Scores:
+    """Predict `ids` into `out_dir` as palette PNGs and score them against their masks."""
+    confusion = ConfusionMatrix(data.num_classes)
+    for image_id in tqdm(ids, desc=f"segment: predict {split}", disable=not runtime.progress, leave=False):
+        image = data.read_image(image_id)
+        probs = predict_probs(model, image, cfg.scales, cfg.flip, runtime.device).cpu().numpy()
+        if cfg.crf.enabled:
+            probs = crf_refine(image, probs, cfg.crf, "segment.crf.enabled")
+        prediction = probs.argmax(axis=0).astype(np.uint8)
+        write_mask(out_dir / f"{image_id}.png", prediction)
+        confusion.update(data.read_mask(image_id, expect_shape=prediction.shape), prediction)
+    return confusion.scores()
+
+
 def run(
     cfg: SegmentConfig, data: VocDataset, refine_dir: Path, out_dir: Path, *, rng_seed: int, runtime: Runtime
 ) -> dict[str, Any]:
@@ -134,22 +157,17 @@ def run(
     model, stats = train_deeplab(cfg, data, refine_dir, rng_seed, runtime)
     save_state(model.state_dict(), out_dir / "model.pt")
     runtime.place(model).eval()
-    confusion = ConfusionMatrix(data.num_classes)
-    for image_id in tqdm(
-        data.val_ids, desc="segment: predict val", disable=not runtime.progress, leave=False
-    ):
-        image = data.read_image(image_id)
-        probs = predict_probs(model, image, cfg.scales, cfg.flip, runtime.device).cpu().numpy()
-        if cfg.crf.enabled:
-            probs = crf_refine(image, probs, cfg.crf, "segment.crf.enabled")
-        prediction = probs.argmax(axis=0).astype(np.uint8)
-        write_mask(out_dir / f"{image_id}.png", prediction)
-        confusion.update(data.read_mask(image_id, expect_shape=prediction.shape), prediction)
-    scores = confusion.scores()
+    val = _predict_and_score(model, cfg, data, data.val_ids, out_dir, runtime, "val")
+    held_out = (
+        _predict_and_score(model, cfg, data, data.holdout_ids, out_dir, runtime, "holdout")
+        if data.holdout_ids
+        else None
+    )
     return {
-        "val_miou": scores.miou,
-        "val_iou": list(scores.iou),
-        "val_fg_precision": scores.fg_precision,
-        "val_fg_recall": scores.fg_recall,
+        "val_miou": val.miou,
+        "val_iou": list(val.iou),
+        "val_fg_precision": val.fg_precision,
+        "val_fg_recall": val.fg_recall,
+        **({"holdout_miou": held_out.miou, "holdout_iou": list(held_out.iou)} if held_out else {}),
         **stats.metrics("segment"),
     }

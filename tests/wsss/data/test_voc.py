@@ -265,6 +265,51 @@ def test_eval_split_cannot_be_the_val_split() -> None:
         load_config(None, ["data.eval_split=val"])
 
 
+def _split_val(root: Path) -> tuple[list[str], list[str]]:
+    """val_a and val_b: the two halves of val, written as split files."""
+    val = (root / "ImageSets/Segmentation/val.txt").read_text().split()
+    half = len(val) // 2
+    for name, ids in (("val_a", val[:half]), ("val_b", val[half:])):
+        (root / f"ImageSets/Segmentation/{name}.txt").write_text("\n".join(ids) + "\n")
+    return val[:half], val[half:]
+
+
+def test_holdout_split_is_loaded_apart_from_val(data_copy: Path, tmp_path: Path) -> None:
+    search, held = _split_val(data_copy)
+    data = open_dataset(data_copy, DataConfig(val_split="val_a", holdout_split="val_b"), tmp_path)
+    assert (data.val_ids, data.holdout_ids) == (tuple(search), tuple(held))
+    assert data.mask_path(held[0]).is_file()
+    plain = open_dataset(data_copy, DataConfig(val_split="val_a"), tmp_path)
+    assert plain.holdout_ids == () and plain.fingerprint != data.fingerprint
+    # The default data config keeps its fingerprint: no stored stage changes key.
+    assert (
+        open_dataset(data_copy, DataConfig(), tmp_path).fingerprint
+        == open_dataset(data_copy, DataConfig(holdout_split=""), tmp_path).fingerprint
+    )
+
+
+def test_holdout_images_in_val_or_train_are_named(data_copy: Path, tmp_path: Path) -> None:
+    _split_val(data_copy)
+    with pytest.raises(DataError, match=r"val\.txt: 3 data\.holdout_split id\(s\) are also in .*val_b\.txt"):
+        open_dataset(data_copy, DataConfig(val_split="val_b", holdout_split="val"), tmp_path)
+    (data_copy / "ImageSets/Segmentation/mixed.txt").write_text(f"{_first_train_id(data_copy)}\n")
+    with pytest.raises(
+        DataError, match=r"mixed\.txt: 1 data\.holdout_split id\(s\) are also in .*/train\.txt"
+    ):
+        open_dataset(data_copy, DataConfig(holdout_split="mixed"), tmp_path)
+    with pytest.raises(DataError, match=r"nosuch\.txt: split file not found \(data\.holdout_split"):
+        open_dataset(data_copy, DataConfig(holdout_split="nosuch"), tmp_path)
+
+
+@pytest.mark.parametrize("split", ["val", "train"])
+def test_holdout_split_cannot_be_val_or_train(split: str) -> None:
+    from wsss.config_load import load_config
+    from wsss.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"data\.holdout_split: '{split}' must be a split of its own"):
+        load_config(None, [f"data.holdout_split={split}"])
+
+
 def test_an_unlisted_broken_link_does_not_stop_a_run(data_copy: Path, tmp_path: Path) -> None:
     loop = data_copy / "JPEGImages" / "stray.jpg"
     os.symlink(loop.name, loop)  # a link to itself: looking at it fails with ELOOP
