@@ -1,7 +1,13 @@
 """Record the replay benchmark's table: every pipeline of a factorial design run for real, once.
 
 python tests/benchmarks/record_replay.py [--out tests/benchmarks/replay/synthetic] [--workdir DIR]
-    [--max-pipelines N] [--threads 2] [design options on the first call]
+    [--max-pipelines N] [--threads 2] [--data DIR] [design options on the first call]
+
+On a real dataset (`--data DIR --preset NAME` on the first call; later calls need --data again), the
+base config is the preset's and the design names the folder; e.g. the msrc table:
+    python tests/benchmarks/record_replay.py --out tests/benchmarks/replay/msrc --data ../shared/msrc \
+        --preset msrc --methods cam seam --per-method 2 --refines 2 --segments 2 --repeats 1 \
+        --short-epochs 1 4 --workdir /tmp/record-msrc
 
 The first call writes OUT/design.json (tuner.replay.design: seed configs stratified over the methods,
 defaults first, x refine configs x segment configs, plus repeats at other rng_seeds). Every call then
@@ -24,10 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import wsss
-from tuner.replay.design import Design, make_design
+from tuner.replay.design import Design, make_design, val_halves
 from tuner.spaces.ranges import Base
 from tuner.spaces.space import load_search
 
@@ -41,22 +45,17 @@ BASE: dict[str, Any] = {
     "refine": {"train": {"epochs": 2, "batch_size": 8, "crop_size": 96, "resize_long": [80, 112]}},
     "segment": {"train": {"epochs": 9, "batch_size": 8, "crop_size": 96, "resize_long": [80, 112]}},
 }
-HALVES = ("search", "report")
 
 log = logging.getLogger("record_replay")
 
 
 def views(data_dir: Path, work: Path) -> dict[str, Path]:
     """Two dataset folders sharing `data_dir`'s files whose val split is one half of its val images
-    (a fixed shuffle): the pipeline predicts all of val once, each half is scored on its own view."""
+    (tuner.replay.design.val_halves): the pipeline predicts all of val once, each half is scored on its
+    own view."""
     ids = (data_dir / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
-    order = np.random.default_rng(0).permutation(len(ids))
-    halves = {
-        HALVES[0]: [ids[i] for i in order[: len(ids) // 2]],
-        HALVES[1]: [ids[i] for i in order[len(ids) // 2 :]],
-    }
     out = {}
-    for half, half_ids in halves.items():
+    for half, half_ids in val_halves(ids).items():
         root = work / "views" / half
         if not root.exists():
             (root / "ImageSets" / "Segmentation").mkdir(parents=True)
@@ -66,20 +65,27 @@ def views(data_dir: Path, work: Path) -> dict[str, Path]:
             shutil.copy(
                 data_dir / "ImageSets" / "Segmentation" / "train.txt", root / "ImageSets" / "Segmentation"
             )
-            (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(sorted(half_ids)) + "\n")
+            (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(half_ids) + "\n")
         out[half] = root
     return out
 
 
 class Recorder:
-    def __init__(self, design: Design, work: Path, threads: int) -> None:
+    def __init__(self, design: Design, work: Path, threads: int, data_dir: Path | None) -> None:
         self.design, self.work, self.threads = design, work, threads
         meta = design.meta
         self.base = meta["base"]
         self.search = load_search([SPACES / f for f in meta["space_files"]], Base(self.base))
-        self.data_dir = work / "data"
-        if not self.data_dir.exists():
-            wsss.generate_synthetic(wsss.SynthSpec(**meta["data"]), self.data_dir)
+        if "folder" in meta["data"]:  # a real dataset, named by its folder: --data gives where it is
+            if data_dir is None or data_dir.name != meta["data"]["folder"]:
+                raise SystemExit(
+                    f"record_replay.py: this table is of {meta['data']['folder']!r}: give its --data"
+                )
+            self.data_dir = data_dir
+        else:
+            self.data_dir = work / "data"
+            if not self.data_dir.exists():
+                wsss.generate_synthetic(wsss.SynthSpec(**meta["data"]), self.data_dir)
         self.cache = work / "cache"
         self.store = wsss.StageStore(str(work / "store"), cache_dir=self.cache)
         first = self.config(design.pipelines[0], 0)
@@ -117,6 +123,15 @@ class Recorder:
         return row
 
 
+def extended(design: Design, seeds: int) -> Design:
+    """`design` with every pipeline repeated at rng_seeds 1..`seeds` (the repeats it has stay first), so
+    that every pipeline's true quality is a mean over the same number of training draws."""
+    repeats = list(design.repeats)
+    for rng_seed in range(1, seeds + 1):
+        repeats += [(*p, rng_seed) for p in design.pipelines if (*p, rng_seed) not in repeats]
+    return Design(**{**design.__dict__, "repeats": repeats})
+
+
 def done_keys(rows: Path) -> set[tuple[str, str, str, int]]:
     if not rows.exists():
         return set()
@@ -141,6 +156,16 @@ def main() -> None:
     parser.add_argument("--refines", type=int, default=3)
     parser.add_argument("--segments", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument(
+        "--repeat-all",
+        type=int,
+        default=0,
+        metavar="K",
+        help="extend the design: every pipeline also at rng_seeds 1..K (the rows recorded stay)",
+    )
+    parser.add_argument("--data", type=Path, default=None, help="a real dataset (default: synthetic)")
+    parser.add_argument("--preset", default=None, help="base config preset for --data, e.g. msrc")
+    parser.add_argument("--short-epochs", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--train", type=int, default=80)
     parser.add_argument("--val", type=int, default=60)
     parser.add_argument("--size", type=int, default=96)
@@ -152,22 +177,30 @@ def main() -> None:
         design = Design.load(design_file)
     else:
         files = [f"{m}.yaml" for m in args.methods]
-        search = load_search([SPACES / f for f in files], Base(BASE))
+        base = wsss.config_source(args.preset) if args.preset else BASE
+        search = load_search([SPACES / f for f in files], Base(base))
         design = make_design(
             search,
-            Base(BASE),
+            Base(base),
             per_method=args.per_method,
             refines=args.refines,
             segments=args.segments,
             repeats=args.repeats,
-            short_epochs=[1, 3],
+            short_epochs=args.short_epochs,
         )
-        data = {"train": args.train, "val": args.val, "size": args.size, "seed": 0}
-        design = Design(**{**design.__dict__, "meta": {"space_files": files, "base": BASE, "data": data}})
+        data: dict[str, Any] = (
+            {"folder": args.data.name}
+            if args.data
+            else {"train": args.train, "val": args.val, "size": args.size, "seed": 0}
+        )
+        design = Design(**{**design.__dict__, "meta": {"space_files": files, "base": base, "data": data}})
+        design.save(design_file)
+    if args.repeat_all:
+        design = extended(design, args.repeat_all)
         design.save(design_file)
     args.workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    recorder = Recorder(design, args.workdir, args.threads)
+    recorder = Recorder(design, args.workdir, args.threads, args.data)
     todo = [(*p, 0) for p in design.pipelines] + list(design.repeats)
     done = done_keys(rows_file)
     made = 0

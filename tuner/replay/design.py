@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,18 @@ from tuner.spaces.space import CHOICE, SearchSpace
 
 DESIGN_VERSION = 1
 STAGE_PREFIX = {"refine": "refine.", "segment": "segment."}
+HALVES = ("search", "report")
+
+
+def val_halves(ids: Sequence[str]) -> dict[str, list[str]]:
+    """The fixed split of val ids into the half a trial reports (`search`) and the half no search sees
+    (`report`): a seeded shuffle, the first half to `search`, each half sorted."""
+    order = np.random.default_rng(0).permutation(len(ids))
+    half = len(ids) // 2
+    return {
+        HALVES[0]: sorted(ids[i] for i in order[:half]),
+        HALVES[1]: sorted(ids[i] for i in order[half:]),
+    }
 
 
 @dataclass(frozen=True)

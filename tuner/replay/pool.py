@@ -3,7 +3,8 @@
 - A proposal snaps to the nearest design config stage by stage: the seed config of the same method
   nearest in its knobs, then the nearest refine and segment configs (distances on [0, 1] per knob,
   log-scaled where the range is; a different categorical counts 1).
-- A pipeline's true quality is its report-half val mIoU averaged over the rng_seeds recorded for it.
+- A pipeline's true quality is its report-half val mIoU averaged over the rng_seeds recorded for every
+  pipeline of the table (rng_seed 0 alone while only some are repeated: those repeats measure noise).
 - Cost models: `measured` (the stages' recorded compute seconds) and `voc` (PASCAL VOC's
   seed : refine : segment = 1 : 1.5 : 7.5, search-review.md section 1.1). Budgets are counted in
   full-pipeline equivalents: the pool's mean full-pipeline cost under the model.
@@ -97,16 +98,20 @@ class Pool:
                 f"{self.folder / 'rows.jsonl'}: {len(missing)} of {len(self.design.pipelines)} pipelines "
                 f"not recorded yet (e.g. {list(missing[0])}); run record_replay.py again to go on"
             )
-        self.rows = {key: self._row(key, recorded) for key in self.design.pipelines}
+        seeds = {key: {k for (p, k) in recorded if p == key} for key in self.design.pipelines}
+        # True quality averages the rng_seeds every pipeline has: a pipeline with extra draws would
+        # otherwise be ranked on a steadier estimate than its peers, which only its extras can say.
+        self.common_seeds = sorted(set.intersection(*seeds.values()))
+        self.rows = {key: self._row(key, recorded, self.common_seeds) for key in self.design.pipelines}
         self.noise = {
             key: [recorded[(key, k)] for (p, k) in recorded if p == key]
             for key in {p for (p, k) in recorded if k}
         }
 
     @staticmethod
-    def _row(key: Key, recorded: dict[tuple[Key, int], dict[str, Any]]) -> Row:
+    def _row(key: Key, recorded: dict[tuple[Key, int], dict[str, Any]], seeds: list[int]) -> Row:
         raw = recorded[(key, 0)]
-        reports = [r["val"]["report"] for (p, _), r in recorded.items() if p == key]
+        reports = [recorded[(key, k)]["val"]["report"] for k in seeds]
         return Row(
             key=key,
             cam=float(raw["metrics"]["cam_miou_best"]),

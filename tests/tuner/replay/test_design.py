@@ -8,7 +8,7 @@ from pathlib import Path
 
 import wsss
 from tests.tuner.replay.conftest import BASE, FILES, SPACES
-from tuner.replay.design import Design, make_design, stage_of
+from tuner.replay.design import Design, make_design, stage_of, val_halves
 from tuner.spaces.ranges import Base
 from tuner.spaces.space import CHOICE, load_search
 
@@ -54,3 +54,12 @@ def test_round_trip_and_every_pipeline_is_a_valid_config(tmp_path: Path) -> None
     for pipeline in design.pipelines:
         overrides = search.overrides(design.params(*pipeline))
         wsss.load_config(BASE, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+
+
+def test_val_halves_are_fixed_disjoint_and_cover_val() -> None:
+    ids = [f"val_{i:05d}" for i in range(61)]
+    halves = val_halves(ids)
+    assert halves == val_halves(list(ids))  # fixed: the same ids split the same way every time
+    assert len(halves["search"]) == 30 and len(halves["report"]) == 31
+    assert sorted(halves["search"] + halves["report"]) == ids
+    assert halves["search"] != ids[:30]  # shuffled, not the first half

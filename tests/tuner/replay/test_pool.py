@@ -28,12 +28,30 @@ def test_a_proposal_never_snaps_to_another_method(table: Path) -> None:
     assert all(pool.snap({**params, "cam|seed.train.lr": lr})[0].startswith("cam-") for lr in (1e-4, 10.0))
 
 
-def test_true_quality_averages_the_rng_seeds_and_costs_follow_the_model(table: Path) -> None:
+def test_true_quality_averages_the_rng_seeds_every_pipeline_has_and_costs_follow_the_model(
+    table: Path, tmp_path: Path
+) -> None:
     pool = Pool(table, SPACES)
     lines = [json.loads(line) for line in (table / "rows.jsonl").read_text().splitlines()]
     key = tuple(pool.design.repeats[0][:3])
-    reports = [r["val"]["report"] for r in lines if tuple(r["pipeline"]) == key]
-    assert len(reports) == 3 and pool.rows[key].true == pytest.approx(sum(reports) / 3)
+    reports = {r["rng_seed"]: r["val"]["report"] for r in lines if tuple(r["pipeline"]) == key}
+    # Only some pipelines are repeated: every one is ranked on rng_seed 0, the repeats measure noise.
+    assert len(reports) == 3 and pool.common_seeds == [0] and pool.rows[key].true == reports[0]
+    assert pool.noise[key] and len(pool.noise[key]) == 3
+    # Repeated everywhere: the mean over the seeds.
+    shutil.copytree(table, tmp_path / "t")
+    extra = [
+        {**r, "rng_seed": 1, "val": {**r["val"], "report": r["val"]["report"] + 0.1}}
+        for r in lines
+        if r["rng_seed"] == 0 and tuple(r["pipeline"]) != key
+    ]
+    with (tmp_path / "t" / "rows.jsonl").open("a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in extra)
+    everywhere = Pool(tmp_path / "t", SPACES)
+    assert everywhere.common_seeds == [0, 1]
+    assert everywhere.rows[key].true == pytest.approx((reports[0] + reports[1]) / 2)
+    other = next(k for k in everywhere.rows if k != key)
+    assert everywhere.rows[other].true == pytest.approx(pool.rows[other].true + 0.05)
     assert pool.pipeline_unit("measured") == pytest.approx(sum(COSTS.values()))
     assert pool.pipeline_unit("voc") == pytest.approx(10.0)
     with pytest.raises(PoolError, match="cost model 'gpu'"):
