@@ -1,17 +1,19 @@
 """Does the shipped search pay? Search arms replayed on a recorded table of real pipelines.
 
 python tests/benchmarks/bench_replay.py [--table tests/benchmarks/replay/synthetic] [--seeds 30]
-    [--workers 4] [--budgets 24 48 96] [--arms a a2 a3 b] [--plots docs/figures] [--processes 2] [--json]
+    [--workers 4] [--budgets 24 48 96] [--arms a a2 a3 b] [--plots docs/figures] [--processes 2]
+    [--truth mean|draw] [--json]
 
-Arms (tuner.replay.simulate): (a) Ray Tune + OptunaSearch, FIFO; (a2) the same + stock ASHA on the stage
-reports; (a3) random search; (b) `wsss-tune search` as shipped. Each replays `--seeds` paired seeds
-per cost model (`measured` compute seconds; `voc`: seed : refine : segment = 1 : 1.5 : 7.5) up to the
-largest budget, in full-pipeline equivalents. Targets are the 90th and 98th percentile of the pool's
-true quality (report-half val mIoU, mean over the rng_seeds recorded). Printed: per arm, cost model,
-budget and target the ERT ratio against (a) with its 90% paired-bootstrap CI and how many seeds
-reached the target; the final quality's paired non-inferiority against (a) (margin 0.5 points); the
-rung fidelities. The anytime curves go to PLOTS/replay-<table>-<model>.png. With --json the last line
-is one object {arm: {cost_model: {budget: {target: {"ert_ratio", "ci_low", "ci_high"}}}}}.
+Arms (tuner.replay.simulate): (a) Ray Tune + OptunaSearch, FIFO; (a2) the same + stock ASHA on the
+stage reports; (a3) random search; (b) `wsss-tune search` as shipped. Each replays `--seeds` paired
+seeds per cost model (`measured` compute seconds; `voc`: seed : refine : segment = 1 : 1.5 : 7.5) up
+to the largest budget, in full-pipeline equivalents. Targets are the 90th and 98th percentile of the
+pool's true quality (report-half val mIoU, mean over the rng_seeds every pipeline has; --truth).
+Printed: per arm, cost model, budget and target the ERT ratio against (a) with its 90% paired-
+bootstrap CI and how many seeds reached the target; the final quality's paired non-inferiority against
+(a) (margin 0.5 points); the rung fidelities. The anytime curves go to
+PLOTS/replay-<table>-<model>.png. With --json the last line is one object {arm: {cost_model: {budget:
+{target: {"ert_ratio", "ci_low", "ci_high"}}}}}.
 """
 
 from __future__ import annotations
@@ -36,13 +38,13 @@ TARGETS = {"p90": 90.0, "p98": 98.0}
 
 
 @functools.cache
-def _pool(table: str) -> Any:
+def _pool(table: str, truth: str = "mean") -> Any:
     from tuner.replay.pool import Pool
 
-    return Pool(Path(table), SPACES)
+    return Pool(Path(table), SPACES, truth)
 
 
-def _replay(job: tuple[str, str, str, float, int, int]) -> tuple[str, str, int, Any]:
+def _replay(job: tuple[str, str, str, str, float, int, int]) -> tuple[str, str, int, Any]:
     import optuna
 
     from tuner.replay.simulate import replay
@@ -50,8 +52,8 @@ def _replay(job: tuple[str, str, str, float, int, int]) -> tuple[str, str, int, 
     warnings.simplefilter("ignore")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("ray").setLevel(logging.ERROR)
-    table, arm, model, budget, seed, workers = job
-    return arm, model, seed, replay(arm, _pool(table), model, budget, seed, workers)
+    table, truth, arm, model, budget, seed, workers = job
+    return arm, model, seed, replay(arm, _pool(table, truth), model, budget, seed, workers)
 
 
 def _plot(
@@ -93,6 +95,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", nargs="+", default=["measured", "voc"], choices=["measured", "voc"])
     parser.add_argument("--plots", type=Path, default=ROOT / "docs" / "figures")
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--truth",
+        choices=["mean", "draw"],
+        default="mean",
+        help="true quality: the mean report-half val mIoU over the rng_seeds every pipeline has, or "
+        "rng_seed 0's alone (tuner.replay.pool.Pool)",
+    )
     parser.add_argument("--json", action="store_true")
     return parser
 
@@ -170,7 +179,10 @@ def _fidelity(pool: Any) -> None:
     print("\nval sum of squares: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
     sd = noise(pool)
     spread = ", ".join(f"{k} {100 * sd[k]:.2f} pt" for k in ("cam", "pseudo", "val") if sd[k] is not None)
-    print(f"sd over rng_seeds ({sd['pipelines']} pipelines, 3 seeds each): {spread}")
+    draws = sorted({len(rows) for rows in pool.noise.values()})
+    print(
+        f"sd over rng_seeds ({sd['pipelines']} pipelines, {'/'.join(map(str, draws))} seeds each): {spread}"
+    )
 
 
 def main() -> None:
@@ -178,12 +190,12 @@ def main() -> None:
     if "a" not in args.arms:
         raise SystemExit("bench_replay.py: --arms must include a: the ratios are against it")
     start = time.time()
-    pool = _pool(str(args.table))
+    pool = _pool(str(args.table), args.truth)
     true = pool.true_qualities()
     targets = {name: float(np.percentile(true, p)) for name, p in TARGETS.items()}
     floor = float(true.min())
     jobs = [
-        (str(args.table), arm, model, max(args.budgets), seed, args.workers)
+        (str(args.table), args.truth, arm, model, max(args.budgets), seed, args.workers)
         for model in args.models
         for arm in args.arms
         for seed in range(args.seeds)

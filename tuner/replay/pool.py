@@ -79,8 +79,17 @@ def _read_rows(path: Path, design: Design) -> dict[tuple[Key, int], dict[str, An
     return rows
 
 
+TRUTHS = ("mean", "draw")
+
+
 class Pool:
-    def __init__(self, folder: Path, spaces_dir: Path) -> None:
+    """`truth`: what a pipeline's true quality is: `mean`, over the rng_seeds every pipeline has (a
+    config's expected quality), or `draw`, rng_seed 0's alone (the held-out score a real search's
+    trial gets, whose luck its search-half score shares: what a real run is compared on)."""
+
+    def __init__(self, folder: Path, spaces_dir: Path, truth: str = "mean") -> None:
+        if truth not in TRUTHS:
+            raise PoolError(f"truth {truth!r}: choose from {', '.join(TRUTHS)}")
         self.folder = Path(folder)
         try:
             self.design = Design.load(self.folder / "design.json")
@@ -102,7 +111,8 @@ class Pool:
         # True quality averages the rng_seeds every pipeline has: a pipeline with extra draws would
         # otherwise be ranked on a steadier estimate than its peers, which only its extras can say.
         self.common_seeds = sorted(set.intersection(*seeds.values()))
-        self.rows = {key: self._row(key, recorded, self.common_seeds) for key in self.design.pipelines}
+        truth_seeds = self.common_seeds if truth == "mean" else [0]
+        self.rows = {key: self._row(key, recorded, truth_seeds) for key in self.design.pipelines}
         self.noise = {
             key: [recorded[(key, k)] for (p, k) in recorded if p == key]
             for key in {p for (p, k) in recorded if k}

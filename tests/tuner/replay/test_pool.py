@@ -52,6 +52,11 @@ def test_true_quality_averages_the_rng_seeds_every_pipeline_has_and_costs_follow
     assert everywhere.rows[key].true == pytest.approx((reports[0] + reports[1]) / 2)
     other = next(k for k in everywhere.rows if k != key)
     assert everywhere.rows[other].true == pytest.approx(pool.rows[other].true + 0.05)
+    # What a real search's held-out score is: rng_seed 0's draw.
+    draws = Pool(tmp_path / "t", SPACES, truth="draw")
+    assert draws.rows[other].true == pool.rows[other].true and draws.rows[key].true == reports[0]
+    with pytest.raises(PoolError, match="truth 'best': choose from mean, draw"):
+        Pool(table, SPACES, truth="best")
     assert pool.pipeline_unit("measured") == pytest.approx(sum(COSTS.values()))
     assert pool.pipeline_unit("voc") == pytest.approx(10.0)
     with pytest.raises(PoolError, match="cost model 'gpu'"):
