@@ -62,6 +62,12 @@ def test_the_msrc_preset_starts_the_sub_category_head_at_zero(method: str) -> No
     assert load_config(None, [f"seed.method={method}"]).seed.params.sub_init == "xavier"
 
 
+def test_the_msrc_preset_weighs_sc_cams_sub_category_loss_at_one() -> None:
+    """At SC-CAM's 5 the classifier collapses on rng_seed 1 (CAM mIoU 15.3; docs/benchmarks.md)."""
+    assert load_config("msrc", ["seed.method=sc_cam"]).seed.params.lambda_sub == 1.0
+    assert load_config(None, ["seed.method=sc_cam"]).seed.params.lambda_sub == 5.0
+
+
 def test_the_msrc_preset_keeps_cpns_cams_whole() -> None:
     """Halved CAMs never reach the preset's confident-foreground threshold (pseudo masks 4.3)."""
     assert load_config("msrc", ["seed.method=cpn"]).seed.params.halve_cams is False
