@@ -73,6 +73,8 @@ def _plot(
     for name, value in lines.items():
         ax.axhline(100 * value, color="grey", linestyle=":", linewidth=1)
         ax.annotate(name, (grid[0], 100 * value), fontsize=7, color="grey", va="bottom")
+    # Before the first trial finishes the incumbent is the pool's worst: the scale starts at the median.
+    ax.set_ylim(bottom=100 * lines["median pipeline"], top=100 * max(lines.values()) + 1.5)
     ax.set_xscale("log")
     ax.set_xlabel("compute (full-pipeline equivalents)")
     ax.set_ylabel("incumbent's true val mIoU (%)")
@@ -157,6 +159,7 @@ def _curves(
     lines = {
         **{f"target {k}": v for k, v in targets.items()},
         "defaults": pool.rows[pool.design.pipelines[0]].true,
+        "median pipeline": float(np.median(pool.true_qualities())),
     }
     for model in args.models:
         unit = pool.pipeline_unit(model)
