@@ -192,8 +192,13 @@ def main() -> None:
     args = _parser().parse_args()
     if "a" not in args.arms:
         raise SystemExit("bench_replay.py: --arms must include a: the ratios are against it")
+    from tuner.replay.pool import PoolError
+
     start = time.time()
-    pool = _pool(str(args.table), args.truth)
+    try:
+        pool = _pool(str(args.table), args.truth)
+    except PoolError as exc:
+        raise SystemExit(f"bench_replay.py: {exc}") from None
     true = pool.true_qualities()
     targets = {name: float(np.percentile(true, p)) for name, p in TARGETS.items()}
     floor = float(true.min())

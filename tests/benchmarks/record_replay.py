@@ -33,7 +33,7 @@ from typing import Any
 import wsss
 from tuner.replay.design import Design, make_design, val_halves
 from tuner.spaces.ranges import Base
-from tuner.spaces.space import load_search
+from tuner.spaces.space import SpaceError, load_search
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACES = ROOT / "search_spaces"
@@ -171,14 +171,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    args.out.mkdir(parents=True, exist_ok=True)
     design_file, rows_file = args.out / "design.json", args.out / "rows.jsonl"
     if design_file.exists():
         design = Design.load(design_file)
     else:
         files = [f"{m}.yaml" for m in args.methods]
-        base = wsss.config_source(args.preset) if args.preset else BASE
-        search = load_search([SPACES / f for f in files], Base(base))
+        try:  # a bad preset or space is answered before anything is written
+            base = wsss.config_source(args.preset) if args.preset else BASE
+            search = load_search([SPACES / f for f in files], Base(base))
+        except (wsss.ConfigError, SpaceError) as exc:
+            raise SystemExit(f"record_replay.py: {exc}") from None
         design = make_design(
             search,
             Base(base),
@@ -194,6 +196,7 @@ def main() -> None:
             else {"train": args.train, "val": args.val, "size": args.size, "seed": 0}
         )
         design = Design(**{**design.__dict__, "meta": {"space_files": files, "base": base, "data": data}})
+        args.out.mkdir(parents=True, exist_ok=True)
         design.save(design_file)
     if args.repeat_all:
         design = extended(design, args.repeat_all)

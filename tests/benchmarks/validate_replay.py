@@ -305,14 +305,17 @@ def main() -> None:
     import optuna
 
     from tuner.replay.observed import observed_trace
-    from tuner.replay.pool import Pool
+    from tuner.replay.pool import Pool, PoolError
     from tuner.replay.simulate import replay
     from tuner.replay.stats import final_quality
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     # A real trial's held-out score is one training draw, whose luck its search-half score shares: the
     # replay is compared on the same footing (truth `draw`: rng_seed 0's report half).
-    pool = Pool(args.table, SPACES, truth="draw")
+    try:
+        pool = Pool(args.table, SPACES, truth="draw")
+    except PoolError as exc:
+        raise SystemExit(f"validate_replay.py: {exc}") from None
     true = pool.true_qualities()
     targets = {name: float(np.percentile(true, p)) for name, p in TARGETS.items()}
     reports = _real_runs(args, pool)
