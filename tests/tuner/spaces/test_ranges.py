@@ -16,6 +16,7 @@ from tuner.spaces.space import check_files, load_search
 
 REPO_SPACES = Path(__file__).resolve().parents[3] / "search_spaces"
 VOC12 = Base(wsss.config_source("voc12"))
+MSRC = Base(wsss.config_source("msrc"))
 
 
 def _space(tmp_path: Path, params: dict, method: str = "cam") -> Path:
@@ -84,11 +85,28 @@ def test_samples_of_the_readme_voc_search_sit_around_the_presets_values() -> Non
         assert 3 <= overrides["seed.train.epochs"] <= 8
 
 
-@pytest.mark.parametrize("base", [Base(), VOC12], ids=["defaults", "voc12"])
+@pytest.mark.parametrize("base", [Base(), VOC12, MSRC], ids=["defaults", "voc12", "msrc"])
 def test_every_shipped_range_can_give_the_base_value(base: Base) -> None:
     report = check(sorted(REPO_SPACES.glob("*.yaml")), base)
     assert report.problems == [] and report.warnings == []
     assert {f.path.name for f in report.files} == {p.name for p in REPO_SPACES.glob("*.yaml")}
+
+
+@pytest.mark.parametrize("base", [Base(), VOC12, MSRC], ids=["defaults", "voc12", "msrc"])
+def test_refine_powers_follow_the_base_and_never_cross(base: Base) -> None:
+    """msrc's powers are 1 / 8: the old absolute alpha_low range [2, 8] could not load on it (SpaceError)
+    and reached its alpha_high. Relative ranges keep alpha_low below alpha_high on every preset."""
+    search = load_search([REPO_SPACES / "cam.yaml"], base)
+    shared = {p.key: p.distribution for p in search.spaces[0].shared}
+    low, high = shared["refine.alpha_low"], shared["refine.alpha_high"]
+    assert isinstance(low, FloatDistribution) and isinstance(high, FloatDistribution)
+    assert low.high <= high.low
+    assert (low.low, low.high) == (
+        0.5 * base.value("refine.alpha_low", "cam"),
+        2 * base.value("refine.alpha_low", "cam"),
+    )
+    if base == Base():  # the defaults sample what the absolute ranges did (the replay table's design)
+        assert (low.low, low.high, high.low, high.high) == (2.0, 8.0, 32.0, 256.0)
 
 
 def test_absolute_ranges_written_for_the_defaults_are_reported_on_voc12(tmp_path: Path) -> None:
