@@ -2,7 +2,7 @@
 
 python tests/benchmarks/bench_replay.py [--table tests/benchmarks/replay/synthetic] [--seeds 30]
     [--workers 4] [--budgets 24 48 96] [--arms a a2 a3 b] [--plots docs/figures] [--processes 2]
-    [--truth mean|draw] [--json]
+    [--truth mean|draw] [--fidelity-only] [--json]
 
 Arms (tuner.replay.simulate): (a) Ray Tune + OptunaSearch, FIFO; (a2) the same + stock ASHA on the
 stage reports; (a3) random search; (b) `wsss-tune search` as shipped. Each replays `--seeds` paired
@@ -11,7 +11,8 @@ to the largest budget, in full-pipeline equivalents. Targets are the 90th and 98
 pool's true quality (report-half val mIoU, mean over the rng_seeds every pipeline has; --truth).
 Printed: per arm, cost model, budget and target the ERT ratio against (a) with its 90% paired-
 bootstrap CI and how many seeds reached the target; the final quality's paired non-inferiority against
-(a) (margin 0.5 points); the rung fidelities. The anytime curves go to
+(a) (margin 0.5 points); the rung fidelities (alone with --fidelity-only: a table too small to
+replay searches on, such as msrc's 16 pipelines, still measures its rungs). The anytime curves go to
 PLOTS/replay-<table>-<model>.png. With --json the last line is one object {arm: {cost_model: {budget:
 {target: {"ert_ratio", "ci_low", "ci_high"}}}}}.
 """
@@ -104,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         help="true quality: the mean report-half val mIoU over the rng_seeds every pipeline has, or "
         "rng_seed 0's alone (tuner.replay.pool.Pool)",
     )
+    parser.add_argument("--fidelity-only", action="store_true", help="the pool and its rungs; no arms")
     parser.add_argument("--json", action="store_true")
     return parser
 
@@ -181,6 +183,9 @@ def _fidelity(pool: Any) -> None:
     shares = interaction(pool)
     print("\nval sum of squares: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
     sd = noise(pool)
+    if not sd["pipelines"]:
+        print("sd over rng_seeds: no pipeline of this table is recorded at a second rng_seed")
+        return
     spread = ", ".join(f"{k} {100 * sd[k]:.2f} pt" for k in ("cam", "pseudo", "val") if sd[k] is not None)
     draws = sorted({len(rows) for rows in pool.noise.values()})
     print(
@@ -202,6 +207,13 @@ def main() -> None:
     true = pool.true_qualities()
     targets = {name: float(np.percentile(true, p)) for name, p in TARGETS.items()}
     floor = float(true.min())
+    if args.fidelity_only:
+        shown = ", ".join(f"{k} {100 * v:.1f}" for k, v in targets.items())
+        defaults = pool.rows[pool.design.pipelines[0]].true
+        print(f"{len(pool.rows)} pipelines in {args.table.name}; true val mIoU % median", end=" ")
+        print(f"{100 * np.median(true):.2f}, defaults {100 * defaults:.1f}, {shown}")
+        _fidelity(pool)
+        return
     jobs = [
         (str(args.table), args.truth, arm, model, max(args.budgets), seed, args.workers)
         for model in args.models

@@ -33,192 +33,19 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+import real_searches
+from real_searches import SPACES, prepare, read_reports, run_plain, run_shipped
 
 ROOT = Path(__file__).resolve().parents[2]
-SPACES = ROOT / "search_spaces"
 TARGETS = {"p90": 90.0, "p98": 98.0}
-PROXY = {"seed": "cam_miou_best", "refine": "pseudo_miou", "segment": "val_miou"}
 
 log = logging.getLogger("validate_replay")
-
-
-def prepare(pool: Any, work: Path) -> tuple[Path, dict[str, Any]]:
-    """The table's synthetic set with val split in halves, and the base config trials run on."""
-    import wsss
-    from tuner.replay.design import val_halves
-
-    meta = pool.design.meta
-    data_dir = work / "data"
-    if not data_dir.exists():
-        wsss.generate_synthetic(wsss.SynthSpec(**meta["data"]), data_dir)
-    splits = data_dir / "ImageSets" / "Segmentation"
-    halves = val_halves((splits / "val.txt").read_text().split())
-    for name, ids in (("val_search", halves["search"]), ("val_report", halves["report"])):
-        (splits / f"{name}.txt").write_text("\n".join(ids) + "\n")
-    base = {
-        **meta["base"],
-        "data": {"val_split": "val_search", "holdout_split": "val_report"},
-        "runtime": {"progress": False},
-    }
-    return data_dir, base
-
-
-def plain_trial(config: dict[str, Any], search: Any, base: dict[str, Any], data_dir: str, cache: str) -> None:
-    """A plain arm's trial: the whole pipeline in a store of its own, a report after every stage."""
-    from ray import tune
-
-    import wsss
-
-    overrides = search.overrides(config) | {"runtime.threads": 1}
-    cfg = wsss.load_config(base, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
-    data = wsss.prepare_dataset(cfg, data_dir, Path(cache))
-    spent = 0.0
-
-    def on_stage(outcome: Any) -> None:
-        nonlocal spent
-        spent += outcome.compute_seconds
-        metrics = outcome.metrics
-        report = {
-            "objective": metrics[PROXY[outcome.stage]],
-            "compute_seconds": spent,
-            "stage": outcome.stage,
-        }
-        if "holdout_miou" in metrics:
-            report["holdout_miou"] = metrics["holdout_miou"]
-        tune.report(report)
-
-    with tempfile.TemporaryDirectory(prefix="plain-store-") as store:
-        wsss.run_pipeline(
-            cfg, data, wsss.StageStore(store, cache_dir=Path(store) / "cache"), on_stage=on_stage
-        )
-
-
-def _budget_stopper(seconds: float) -> Any:
-    from ray import tune
-
-    class ComputeBudget(tune.Stopper):
-        """Stops the search once its trials have reported `seconds` of compute between them."""
-
-        def __init__(self) -> None:
-            self.spent: dict[str, float] = {}
-
-        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-            self.spent[trial_id] = float(result.get("compute_seconds", 0.0))
-            return False
-
-        def stop_all(self) -> bool:
-            return sum(self.spent.values()) >= seconds
-
-    return ComputeBudget()
-
-
-def run_plain(
-    arm: str,
-    seed: int,
-    pool: Any,
-    base: dict[str, Any],
-    data_dir: Path,
-    work: Path,
-    budget: float | None,
-    samples: int,
-    concurrency: int,
-) -> Path:
-    """One real search of a plain arm; returns Tune's experiment folder."""
-    import ray
-    from ray import tune
-
-    from tuner.replay.simulate import ARMS, METRIC
-
-    parts = ARMS[arm][1](pool, seed, work)
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            plain_trial, search=pool.search, base=base, data_dir=str(data_dir), cache=str(work / "cache")
-        ),
-        {"cpu": 1},
-    )
-    name = f"{arm}-{seed}"
-    ray.init(num_cpus=concurrency, include_dashboard=False, logging_level=logging.WARNING)
-    try:
-        tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=parts.searcher,
-                scheduler=parts.scheduler,
-                metric=METRIC,
-                mode=pool.search.mode,
-                num_samples=samples,
-                max_concurrent_trials=concurrency,
-            ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=str(work / "tune"),
-                stop=_budget_stopper(budget) if budget is not None else None,
-                verbose=0,
-            ),
-        ).fit()
-    finally:
-        ray.shutdown()
-    return work / "tune" / name
-
-
-def run_shipped(
-    seed: int, base: dict[str, Any], data_dir: Path, work: Path, samples: int, concurrency: int
-) -> Path:
-    """One real `wsss-tune search` as shipped; returns Tune's experiment folder."""
-    from tuner.search.driver import run_search
-    from tuner.search.options import SearchOptions
-
-    storage = work / f"b-{seed}"
-    base_file = work / "base.yaml"
-    base_file.write_text(yaml.safe_dump(base))
-    meta_files = [str(SPACES / f) for f in json.loads((work / "space_files.json").read_text())]
-    run_search(
-        SearchOptions(
-            space_files=tuple(meta_files),
-            samples=samples,
-            experiment=f"validate-b-{seed}",
-            data=str(data_dir),
-            concurrency=concurrency,
-            cpus_per_trial=1,
-            storage=str(storage),
-            seed=seed,
-            config=str(base_file),
-            cache_dir=str(work / "cache"),
-        )
-    )
-    (folder,) = (storage / "tune").iterdir()
-    return folder
-
-
-def read_reports(folder: Path) -> list[Any]:
-    """Every stage report of every trial of a Tune experiment, as tuner.replay.observed Reports."""
-    from ray.tune import ExperimentAnalysis
-
-    from tuner.replay.observed import Report
-
-    out = []
-    for frame in ExperimentAnalysis(str(folder)).trial_dataframes.values():
-        for row in frame.to_dict("records"):
-            holdout = row.get("holdout_miou")
-            out.append(
-                Report(
-                    trial=str(row["trial_id"]),
-                    time=float(row["timestamp"]),
-                    iteration=int(row["training_iteration"]),
-                    compute=float(row["compute_seconds"]),
-                    value=float(row["objective"]),
-                    holdout=None if holdout is None or math.isnan(holdout) else float(holdout),
-                )
-            )
-    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -303,6 +130,7 @@ def main() -> None:
     if "a" not in args.arms:
         raise SystemExit("validate_replay.py: --arms must include a: the ratios are against it")
     import optuna
+    from ray import cloudpickle as ray_cloudpickle
 
     from tuner.replay.observed import observed_trace
     from tuner.replay.pool import Pool, PoolError
@@ -310,6 +138,7 @@ def main() -> None:
     from tuner.replay.stats import final_quality
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    ray_cloudpickle.register_pickle_by_value(real_searches)  # Tune's workers cannot import it
     # A real trial's held-out score is one training draw, whose luck its search-half score shares: the
     # replay is compared on the same footing (truth `draw`: rng_seed 0's report half).
     try:
