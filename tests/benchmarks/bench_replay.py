@@ -1,7 +1,7 @@
 """Does the shipped search pay? Search arms replayed on a recorded table of real pipelines.
 
 python tests/benchmarks/bench_replay.py [--table tests/benchmarks/replay/synthetic] [--seeds 30]
-    [--workers 4] [--budgets 24 48 96] [--arms a a2 a3 b] [--plots docs/figures] [--processes 2]
+    [--workers 4] [--budgets 24 48 96] [--arms a a2 a3 b staged] [--plots docs/figures] [--processes 2]
     [--truth mean|draw] [--fidelity-only] [--json]
 
 Arms (tuner.replay.simulate): (a) Ray Tune + OptunaSearch, FIFO; (a2) the same + stock ASHA on the
@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 SPACES = ROOT / "search_spaces"
 TARGETS = {"p90": 90.0, "p98": 98.0}
+ARM_NAMES = ["a", "a2", "a3", "b", "staged"]  # tuner.replay.simulate.ARMS and JOB_ARMS
 
 
 @functools.cache
@@ -65,11 +66,11 @@ def _plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tuner.replay.simulate import ARMS
+    from tuner.replay.simulate import label
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for arm, (q25, q50, q75) in curves.items():
-        line = ax.plot(grid, 100 * q50, label=f"({arm}) {ARMS[arm][0]}")[0]
+        line = ax.plot(grid, 100 * q50, label=f"({arm}) {label(arm)}")[0]
         ax.fill_between(grid, 100 * q25, 100 * q75, color=line.get_color(), alpha=0.15)
     for name, value in lines.items():
         ax.axhline(100 * value, color="grey", linestyle=":", linewidth=1)
@@ -94,16 +95,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--budgets", type=float, nargs="+", default=[24, 48, 96])
-    parser.add_argument("--arms", nargs="+", default=["a", "a2", "a3", "b"])
+    parser.add_argument("--arms", nargs="+", default=["a", "a2", "a3", "b", "staged"], choices=ARM_NAMES)
     parser.add_argument("--models", nargs="+", default=["measured", "voc"], choices=["measured", "voc"])
     parser.add_argument("--plots", type=Path, default=ROOT / "docs" / "figures")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument(
         "--truth",
-        choices=["mean", "draw"],
-        default="mean",
-        help="true quality: the mean report-half val mIoU over the rng_seeds every pipeline has, or "
-        "rng_seed 0's alone (tuner.replay.pool.Pool)",
+        choices=["mean", "draw", "fresh"],
+        default="fresh",
+        help="true quality: the mean report-half val mIoU over the rng_seeds every pipeline has "
+        "(`mean`), without rng_seed 1, which the staged arm's repeats draw (`fresh`), or rng_seed 0's "
+        "alone (`draw`) (tuner.replay.pool.Pool)",
     )
     parser.add_argument("--fidelity-only", action="store_true", help="the pool and its rungs; no arms")
     parser.add_argument("--json", action="store_true")

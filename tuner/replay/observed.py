@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tuner.replay.simulate import Trace
+from tuner.replay.trace import Trace
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class Row:
     true: float  # report-half val mIoU, mean over the rng_seeds recorded
     seconds: dict[str, float]  # compute per stage
     short: dict[int, tuple[float, float]]  # DeepLab epochs -> (search-half val, report-half val)
+    short_seconds: dict[int, float]  # DeepLab epochs -> its compute
 
 
 def _distance(dist: BaseDistribution, a: Any, b: Any) -> float:
@@ -71,6 +72,7 @@ def _read_rows(path: Path, design: Design) -> dict[tuple[Key, int], dict[str, An
                 float(raw["metrics"][name])
             float(raw["val"]["search"]), float(raw["val"]["report"])
             [float(raw["compute"][stage]) for stage in STAGES]
+            [(float(x["compute"]), float(x["val"]["search"])) for x in raw["short"].values()]
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise PoolError(f"{path}:{number}: not a replay row ({type(exc).__name__}: {exc})") from None
         if key[0] not in design.seeds or key[1] not in design.refines or key[2] not in design.segments:
@@ -79,13 +81,16 @@ def _read_rows(path: Path, design: Design) -> dict[tuple[Key, int], dict[str, An
     return rows
 
 
-TRUTHS = ("mean", "draw")
+TRUTHS = ("mean", "draw", "fresh")
+REPEAT_SEED = 1  # the rng_seed the staged search's repeat rung draws (tuner.replay.jobs)
 
 
 class Pool:
     """`truth`: what a pipeline's true quality is: `mean`, over the rng_seeds every pipeline has (a
-    config's expected quality), or `draw`, rng_seed 0's alone (the held-out score a real search's
-    trial gets, whose luck its search-half score shares: what a real run is compared on)."""
+    config's expected quality); `draw`, rng_seed 0's alone (the held-out score a real search's trial
+    gets, whose luck its search-half score shares: what a real run is compared on); `fresh`, the mean
+    without REPEAT_SEED, so that an arm that repeats finalists at that rng_seed is not scored on the
+    draw it selected with (every arm sees rng_seed 0's search half alike)."""
 
     def __init__(self, folder: Path, spaces_dir: Path, truth: str = "mean") -> None:
         if truth not in TRUTHS:
@@ -111,7 +116,11 @@ class Pool:
         # True quality averages the rng_seeds every pipeline has: a pipeline with extra draws would
         # otherwise be ranked on a steadier estimate than its peers, which only its extras can say.
         self.common_seeds = sorted(set.intersection(*seeds.values()))
-        truth_seeds = self.common_seeds if truth == "mean" else [0]
+        truth_seeds = {
+            "mean": self.common_seeds,
+            "draw": [0],
+            "fresh": [k for k in self.common_seeds if k != REPEAT_SEED] or [0],
+        }[truth]
         self.rows = {key: self._row(key, recorded, truth_seeds) for key in self.design.pipelines}
         self.noise = {
             key: [recorded[(key, k)] for (p, k) in recorded if p == key]
@@ -133,7 +142,15 @@ class Pool:
                 int(e): (float(s["val"]["search"]), float(s["val"]["report"]))
                 for e, s in raw["short"].items()
             },
+            short_seconds={int(e): float(s["compute"]) for e, s in raw["short"].items()},
         )
+
+    def draw(self, key: Key, rng_seed: int) -> tuple[float, dict[str, float]] | None:
+        """Pipeline `key` recorded at `rng_seed`: (search-half val mIoU, compute per stage), or None."""
+        raw = next((r for r in self.noise.get(key, []) if int(r["rng_seed"]) == rng_seed), None)
+        if raw is None:
+            return None
+        return float(raw["val"]["search"]), {stage: float(raw["compute"][stage]) for stage in STAGES}
 
     def snap(self, params: dict[str, Any]) -> Key:
         """The design pipeline nearest to a proposal (`space` and the knobs it suggested)."""
@@ -165,6 +182,10 @@ class Pool:
     def pipeline_unit(self, model: str) -> float:
         """One full-pipeline equivalent under `model`: the pool's mean full-pipeline cost."""
         return float(np.mean([sum(self.stage_cost(k, s, model) for s in STAGES) for k in self.rows]))
+
+    def full_epochs(self) -> int:
+        """DeepLab's full schedule in the table's base config."""
+        return int(Base(self.design.meta["base"]).value("segment.train.epochs", None))
 
     def true_qualities(self) -> np.ndarray:
         return np.array([row.true for row in self.rows.values()])

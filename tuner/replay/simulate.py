@@ -21,7 +21,7 @@ import itertools
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -31,7 +31,9 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from tuner.replay.design import stage_of
+from tuner.replay.jobs import replay_staged
 from tuner.replay.pool import STAGES, Key, Pool
+from tuner.replay.trace import Trace
 from tuner.search.options import SearchOptions
 from tuner.search.strategy import make_searcher, scheduler
 from tuner.spaces.ranges import Base
@@ -89,30 +91,6 @@ ARMS: dict[str, tuple[str, Callable[[Pool, int, Path], Parts]]] = {
 
 
 @dataclass
-class Trace:
-    """One replayed search: at each trial's end, the compute spent so far and the incumbent's true
-    quality (None before any trial finished)."""
-
-    points: list[tuple[float, float | None]] = field(default_factory=list)
-    trials: int = 0
-    finished: int = 0
-    stages_computed: int = 0
-    stages_reused: int = 0
-
-    def quality_at(self, compute: float) -> float | None:
-        best = None
-        for spent, quality in self.points:
-            if spent > compute:
-                break
-            best = quality
-        return best
-
-    def first_reach(self, target: float, budget: float) -> float | None:
-        """Compute at which the incumbent's true quality first reaches `target`, within `budget`."""
-        return next((c for c, q in self.points if q is not None and q >= target and c <= budget), None)
-
-
-@dataclass
 class _Trial:
     tid: str
     key: Key
@@ -131,8 +109,18 @@ def _store_keys(params: dict[str, Any]) -> tuple[str, str, str]:
     return (keys[0], keys[1], keys[2])
 
 
+# Arms that issue rung jobs instead of trials (name -> label): they run on tuner.replay.jobs's loop.
+JOB_ARMS = {"staged": "staged promotion search over the stage tree"}
+
+
+def label(arm: str) -> str:
+    return ARMS[arm][0] if arm in ARMS else JOB_ARMS[arm]
+
+
 def replay(arm: str, pool: Pool, model: str, budget_units: float, seed: int, workers: int = 4) -> Trace:
     """Run arm `arm` on `pool` until it has spent `budget_units` full-pipeline equivalents."""
+    if arm in JOB_ARMS:
+        return replay_staged(pool, model, budget_units, seed, workers)
     with tempfile.TemporaryDirectory(prefix="replay-") as workdir:
         parts = ARMS[arm][1](pool, seed, Path(workdir))
         parts.scheduler.set_search_properties(METRIC, pool.search.mode)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tuner.replay.simulate import Trace
+from tuner.replay.trace import Trace
 
 BOOTSTRAP = 2000
 

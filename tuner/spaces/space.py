@@ -232,6 +232,12 @@ def check_files(paths: Sequence[str | Path], base: Base | None = None) -> list[s
     return list(dict.fromkeys(problems))
 
 
+def stage_of_key(key: str) -> str:
+    """The stage a dotted config key belongs to: `refine.*`, `segment.*`, and seed for the rest."""
+    head = key.split(".", 1)[0]
+    return head if head in ("refine", "segment") else "seed"
+
+
 def _suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
     if isinstance(distribution, FloatDistribution):
         return trial.suggest_float(
@@ -260,18 +266,27 @@ class SearchSpace:
     def _space(self, name: str) -> Space:
         return next(s for s in self.spaces if s.name == name)
 
-    def define(self, trial: optuna.Trial) -> dict[str, Any]:
+    def define(
+        self, trial: optuna.Trial, stages: Sequence[str] | None = None, space: str | None = None
+    ) -> dict[str, Any]:
         """Optuna define-by-run: pick a space (if several), then its own knobs, then the shared ones.
 
         A space's own knobs are named `<space>|<key>` so that two spaces may give one key different ranges.
+        With `stages` (of "seed", "refine", "segment"), only the knobs of those stages are suggested, so a
+        per-stage model is fitted on no knob its trials never ran; `space` names the method space when the
+        choice was made elsewhere (by the upstream a downstream trial builds on).
         """
         names = [s.name for s in self.spaces]
-        space = self._space(trial.suggest_categorical(CHOICE, names) if len(names) > 1 else names[0])
-        for param in space.params:
-            _suggest(trial, f"{space.name}|{param.key}", param.distribution)
-        for param in space.shared:
-            _suggest(trial, param.key, param.distribution)
-        return {CHOICE: space.name}
+        if space is None:
+            space = trial.suggest_categorical(CHOICE, names) if len(names) > 1 else names[0]
+        chosen = self._space(space)
+        for param in chosen.params:
+            if stages is None or stage_of_key(param.key) in stages:
+                _suggest(trial, f"{chosen.name}|{param.key}", param.distribution)
+        for param in chosen.shared:
+            if stages is None or stage_of_key(param.key) in stages:
+                _suggest(trial, param.key, param.distribution)
+        return {CHOICE: chosen.name}
 
     def distributions(self) -> dict[str, BaseDistribution]:
         """Every parameter `define` can suggest, by its Optuna name, with its distribution."""

@@ -19,10 +19,12 @@ BASE: dict = {"seed": {"train": {"epochs": 6}}}
 COSTS = {"seed": 10.0, "refine": 15.0, "segment": 75.0}
 
 
-def write_table(folder: Path, per_method: int = 3, refines: int = 2, segments: int = 2) -> Design:
+def write_table(
+    folder: Path, per_method: int = 3, refines: int = 2, segments: int = 2, repeat_all: bool = False
+) -> Design:
     """design.json and rows.jsonl in `folder`: quality is a per-seed-config level plus a refine and
     a segment effect; the report half is the search half plus a little noise; rng_seed repeats add
-    their own noise."""
+    their own noise (with `repeat_all`, every pipeline is also recorded at rng_seed 1)."""
     search = load_search([SPACES / f for f in FILES], Base(BASE))
     design = make_design(
         search,
@@ -42,7 +44,10 @@ def write_table(folder: Path, per_method: int = 3, refines: int = 2, segments: i
         g: 0.02 * i for i, g in enumerate(design.segments)
     }
     lines = []
-    for s, r, g, k in [(*p, 0) for p in design.pipelines] + design.repeats:
+    repeats = design.repeats
+    if repeat_all:
+        repeats = [(*p, 1) for p in design.pipelines] + [r for r in design.repeats if r[3] != 1]
+    for s, r, g, k in [(*p, 0) for p in design.pipelines] + repeats:
         val = level[s] + effect[r] + effect[g]
         noise = 0.01 * rng.standard_normal(3) if k else np.zeros(3)
         lines.append(

@@ -55,7 +55,15 @@ def test_true_quality_averages_the_rng_seeds_every_pipeline_has_and_costs_follow
     # What a real search's held-out score is: rng_seed 0's draw.
     draws = Pool(tmp_path / "t", SPACES, truth="draw")
     assert draws.rows[other].true == pool.rows[other].true and draws.rows[key].true == reports[0]
-    with pytest.raises(PoolError, match="truth 'best': choose from mean, draw"):
+    # Without the draw a staged search's repeats select with (rng_seed 1): rng_seed 0 alone here.
+    fresh = Pool(tmp_path / "t", SPACES, truth="fresh")
+    assert fresh.rows[other].true == pool.rows[other].true and fresh.rows[key].true == reports[0]
+    assert fresh.draw(key, 1) == (
+        next(r["val"]["search"] for r in lines if tuple(r["pipeline"]) == key and r["rng_seed"] == 1),
+        COSTS,
+    )
+    assert pool.draw(other, 1) is None  # recorded at rng_seed 0 only
+    with pytest.raises(PoolError, match="truth 'best': choose from mean, draw, fresh"):
         Pool(table, SPACES, truth="best")
     assert pool.pipeline_unit("measured") == pytest.approx(sum(COSTS.values()))
     assert pool.pipeline_unit("voc") == pytest.approx(10.0)

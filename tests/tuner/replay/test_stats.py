@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from tuner.replay.simulate import Trace
 from tuner.replay.stats import anytime, ert, ert_ratio, final_quality, non_inferiority
+from tuner.replay.trace import Trace
 
 
 def test_ert_counts_failures_at_the_budget() -> None:

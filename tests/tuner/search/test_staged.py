@@ -1,0 +1,122 @@
+"""The staged promotion search's decisions: promotion only from rungs holding enough records and only
+from their top 1/eta, rungs gated by their measured fidelity, per-stage models fitted only on their own
+knobs, the base config and every method first, and the incumbent taken at the highest full rung."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tuner.search.staged import RUNGS, Ladder, StagedPlanner, eta_for, spearman_lower
+from tuner.spaces.ranges import Base
+from tuner.spaces.space import CHOICE, load_search
+
+SPACES = Path(__file__).resolve().parents[3] / "search_spaces"
+
+
+@pytest.fixture(scope="module")
+def search():
+    return load_search([SPACES / "cam.yaml", SPACES / "mixup.yaml", SPACES / "seam.yaml"])
+
+
+def test_a_rung_promotes_nothing_before_it_holds_min_records_then_its_top_once() -> None:
+    ladder = Ladder(etas=(2.0, 3.0, 3.0, 3.0), min_records=4)
+    ladder.records[0] = {0: 0.5, 1: 0.9, 2: 0.1}
+    assert ladder.promotable(0, 2.0) == []  # 3 records: nothing is decided on so few
+    ladder.records[0][3] = 0.7
+    assert ladder.promotable(0, 2.0) == [1, 3]  # the top floor(4 / 2), best first
+    ladder.promoted[0].add(1)
+    assert ladder.promotable(0, 2.0) == [3]
+    assert ladder.promotable(0, 3.0) == []  # top floor(4 / 3) = 1, already promoted
+
+
+def test_fidelity_gates_the_reduction_factor() -> None:
+    assert eta_for(0.1, 3.0) == 1.0  # the rung says nothing: promote everything
+    assert eta_for(0.5, 3.0) == 2.0
+    assert eta_for(0.8, 3.0) == 3.0
+    rng = np.random.default_rng(0)
+    x = rng.random(40)
+    assert spearman_lower(x, 2 * x + 1, rng) == pytest.approx(1.0)
+    assert spearman_lower(x, rng.random(40), rng) < 0.3
+
+
+def _drive(planner: StagedPlanner, jobs: int, value) -> list:
+    """Run `jobs` rung jobs one at a time, each reporting value(job)."""
+    done = []
+    for _ in range(jobs):
+        job = planner.next_job()
+        planner.report(job, value(job))
+        done.append(job)
+    return done
+
+
+def test_the_base_config_comes_first_then_every_method_once(search) -> None:
+    planner = StagedPlanner(search, seed=0, base=Base())
+    first = [planner.next_job() for _ in range(3)]
+    assert all(job.rung == 0 for job in first)
+    assert [job.params[CHOICE] for job in first] == ["cam", "mixup", "seam"]
+    assert first[0].params["cam|seed.train.lr"] == Base().value("seed.train.lr", "cam")
+
+
+def test_promotions_climb_the_ladder_and_models_see_only_their_own_knobs(search) -> None:
+    planner = StagedPlanner(search, seed=1, base=Base(), audit=0.0)
+    quality = {}
+
+    def value(job):  # a config's quality is fixed when it is drawn; higher rungs read it more closely
+        q = quality.setdefault(job.config, float(np.random.default_rng(job.config).random()))
+        return q * (0.8 + 0.05 * job.rung)
+
+    jobs = _drive(planner, 80, value)
+    rungs = [job.rung for job in jobs]
+    assert max(rungs) == len(RUNGS) - 1  # some finalist was repeated at a second rng_seed
+    first_promotion = rungs.index(1)
+    assert rungs[:first_promotion] == [0] * first_promotion and first_promotion >= 4
+    for rung in range(1, len(RUNGS)):
+        climbed = [j for j in jobs if j.rung == rung]
+        assert len(climbed) <= len([j for j in jobs if j.rung == rung - 1])
+    # the upstream model never holds a DeepLab knob, the segment model nothing else
+    upstream_keys = {k for t in planner.upstream.trials for k in t.params}
+    segment_keys = {k for t in planner.segment.trials for k in t.params}
+    assert upstream_keys and not any(k.startswith("segment.") for k in upstream_keys)
+    assert segment_keys and all(k.startswith("segment.") for k in segment_keys)
+    # a child carries its upstream's knobs and DeepLab knobs of its own
+    child = next(j for j in jobs if j.rung == 2)
+    parent = planner.configs[child.config].parent
+    assert parent is not None
+    upstream = next(j for j in jobs if j.config == parent).params
+    assert {k: v for k, v in child.params.items() if not k.startswith("segment.")} == upstream
+    # the incumbent is the best config of the repeat rung, valued at the mean of its two draws
+    config, best = planner.incumbent() or (None, None)
+    repeated = planner.ladder.records[4]
+    assert config in repeated and best == max(repeated.values())
+    assert best == pytest.approx(np.mean(planner.configs[config].draws))
+
+
+def test_without_repeats_the_ladder_ends_at_the_full_schedule(search) -> None:
+    planner = StagedPlanner(search, seed=2, base=Base(), repeat=False)
+    jobs = _drive(planner, 60, lambda job: float(np.random.default_rng(job.config).random()))
+    assert max(job.rung for job in jobs) == 3
+    assert planner.incumbent() is not None
+
+
+def test_a_rung_whose_values_say_nothing_about_the_next_promotes_everything(search) -> None:
+    planner = StagedPlanner(search, seed=3, base=Base(), gate_pairs=8, audit=0.0)
+    rng = np.random.default_rng(0)
+    _drive(planner, 120, lambda job: float(rng.random()))  # every rung an independent draw
+    assert len(planner.pairs(0)) >= 8
+    assert planner.eta(0) == 1.0
+
+
+def test_mode_min_promotes_the_lowest_values(tmp_path: Path) -> None:
+    space = tmp_path / "cam_min.yaml"
+    include = [str(SPACES / "refine.yaml"), str(SPACES / "segment.yaml")]
+    space.write_text(yaml.safe_dump({"method": "cam", "mode": "min", "include": include, "params": {}}))
+    planner = StagedPlanner(load_search([space]), seed=0, base=Base(), audit=0.0, min_records=4)
+    jobs = [planner.next_job() for _ in range(4)]
+    for job, value in zip(jobs, (0.9, 0.1, 0.5, 0.7), strict=True):
+        planner.report(job, value)
+    promoted = planner.next_job()
+    assert promoted.rung == 1 and promoted.config == jobs[1].config
