@@ -1,4 +1,5 @@
-"""The staged search (tuner.search.staged) replayed on a pool: rung jobs on K workers, a simulated clock.
+"""The staged search replayed on a pool: rung jobs on K workers, a simulated clock, asked of and told to
+the Tune Searcher a real search uses (tuner.search.job_searcher.StagedSearcher).
 
 Each job runs its configuration up to its rung; a stage some earlier job computed with the same knobs
 (and rng_seed) is read from the store at no cost, so a promotion pays only what it is missing. A job's
@@ -21,6 +22,7 @@ from typing import Any
 from tuner.replay.design import stage_of
 from tuner.replay.pool import REPEAT_SEED, STAGES, VOC_COSTS, Key, Pool
 from tuner.replay.trace import Trace
+from tuner.search.job_searcher import JOB_KEY, METRIC, StagedSearcher
 from tuner.search.staged import Job, StagedPlanner
 from tuner.spaces.ranges import Base
 
@@ -34,16 +36,18 @@ def replay_staged(
     planner = StagedPlanner(
         pool.search, seed=seed, base=Base(pool.design.meta["base"]), repeat=repeat, **options
     )
-    return _JobLoop(planner, pool, model, budget_units * pool.pipeline_unit(model), workers).run()
+    searcher = StagedSearcher(planner, pool.search.mode)
+    return _JobLoop(searcher, pool, model, budget_units * pool.pipeline_unit(model), workers).run()
 
 
 class _JobLoop:
-    def __init__(self, planner: StagedPlanner, pool: Pool, model: str, budget: float, workers: int) -> None:
-        self.planner, self.pool, self.model, self.budget, self.workers = planner, pool, model, budget, workers
+    def __init__(self, searcher: StagedSearcher, pool: Pool, model: str, budget: float, workers: int) -> None:
+        self.searcher, self.planner = searcher, searcher.planner
+        self.pool, self.model, self.budget, self.workers = pool, model, budget, workers
         recorded = set.intersection(*(set(row.short) for row in pool.rows.values()))
         self.short = max(recorded) if recorded else None  # the longest short schedule every row has
         self.full = pool.full_epochs()
-        self.events: list[tuple[float, int, Job, float]] = []
+        self.events: list[tuple[float, int, str, Job, float]] = []
         self.order = itertools.count()
         self.busy: list[tuple[float, float]] = []
         self.stored: set[str] = set()
@@ -57,8 +61,8 @@ class _JobLoop:
         for _ in range(self.workers):
             self.launch(0.0)
         while self.events:
-            now, _, job, value = heapq.heappop(self.events)
-            self.planner.report(job, value)
+            now, _, tid, job, value = heapq.heappop(self.events)
+            self.searcher.on_trial_complete(tid, {METRIC: value})
             if job.rung >= 3:
                 self.trace.finished += 1
                 self.record(now)
@@ -68,7 +72,12 @@ class _JobLoop:
     def launch(self, now: float) -> None:
         if self.spent(now) >= self.budget:
             return
-        job = self.planner.next_job()
+        tid = f"j{next(self.order):05d}"
+        config = self.searcher.suggest(tid)
+        assert config is not None  # the planner always has a job: a promotion or a new configuration
+        entry = config[JOB_KEY]
+        params = {k: v for k, v in config.items() if k != JOB_KEY}
+        job = Job(entry["config"], entry["rung"], params, entry["audit"])
         if job.rung == 2 and self.short is None:
             raise ValueError(f"{self.pool.folder}: the table has no short DeepLab schedule for rung 2")
         key = self.pool.snap(job.params)
@@ -76,7 +85,7 @@ class _JobLoop:
         self.trace.trials += job.rung == 0
         if cost > 0:
             self.busy.append((now, now + cost))
-        heapq.heappush(self.events, (now + cost, next(self.order), job, value))
+        heapq.heappush(self.events, (now + cost, next(self.order), tid, job, value))
 
     def run_job(self, job: Job, key: Key) -> tuple[float, float]:
         """(compute the job pays, the value it reports)."""

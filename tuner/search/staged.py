@@ -252,6 +252,11 @@ class StagedPlanner:
         if job.rung == 2 and config.segment_trial is not None:
             self.segment.tell(config.segment_trial, score)
 
+    def fail(self, job: Job) -> None:
+        """A job that ended without a value: its configuration keeps what it has and climbs no further
+        from the rung below (it is not promoted again, so a config that cannot run is not retried)."""
+        self.running.discard((job.config, job.rung))
+
     def incumbent(self) -> tuple[int, float] | None:
         """(configuration, its value in the metric's direction) at the highest full-schedule rung."""
         for rung in (4, 3):

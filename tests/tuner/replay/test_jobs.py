@@ -12,6 +12,7 @@ from tests.tuner.replay.conftest import COSTS, SPACES, write_table
 from tuner.replay.jobs import _JobLoop, replay_staged
 from tuner.replay.pool import Pool
 from tuner.replay.simulate import replay
+from tuner.search.job_searcher import StagedSearcher
 from tuner.search.staged import Job, StagedPlanner
 
 UNIT = sum(COSTS.values())
@@ -47,7 +48,8 @@ def test_the_staged_arm_finds_the_top_of_a_pool_whose_rungs_rank_true(pool: Pool
 
 
 def test_a_job_pays_only_the_stages_its_configuration_is_missing(repeated: Pool) -> None:
-    loop = _JobLoop(StagedPlanner(repeated.search, seed=0, repeat=True), repeated, "measured", 1e9, 1)
+    searcher = StagedSearcher(StagedPlanner(repeated.search, seed=0, repeat=True))
+    loop = _JobLoop(searcher, repeated, "measured", 1e9, 1)
     key = repeated.design.pipelines[0]
     params = repeated.design.params(*key)
     upstream = {k: v for k, v in params.items() if not k.startswith("segment.")}
