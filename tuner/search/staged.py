@@ -18,10 +18,12 @@ configuration that sits in the top 1/eta of a rung holding at least `min_records
 promoted from it yet, the highest rung first; else it starts a new configuration at rung 0. Nothing is
 stopped and nothing idles; a later promotion costs only what its configuration is missing.
 
-Each rung's eta follows its measured fidelity (`eta_for`): the lower 90% bootstrap bound of the rank
-correlation between a rung's values and the next rung's, over the configurations holding both, once
-`gate_pairs` of them do. A share `audit` of promotions picks a configuration at random from those not
-promoted, so that the fidelity is not only measured on the range the rung already cut.
+Each rung's eta below the full schedule follows its measured fidelity (`eta_for`): the lower 90%
+bootstrap bound of the rank correlation between a rung's values and the next rung's (`gate` "next")
+or the configurations' full-schedule means (`gate` "final"), over the configurations holding both,
+once `gate_pairs` of them do. On the synthetic replay table the two gates did alike (docs/benchmarks.md).
+A share `audit` of new jobs promotes a configuration at random from those not promoted, so that the
+fidelity is not only measured on the range the rung already cut.
 
 Without `repeat` the ladder ends at the full schedule (a replay table recorded at one rng_seed).
 
@@ -47,6 +49,8 @@ from tuner.spaces.space import CHOICE, Base, SearchSpace, stage_of_key
 RUNGS = ("cam", "pseudo", "short", "full", "repeat")
 UNTIL = ("seed", "refine", "segment", "segment", "segment")  # the last stage a rung's job runs
 UPSTREAM_RUNGS = 2  # rungs 0-1 hold upstreams, 2-4 their children
+SHORT, FULL = 2, 3
+GATES = ("final", "next")
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,8 @@ class StagedPlanner:
         branch: int = 1,
         audit: float = 0.1,
         gate_pairs: int = 8,
+        gate: str = "next",
+        short: bool = True,
         repeat: bool = True,
     ) -> None:
         if len(etas) != len(RUNGS) - 1 or any(e < 1 for e in etas):
@@ -148,6 +154,10 @@ class StagedPlanner:
         self.ladder = Ladder(tuple(etas), min_records or max(4, math.ceil(max(etas))))
         self.branch, self.audit, self.gate_pairs = branch, audit, gate_pairs
         self.top = len(RUNGS) - (1 if repeat else 2)  # the highest rung (without repeats: full)
+        if gate not in GATES:
+            raise ValueError(f"gate: {gate!r} is not one of {GATES}")
+        self.gate = gate
+        self.first_child_rung = SHORT if short else FULL  # without the short rung, children start full
         self.rng = np.random.default_rng(seed)
         self.configs: list[_Config] = []
         self.running: set[tuple[int, int]] = set()
@@ -171,6 +181,8 @@ class StagedPlanner:
     def eta(self, rung: int) -> float:
         """The reduction factor out of `rung`: the configured one until `gate_pairs` configurations hold
         a value on both this rung and the next, then gated by the fidelity measured between them."""
+        if rung >= FULL:  # the repeat lowers a finalist's noise; it is no proxy to gate
+            return self.ladder.etas[rung]
         pairs = self.pairs(rung)
         if len(pairs) < self.gate_pairs:
             return self.ladder.etas[rung]
@@ -180,22 +192,27 @@ class StagedPlanner:
         return self._etas[rung][1]
 
     def pairs(self, rung: int) -> list[tuple[float, float]]:
-        """(value on `rung`, value on the next rung) per configuration holding both; across the
-        upstream/child boundary an upstream is paired with the mean of its children."""
-        low, high = self.ladder.records[rung], self.ladder.records[rung + 1]
-        if rung + 1 != UPSTREAM_RUNGS:
+        """(value on `rung`, what it is judged against) per configuration holding both: with `gate`
+        "final", the mean of its full-schedule draws (what promotion is for); with "next", its value on
+        the next rung. An upstream is paired with the mean over its children."""
+        low = self.ladder.records[rung]
+        if self.gate == "next":
+            high = self.ladder.records[rung + 1]
+        else:
+            high = {c: float(np.mean(cfg.draws)) for c, cfg in enumerate(self.configs) if cfg.draws}
+        if rung >= UPSTREAM_RUNGS or (self.gate == "next" and rung + 1 < UPSTREAM_RUNGS):
             return [(low[c], high[c]) for c in low if c in high]
         children: dict[int, list[float]] = {}
         for c, value in high.items():
             parent = self.configs[c].parent
-            assert parent is not None
-            children.setdefault(parent, []).append(value)
+            if parent is not None:
+                children.setdefault(parent, []).append(value)
         return [(low[p], float(np.mean(v))) for p, v in children.items() if p in low]
 
     def next_job(self) -> Job:
         for rung in reversed(range(self.top)):
             if rung == UPSTREAM_RUNGS - 1 and self.waiting:  # children spawned by an earlier promotion
-                return self._start(self.waiting.pop(0), UPSTREAM_RUNGS, audit=False)
+                return self._start(self.waiting.pop(0), self.first_child_rung, audit=False)
             due = [
                 c for c in self.ladder.promotable(rung, self.eta(rung)) if (c, rung + 1) not in self.running
             ]
@@ -219,7 +236,7 @@ class StagedPlanner:
         if rung + 1 == UPSTREAM_RUNGS:
             children = [self._child(config) for _ in range(self.branch)]
             self.waiting += children[1:]  # the others start on the next free workers
-            config = children[0]
+            return self._start(children[0], self.first_child_rung, audit)
         return self._start(config, rung + 1, audit)
 
     def _child(self, parent: int) -> int:
@@ -243,13 +260,13 @@ class StagedPlanner:
         """The value a rung job measured, in the search's metric direction (sign applied here)."""
         self.running.discard((job.config, job.rung))
         config, score = self.configs[job.config], self.sign * value
-        if job.rung >= 3:
+        if job.rung >= FULL:
             config.draws.append(score)
             score = float(np.mean(config.draws))
         self.ladder.records[job.rung][job.config] = score
         if job.rung == 1 and config.upstream_trial is not None:
             self.upstream.tell(config.upstream_trial, score)
-        if job.rung == 2 and config.segment_trial is not None:
+        if job.rung == self.first_child_rung and config.segment_trial is not None:
             self.segment.tell(config.segment_trial, score)
 
     def fail(self, job: Job) -> None:

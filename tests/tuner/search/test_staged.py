@@ -65,11 +65,13 @@ def test_promotions_climb_the_ladder_and_models_see_only_their_own_knobs(search)
     planner = StagedPlanner(search, seed=1, base=Base(), audit=0.0)
     quality = {}
 
-    def value(job):  # a config's quality is fixed when it is drawn; higher rungs read it more closely
-        q = quality.setdefault(job.config, float(np.random.default_rng(job.config).random()))
+    def value(job):  # an upstream's quality is fixed when it is drawn; higher rungs read it more closely
+        parent = planner.configs[job.config].parent
+        root = job.config if parent is None else parent
+        q = quality.setdefault(root, float(np.random.default_rng(root).random()))
         return q * (0.8 + 0.05 * job.rung)
 
-    jobs = _drive(planner, 80, value)
+    jobs = _drive(planner, 120, value)
     rungs = [job.rung for job in jobs]
     assert max(rungs) == len(RUNGS) - 1  # some finalist was repeated at a second rng_seed
     first_promotion = rungs.index(1)
@@ -103,11 +105,13 @@ def test_without_repeats_the_ladder_ends_at_the_full_schedule(search) -> None:
 
 
 def test_a_rung_whose_values_say_nothing_about_the_next_promotes_everything(search) -> None:
-    planner = StagedPlanner(search, seed=3, base=Base(), gate_pairs=8, audit=0.0)
     rng = np.random.default_rng(0)
-    _drive(planner, 120, lambda job: float(rng.random()))  # every rung an independent draw
-    assert len(planner.pairs(0)) >= 8
-    assert planner.eta(0) == 1.0
+    for gate in ("final", "next"):
+        planner = StagedPlanner(search, seed=3, base=Base(), gate_pairs=6, audit=0.0, gate=gate)
+        _drive(planner, 200, lambda job: float(rng.random()))  # every rung an independent draw
+        assert len(planner.pairs(0)) >= 6
+        assert planner.eta(0) == 1.0
+        assert planner.eta(3) == 3.0  # full -> repeat is never gated: the repeat is no proxy
 
 
 def test_mode_min_promotes_the_lowest_values(tmp_path: Path) -> None:
@@ -120,3 +124,13 @@ def test_mode_min_promotes_the_lowest_values(tmp_path: Path) -> None:
         planner.report(job, value)
     promoted = planner.next_job()
     assert promoted.rung == 1 and promoted.config == jobs[1].config
+
+
+def test_without_the_short_rung_children_start_on_the_full_schedule(search) -> None:
+    planner = StagedPlanner(search, seed=4, base=Base(), short=False, audit=0.0)
+    jobs = _drive(planner, 60, lambda job: float(np.random.default_rng(job.config).random()))
+    assert 2 not in {job.rung for job in jobs} and 3 in {job.rung for job in jobs}
+    told = [t for t in planner.segment.trials if t.value is not None]
+    assert told  # the DeepLab model learns from the full schedule then
+    with pytest.raises(ValueError, match="gate: 'best' is not one of"):
+        StagedPlanner(search, seed=0, gate="best")
