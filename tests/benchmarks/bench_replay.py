@@ -46,7 +46,7 @@ def _pool(table: str, truth: str = "mean") -> Any:
     return Pool(Path(table), SPACES, truth)
 
 
-def _replay(job: tuple[str, str, str, str, float, int, int]) -> tuple[str, str, int, Any]:
+def _replay(job: tuple[str, str, str, str, float, int, int, dict]) -> tuple[str, str, int, Any]:
     import optuna
 
     from tuner.replay.simulate import replay
@@ -54,8 +54,8 @@ def _replay(job: tuple[str, str, str, str, float, int, int]) -> tuple[str, str, 
     warnings.simplefilter("ignore")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("ray").setLevel(logging.ERROR)
-    table, truth, arm, model, budget, seed, workers = job
-    return arm, model, seed, replay(arm, _pool(table, truth), model, budget, seed, workers)
+    table, truth, arm, model, budget, seed, workers, options = job
+    return arm, model, seed, replay(arm, _pool(table, truth), model, budget, seed, workers, options)
 
 
 def _plot(
@@ -106,6 +106,14 @@ def _parser() -> argparse.ArgumentParser:
         help="true quality: the mean report-half val mIoU over the rng_seeds every pipeline has "
         "(`mean`), without rng_seed 1, which the staged arm's repeats draw (`fresh`), or rng_seed 0's "
         "alone (`draw`) (tuner.replay.pool.Pool)",
+    )
+    parser.add_argument(
+        "--staged",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="options of the staged arm's planner (tuner.search.staged.StagedPlanner), values in JSON: "
+        'e.g. gate="final" short=false etas=[2,4,3,3]',
     )
     parser.add_argument("--fidelity-only", action="store_true", help="the pool and its rungs; no arms")
     parser.add_argument("--json", action="store_true")
@@ -216,8 +224,15 @@ def main() -> None:
         print(f"{100 * np.median(true):.2f}, defaults {100 * defaults:.1f}, {shown}")
         _fidelity(pool)
         return
+    staged = _staged_options(args.staged)
+    try:  # a bad value fails here, not in every replay process
+        from tuner.search.staged import StagedPlanner
+
+        StagedPlanner(pool.search, seed=0, **staged)
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"bench_replay.py: --staged: {exc}") from None
     jobs = [
-        (str(args.table), args.truth, arm, model, max(args.budgets), seed, args.workers)
+        (str(args.table), args.truth, arm, model, max(args.budgets), seed, args.workers, staged)
         for model in args.models
         for arm in args.arms
         for seed in range(args.seeds)
@@ -234,6 +249,35 @@ def main() -> None:
     _fidelity(pool)
     if args.json:
         print(json.dumps(_finite(out), allow_nan=False))
+
+
+def _staged_options(items: list[str]) -> dict[str, Any]:
+    """`--staged KEY=VALUE` as keyword arguments, each checked against StagedPlanner before any replay."""
+    import inspect
+
+    from tuner.search.staged import StagedPlanner
+
+    # `repeat` follows the table (rng_seed 1 recorded for every pipeline or not)
+    known = set(inspect.signature(StagedPlanner.__init__).parameters) - {
+        "self",
+        "space",
+        "seed",
+        "base",
+        "repeat",
+    }
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        if key not in known or not raw:
+            raise SystemExit(
+                f"bench_replay.py: --staged {item!r}: use KEY=VALUE with KEY one of {sorted(known)}"
+            )
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            raise SystemExit(f"bench_replay.py: --staged {item!r}: the value is not JSON") from None
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 def _finite(tree: Any) -> Any:

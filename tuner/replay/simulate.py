@@ -117,10 +117,19 @@ def label(arm: str) -> str:
     return ARMS[arm][0] if arm in ARMS else JOB_ARMS[arm]
 
 
-def replay(arm: str, pool: Pool, model: str, budget_units: float, seed: int, workers: int = 4) -> Trace:
-    """Run arm `arm` on `pool` until it has spent `budget_units` full-pipeline equivalents."""
+def replay(
+    arm: str,
+    pool: Pool,
+    model: str,
+    budget_units: float,
+    seed: int,
+    workers: int = 4,
+    options: dict[str, Any] | None = None,
+) -> Trace:
+    """Run arm `arm` on `pool` until it has spent `budget_units` full-pipeline equivalents; `options`
+    go to a job arm's planner (tuner.search.staged.StagedPlanner)."""
     if arm in JOB_ARMS:
-        return replay_staged(pool, model, budget_units, seed, workers)
+        return replay_staged(pool, model, budget_units, seed, workers, **(options or {}))
     with tempfile.TemporaryDirectory(prefix="replay-") as workdir:
         parts = ARMS[arm][1](pool, seed, Path(workdir))
         parts.scheduler.set_search_properties(METRIC, pool.search.mode)
