@@ -191,7 +191,10 @@ def _fidelity(pool: Any) -> None:
         kept = " | ".join(f"{f[f'keep {k}']:.2f}" for k in ("0.5", "0.25", "0.1"))
         print(f"| {name} | {f['spearman']:.2f} [{f['ci_low']:.2f}, {f['ci_high']:.2f}] | {kept} |")
     shares = interaction(pool)
-    print("\nval sum of squares: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
+    if shares is None:
+        print("\nno ANOVA: the table has one upstream or one segment config")
+    else:
+        print("\nval sum of squares: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()))
     sd = noise(pool)
     if not sd["pipelines"]:
         print("sd over rng_seeds: no pipeline of this table is recorded at a second rng_seed")

@@ -59,11 +59,14 @@ def rung_fidelity(pool: Pool, rng: np.random.Generator, boot: int = 2000) -> dic
     return out
 
 
-def interaction(pool: Pool) -> dict[str, float]:
+def interaction(pool: Pool) -> dict[str, float] | None:
     """Shares of the total sum of squares of true quality explained by the upstream (seed x refine
-    config), by the segment config, and left to their interaction (and noise)."""
+    config), by the segment config, and left to their interaction (and noise); None for a table with
+    one upstream or one segment config, which has no second factor to share with."""
     ups = sorted({(k[0], k[1]) for k in pool.rows})
     segs = sorted({k[2] for k in pool.rows})
+    if len(ups) < 2 or len(segs) < 2:
+        return None
     table = np.array([[pool.rows[(u[0], u[1], g)].true for g in segs] for u in ups])
     grand = table.mean()
     total = ((table - grand) ** 2).sum()
