@@ -2,17 +2,19 @@
 
 python tests/benchmarks/bench_replay.py [--table tests/benchmarks/replay/synthetic] [--seeds 30]
     [--workers 4] [--budgets 24 48 96] [--arms a a2 a3 b staged] [--plots docs/figures] [--processes 2]
-    [--truth mean|draw] [--fidelity-only] [--json]
+    [--truth fresh|mean|draw] [--staged KEY=VALUE ...] [--fidelity-only] [--json]
 
 Arms (tuner.replay.simulate): (a) Ray Tune + OptunaSearch, FIFO; (a2) the same + stock ASHA on the
-stage reports; (a3) random search; (b) `wsss-tune search` as shipped. Each replays `--seeds` paired
+stage reports; (a3) random search; (b) `wsss-tune search` as shipped; (staged) the staged promotion
+search (tuner.search.staged, on tuner.replay.jobs's rung-job loop). Each replays `--seeds` paired
 seeds per cost model (`measured` compute seconds; `voc`: seed : refine : segment = 1 : 1.5 : 7.5) up
 to the largest budget, in full-pipeline equivalents. Targets are the 90th and 98th percentile of the
-pool's true quality (report-half val mIoU, mean over the rng_seeds every pipeline has; --truth).
+pool's true quality (report-half val mIoU, mean over the rng_seeds every pipeline has except the
+staged arm's repeat seed 1; --truth).
 Printed: per arm, cost model, budget and target the ERT ratio against (a) with its 90% paired-
 bootstrap CI and how many seeds reached the target; the final quality's paired non-inferiority against
 (a) (margin 0.5 points); the rung fidelities (alone with --fidelity-only: a table too small to
-replay searches on, such as msrc's 16 pipelines, still measures its rungs). The anytime curves go to
+replay searches on, such as msrc's 8 pipelines, still measures its rungs). The anytime curves go to
 PLOTS/replay-<table>-<model>.png. With --json the last line is one object {arm: {cost_model: {budget:
 {target: {"ert_ratio", "ci_low", "ci_high"}}}}}.
 """
