@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 from typing import Any
 
-from tuner.replay.design import stage_of
+from tuner.replay.loop import Clock, store_keys
 from tuner.replay.pool import REPEAT_SEED, STAGES, VOC_COSTS, Key, Pool
 from tuner.replay.trace import Trace
 from tuner.search.job_searcher import JOB_KEY, METRIC, StagedSearcher
@@ -49,13 +48,9 @@ class _JobLoop:
         self.full = pool.full_epochs()
         self.events: list[tuple[float, int, str, Job, float]] = []
         self.order = itertools.count()
-        self.busy: list[tuple[float, float]] = []
+        self.clock = Clock()
         self.stored: set[str] = set()
         self.trace = Trace()
-        self.best: int | None = None
-
-    def spent(self, now: float) -> float:
-        return sum(min(end, now) - start for start, end in self.busy if start <= now)
 
     def run(self) -> Trace:
         for _ in range(self.workers):
@@ -70,7 +65,7 @@ class _JobLoop:
         return self.trace
 
     def launch(self, now: float) -> None:
-        if self.spent(now) >= self.budget:
+        if self.clock.spent(now) >= self.budget:
             return
         tid = f"j{next(self.order):05d}"
         config = self.searcher.suggest(tid)
@@ -83,8 +78,7 @@ class _JobLoop:
         key = self.pool.snap(job.params)
         cost, value = self.run_job(job, key)
         self.trace.trials += job.rung == 0
-        if cost > 0:
-            self.busy.append((now, now + cost))
+        self.clock.run(now, cost)
         heapq.heappush(self.events, (now + cost, next(self.order), tid, job, value))
 
     def run_job(self, job: Job, key: Key) -> tuple[float, float]:
@@ -99,7 +93,11 @@ class _JobLoop:
             short = row.short[self.short][0] if self.short is not None else 0.0
             value = (row.cam, row.pseudo, short, row.val)[job.rung]
         cost = 0.0
-        for stage, store_key in zip(STAGES, _store_keys(job), strict=True):
+        for stage, store_key in zip(
+            STAGES,
+            store_keys(job.params, {"rng_offset": job.rng_offset}, {"fidelity": job.fidelity}),
+            strict=True,
+        ):
             if store_key in self.stored:
                 self.trace.stages_reused += 1
             else:
@@ -124,16 +122,4 @@ class _JobLoop:
             return
         config = incumbent[0]
         key = self.pool.snap(self.planner.configs[config].params)
-        self.trace.points.append((self.spent(now), self.pool.rows[key].true))
-
-
-def _store_keys(job: Job) -> tuple[str, str, str]:
-    """Per stage, the exact knobs up to it (and the rng_seed; DeepLab's schedule for the segment
-    stage): what the content-addressed store keys that stage on."""
-    upstream: dict[str, Any] = {"rng_offset": job.rng_offset}
-    keys = []
-    for stage in STAGES:
-        upstream = upstream | {k: v for k, v in job.params.items() if stage_of(k) == stage}
-        extra = {"fidelity": job.fidelity} if stage == "segment" else {}
-        keys.append(json.dumps(upstream | extra, sort_keys=True))
-    return (keys[0], keys[1], keys[2])
+        self.trace.points.append((self.clock.spent(now), self.pool.rows[key].true))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +29,8 @@ import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from tuner.replay.design import stage_of
 from tuner.replay.jobs import replay_staged
+from tuner.replay.loop import Clock, store_keys
 from tuner.replay.pool import STAGES, Key, Pool
 from tuner.replay.trace import Trace
 from tuner.search.options import SearchOptions
@@ -98,17 +97,6 @@ class _Trial:
     stage: int = 0
 
 
-def _store_keys(params: dict[str, Any]) -> tuple[str, str, str]:
-    """Per stage, the exact knobs up to it: what a content-addressed store keys that stage on."""
-    parts = {stage: {k: v for k, v in params.items() if stage_of(k) == stage} for stage in STAGES}
-    keys: list[str] = []
-    upstream: dict[str, Any] = {}
-    for stage in STAGES:
-        upstream = upstream | parts[stage]
-        keys.append(json.dumps(upstream, sort_keys=True))
-    return (keys[0], keys[1], keys[2])
-
-
 # Arms that issue rung jobs instead of trials (name -> label): they run on tuner.replay.jobs's loop.
 JOB_ARMS = {"staged": "staged promotion search over the stage tree"}
 
@@ -141,14 +129,11 @@ class _Loop:
         self.parts, self.pool, self.model, self.budget, self.workers = parts, pool, model, budget, workers
         self.events: list[tuple[float, int, _Trial]] = []
         self.order = itertools.count()  # ties in time resolve in the order stages started
-        self.busy: list[tuple[float, float]] = []  # (start, end) of every stage run
+        self.clock = Clock()
         self.stored: set[str] = set()
         self.trace = Trace()
         self.best: tuple[float, float] | None = None  # (reported value, true quality) of the incumbent
         self.sign = 1.0 if pool.search.mode == "max" else -1.0
-
-    def spent(self, now: float) -> float:
-        return sum(min(end, now) - start for start, end in self.busy if start <= now)
 
     def run(self) -> Trace:
         for _ in range(self.workers):
@@ -160,14 +145,14 @@ class _Loop:
         return self.trace
 
     def launch(self, now: float) -> None:
-        if self.spent(now) >= self.budget:
+        if self.clock.spent(now) >= self.budget:
             return
         tid = f"t{self.trace.trials:05d}"
         config = self.parts.searcher.suggest(tid)
         if config is None:
             return
         params = {k: v for k, v in config.items() if k != REUSE_KEY}
-        trial = _Trial(tid, self.pool.snap(params), _store_keys(params))
+        trial = _Trial(tid, self.pool.snap(params), store_keys(params))
         self.trace.trials += 1
         self.parts.scheduler.on_trial_add(None, SimpleNamespace(trial_id=tid))
         self.start_stage(now, trial)
@@ -177,7 +162,7 @@ class _Loop:
         cost = 0.0
         if not (self.parts.store and trial.store_keys[trial.stage] in self.stored):
             cost = self.pool.stage_cost(trial.key, stage, self.model)
-            self.busy.append((now, now + cost))
+            self.clock.run(now, cost)
         heapq.heappush(self.events, (now + cost, next(self.order), trial))
 
     def finish_stage(self, now: float, trial: _Trial) -> bool:
@@ -217,4 +202,4 @@ class _Loop:
         self.trace.finished += 1
         if self.best is None or self.sign * reported > self.sign * self.best[0]:
             self.best = (reported, true)
-        self.trace.points.append((self.spent(now), self.best[1]))
+        self.trace.points.append((self.clock.spent(now), self.best[1]))

@@ -10,7 +10,6 @@ trials with a FIFO scheduler: the planner decides promotions, nothing is stopped
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from typing import Any
 
 from ray.tune.search import Searcher
@@ -23,9 +22,16 @@ JOB_KEY = "wsss_job"  # in a trial's Tune config: the rung job it runs
 METRIC = "objective"
 
 
-def job_config(job: Job) -> dict[str, Any]:
-    """A job's entry in a Tune config: plain values (Tune prints and stores configs)."""
-    return {**asdict(job), "until": job.until, "fidelity": job.fidelity, "rng_offset": job.rng_offset}
+def job_entry(job: Job) -> dict[str, Any]:
+    """A job's entry in a Tune config beside its parameters: plain values (Tune prints and stores it)."""
+    return {
+        "config": job.config,
+        "rung": job.rung,
+        "audit": job.audit,
+        "until": job.until,
+        "fidelity": job.fidelity,
+        "rng_offset": job.rng_offset,
+    }
 
 
 class StagedSearcher(Searcher):
@@ -37,8 +43,7 @@ class StagedSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         job = self.planner.next_job()
         self.jobs[trial_id] = job
-        job_entry = {k: v for k, v in job_config(job).items() if k != "params"}
-        return {**job.params, JOB_KEY: job_entry}
+        return {**job.params, JOB_KEY: job_entry(job)}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         job = self.jobs.pop(trial_id, None)

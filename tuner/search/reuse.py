@@ -37,6 +37,7 @@ import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.search.study import WARM_START
+from tuner.spaces.space import stage_of_key
 
 STAGE_PARAMS = ("seed", "refine")  # the upstream stages a downstream trial may reuse
 
@@ -58,11 +59,7 @@ class ReusePolicy:
 def param_stage(name: str, choice: str) -> str:
     """The stage a define-by-run parameter configures: `<space>|seed.train.lr` -> seed, `refine.beta`
     -> refine; the method choice, data and the RNG seed shape every stage, so they count as seed."""
-    if name == choice:
-        return "seed"
-    key = name.split("|", 1)[-1]
-    head = key.split(".", 1)[0]
-    return head if head in ("refine", "segment") else "seed"
+    return "seed" if name == choice else stage_of_key(name.split("|", 1)[-1])
 
 
 def upstream_knobs(trial: FrozenTrial, stages: Sequence[str], choice: str) -> dict[str, Any]:

@@ -43,8 +43,9 @@ import numpy as np
 import optuna
 from scipy.stats import rankdata
 
+from tuner.search.reuse import param_stage
 from tuner.search.startup import STARTUP_TRIALS, start_up
-from tuner.spaces.space import CHOICE, Base, SearchSpace, stage_of_key
+from tuner.spaces.space import CHOICE, Base, SearchSpace
 
 RUNGS = ("cam", "pseudo", "short", "full", "repeat")
 UNTIL = ("seed", "refine", "segment", "segment", "segment")  # the last stage a rung's job runs
@@ -166,10 +167,12 @@ class StagedPlanner:
         self.upstream = self._study(seed)
         self.segment = self._study(seed + 1)
         base = base or Base()
-        for params in start_up(space, base):  # the base config first, then each other method once
-            self.upstream.enqueue_trial({k: v for k, v in params.items() if _stage(k) != "segment"})
-        first = {k: v for k, v in start_up(space, base)[0].items() if _stage(k) == "segment"}
-        self.segment.enqueue_trial(first)
+        first = start_up(space, base)  # the base config first, then each other method once
+        for params in first:
+            self.upstream.enqueue_trial(
+                {k: v for k, v in params.items() if param_stage(k, CHOICE) != "segment"}
+            )
+        self.segment.enqueue_trial({k: v for k, v in first[0].items() if param_stage(k, CHOICE) == "segment"})
 
     @staticmethod
     def _study(seed: int) -> optuna.Study:
@@ -285,4 +288,4 @@ class StagedPlanner:
 
 
 def _stage(name: str) -> str:
-    return "seed" if name == CHOICE else stage_of_key(name.split("|", 1)[-1])
+    return param_stage(name, CHOICE)
