@@ -233,7 +233,9 @@ def main() -> None:
     try:  # a bad value fails here, not in every replay process
         from tuner.search.staged import StagedPlanner
 
-        StagedPlanner(pool.search, seed=0, **staged)
+        with warnings.catch_warnings():  # Optuna's notes on experimental sampler options
+            warnings.simplefilter("ignore")
+            StagedPlanner(pool.search, seed=0, **staged)
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"bench_replay.py: --staged: {exc}") from None
     jobs = [
