@@ -231,8 +231,11 @@ def main() -> None:
         return
     staged = _staged_options(args.staged)
     try:  # a bad value fails here, not in every replay process
+        import optuna
+
         from tuner.search.staged import StagedPlanner
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         with warnings.catch_warnings():  # Optuna's notes on experimental sampler options
             warnings.simplefilter("ignore")
             StagedPlanner(pool.search, seed=0, **staged)
