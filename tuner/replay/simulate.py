@@ -71,7 +71,9 @@ def _shipped(pool: Pool, seed: int, workdir: Path) -> Parts:
         warm_start_from=None,
         base=Base(pool.design.meta["base"]),
     )
-    return Parts(searcher, scheduler(pool.search, SHIPPED.reduction_factor, SHIPPED.rung_records), store=True)
+    return Parts(
+        searcher, scheduler(pool.search, SHIPPED.asha_reduction_factor, SHIPPED.rung_records), store=True
+    )
 
 
 # name -> (label, builder(pool, seed, workdir)). The next searcher design gets its own entry here.

@@ -26,10 +26,13 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 import wsss
+from tuner import internals
 from tuner.search import record
+from tuner.search.job_searcher import StagedSearcher
 from tuner.search.options import SearchOptions
 from tuner.search.settle import FINISH_WAIT, SearchFailed, SearchInterrupted, failure_summary, finish
-from tuner.search.strategy import log_fidelity, make_searcher, min_records, scheduler
+from tuner.search.staged_search import log_ladder, staged_searcher
+from tuner.search.strategy import log_fidelity, min_records, search_parts
 from tuner.search.study import check_warm_start, search_identity
 from tuner.search.study import load as load_study
 from tuner.spaces.space import Base, SearchSpace, load_search
@@ -45,6 +48,7 @@ from tuner.tracking.runs import (
     tracking_database,
 )
 from tuner.tracking.write_queue import retry
+from tuner.trial.job import run_job
 from tuner.trial.locks import create_leases
 from tuner.trial.trainable import TrialSettings, final_iteration, run_trial
 
@@ -133,7 +137,8 @@ def check_resources(options: SearchOptions) -> None:
 
 
 def trainable(settings: TrialSettings, options: SearchOptions) -> Any:
-    bound = tune.with_parameters(run_trial, settings=settings)
+    """Tune's trainable: a full pipeline per trial, or one rung job per trial for the staged searcher."""
+    bound = tune.with_parameters(run_job if options.searcher == "staged" else run_trial, settings=settings)
     return tune.with_resources(bound, {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
 
 
@@ -158,6 +163,7 @@ def trial_settings(
         base=base,
         tracking_wait=options.tracking_wait,
         node_cache_bytes=int(cap * 2**30) if cap is not None else None,
+        short_fraction=options.short_fraction,
     )
 
 
@@ -169,16 +175,21 @@ def _start_parent(
     )
     run = client.create_run(experiment_id, run_name=name, tags={ROLE: "search", "wsss.metric": space.metric})
     final = final_iteration(space.metric)
-    records = min_records(options.reduction_factor, options.rung_records)
+    records = min_records(options.asha_reduction_factor, options.rung_records)
     params = {
         "spaces": ",".join(s.name for s in space.spaces),
         "samples": options.samples,
         "seed": options.seed,
-        "sampler": "optuna TPESampler(multivariate=True, group=True, constant_liar=True)",
+        "searcher": options.searcher,
+        "sampler": "optuna TPESampler(multivariate=True, group=True, constant_liar=True)"
+        + (" per stage (upstream, segment)" if options.searcher == "staged" else ""),
         "scheduler": f"StageASHA(rungs at stages {list(range(1, final))}, reduction_factor="
-        f"{options.reduction_factor}, min_records={records})"
-        if final > 1
+        f"{options.asha_reduction_factor}, min_records={records})"
+        if final > 1 and options.searcher == "asha"
+        else "FIFO (the staged planner promotes)"
+        if options.searcher == "staged"
         else "FIFO (one stage: nothing to stop early)",
+        "budget": options.budget or "-",
         "stages": ",".join(wsss.STAGES[:final]),
         "metric": space.metric,
         "mode": space.mode,
@@ -202,23 +213,14 @@ def _tuner(
     callback: RunStatusCallback,
     identity: dict[str, str],
 ) -> tune.Tuner:
+    search_alg, stopper = search_parts(space, options, Base(settings.base), identity)
     return tune.Tuner(
         trainable(settings, options),
         tune_config=tune.TuneConfig(
             metric="objective",
             mode=space.mode,
-            search_alg=make_searcher(
-                space,
-                experiment=options.experiment,
-                storage=options.storage,
-                seed=options.seed,
-                reuse_fraction=options.reuse_fraction,
-                reuse_warmup=options.reuse_warmup,
-                warm_start_from=options.warm_start,
-                identity=identity,
-                base=Base(settings.base),
-            ),
-            scheduler=scheduler(space, options.reduction_factor, options.rung_records),
+            search_alg=search_alg,
+            scheduler=stopper,
             num_samples=options.samples,
             max_concurrent_trials=options.concurrency,
         ),
@@ -250,13 +252,23 @@ def run_fit(
             if "://" in store and not store.startswith("file://"):  # no file locks on object stores
                 lock_actor = f"wsss-leases-{ids[1]}"
                 leases = create_leases(lock_actor)  # held here: Ray ends an actor once its handles are gone
-            results = tuner_factory(lock_actor, callback).fit()
+            tuner = tuner_factory(lock_actor, callback)
+            searcher = internals.restored_searcher(tuner)
+            results = tuner.fit()
             del leases
-        if results.num_terminated + results.num_errors < options.samples:
+        spent = (
+            isinstance(searcher, StagedSearcher)
+            and searcher.budget is not None
+            and searcher.budget.exhausted()
+        )
+        if results.num_terminated + results.num_errors < options.samples and not spent:
             status = "KILLED"
             raise SearchInterrupted()
         callback.close(FINISH_WAIT)  # every trial's status settled before they are counted
-        log_fidelity(client, options.storage, options.experiment, space, ids[1])
+        if isinstance(searcher, StagedSearcher):
+            log_ladder(client, searcher, ids[1])
+        else:
+            log_fidelity(client, options.storage, options.experiment, space, ids[1])
         failure = retry(lambda c: failure_summary(c, *ids), client, "summarise the trials", FINISH_WAIT)
         if failure is not None:
             raise SearchFailed(failure)
@@ -290,6 +302,8 @@ def run_search(options: SearchOptions) -> str:
         load_study(options.storage, options.warm_start)
     base = base_settings(options.config)
     space = load_search(options.space_files, Base(base))
+    if options.searcher == "staged":
+        staged_searcher(space, options, Base(base))  # its mistakes (a metric before DeepLab) fail here
     uri = resolve_tracking_uri(options.tracking_uri, local_workdir(options.storage))
     check_database(uri)
     identity = search_identity(space.metric, space.mode, _prepare_data(space, options, base), base)

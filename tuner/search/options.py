@@ -11,6 +11,9 @@ import wsss
 from tuner.options import option
 
 DEFAULT_STORAGE = "wsss-work"
+SEARCHERS = ("asha", "staged")
+_BUDGET = re.compile(r"(\d+(?:\.\d+)?)([hmx])")
+BUDGET_UNITS = {"h": "hours", "m": "minutes", "x": "pipelines"}
 # The experiment's name becomes part of paths under --storage (Tune's folder, the search record):
 # no separators, no `..`, nothing a shell or a bucket would mangle.
 EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@,-]{0,99}")
@@ -42,7 +45,11 @@ class SearchOptions:
         "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else STORAGE/mlflow.db)", None
     )
     seed: int = option("sampler seed", 0)
-    reduction_factor: int = option("ASHA reduction factor", 2)
+    reduction_factor: int | None = option(
+        "ASHA's reduction factor (default 2); staged searcher: the eta of each rung above CAM (default 3)",
+        None,
+        metavar="ETA",
+    )
     rung_records: int | None = option(
         "records a rung holds before it stops any trial (default: the larger of the reduction factor and 4)",
         None,
@@ -70,6 +77,26 @@ class SearchOptions:
         0.75,
     )
     reuse_warmup: int = option("finished seed stages before the first reuse", 3)
+    searcher: str = option(
+        "asha: each trial a full pipeline, TPE proposes, ASHA stops at stage boundaries; staged: each "
+        "trial one rung job (CAM, pseudo masks, short DeepLab, full DeepLab, a repeat at the next "
+        "rng_seed), promoted by successive halving over the stage tree (docs/search.md)",
+        "asha",
+    )
+    budget: str | None = option(
+        "staged searcher: stop starting jobs once this much stage compute is spent: hours (4h), minutes "
+        "(90m) or full-pipeline equivalents (12x, at the search's own mean stage costs); --samples "
+        "stays a cap on its jobs",
+        None,
+    )
+    short_fraction: float = option(
+        "staged searcher: the short DeepLab rung's share of segment.train.epochs (rounded, at least 1)",
+        1 / 3,
+    )
+
+    @property
+    def asha_reduction_factor(self) -> int:
+        return 2 if self.reduction_factor is None else self.reduction_factor
 
     def validate(self) -> None:
         for name, ok in (
@@ -77,16 +104,27 @@ class SearchOptions:
             ("--concurrency", self.concurrency >= 1),
             ("--cpus-per-trial", self.cpus_per_trial > 0),
             ("--gpus-per-trial", self.gpus_per_trial >= 0),
-            ("--reduction-factor", self.reduction_factor >= 2),
+            ("--reduction-factor", self.reduction_factor is None or self.reduction_factor >= 2),
             ("--rung-records", self.rung_records is None or self.rung_records >= 1),
             ("--max-failures", self.max_failures >= 0),
             ("--tracking-wait", self.tracking_wait >= 0),
             ("--node-cache-gb", self.node_cache_gb is None or self.node_cache_gb > 0),
             ("--reuse-fraction", 0 <= self.reuse_fraction <= 1),
             ("--reuse-warmup", self.reuse_warmup >= 1),
+            ("--short-fraction", 0 < self.short_fraction < 1),
         ):
             if not ok:
                 raise wsss.ConfigError(f"{name}: {getattr(self, name[2:].replace('-', '_'))} is out of range")
+        if self.searcher not in SEARCHERS:
+            raise wsss.ConfigError(
+                f"--searcher {wsss.short_repr(self.searcher)}: one of {', '.join(SEARCHERS)}"
+            )
+        if self.budget is not None:
+            if self.searcher != "staged":
+                raise wsss.ConfigError(
+                    "--budget: only the staged searcher (--searcher staged) spends a budget"
+                )
+            parse_budget(self.budget)
         if not self.experiment:
             raise wsss.ConfigError("--experiment: give the search a name")
         if not EXPERIMENT_NAME.fullmatch(self.experiment):
@@ -94,3 +132,14 @@ class SearchOptions:
                 f"--experiment {wsss.short_repr(self.experiment)}: names folders of the search's storage, so "
                 "use up to 100 letters, digits and . _ - + = @ , (not starting with . or -)"
             )
+
+
+def parse_budget(text: str) -> tuple[float, str]:
+    """`--budget`'s (amount, unit): unit "hours", "minutes" or "pipelines" (full-pipeline equivalents)."""
+    found = _BUDGET.fullmatch(text.strip())
+    if found is None or float(found[1]) <= 0:
+        raise wsss.ConfigError(
+            f"--budget {wsss.short_repr(text)}: give a positive amount of stage compute in hours (4h), "
+            "minutes (90m) or full-pipeline equivalents (12x)"
+        )
+    return float(found[1]), BUDGET_UNITS[found[2]]

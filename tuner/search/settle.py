@@ -40,7 +40,13 @@ def failure_summary(client: MlflowClient, experiment_id: str, parent_run_id: str
         if r.info.status != "KILLED"
     )
     failed = sum(errors.values())
-    summary = f"no trial finished ({failed} failed, {len(runs) - failed} pruned, of {len(runs)})"
+    if any(r.data.tags.get("wsss.searcher") == "staged" for r in runs):  # one run per configuration
+        summary = (
+            f"no configuration reached the full DeepLab schedule ({failed} failed, {len(runs) - failed} "
+            f"stopped on a lower rung, of {len(runs)}): give the search more --samples or --budget"
+        )
+    else:
+        summary = f"no trial finished ({failed} failed, {len(runs) - failed} pruned, of {len(runs)})"
     if errors:
         cause, count = errors.most_common(1)[0]
         summary += f"; most common cause ({count} of {failed} failed): {cause}"

@@ -46,11 +46,12 @@ from scipy.stats import rankdata
 from tuner.search.reuse import param_stage
 from tuner.search.startup import STARTUP_TRIALS, start_up
 from tuner.spaces.space import CHOICE, Base, SearchSpace
+from tuner.trial.job import FULL_RUNG, RUNG_NAMES
 
-RUNGS = ("cam", "pseudo", "short", "full", "repeat")
+RUNGS = RUNG_NAMES  # cam, pseudo, short, full, repeat: the names the trainable logs (tuner.trial.job)
 UNTIL = ("seed", "refine", "segment", "segment", "segment")  # the last stage a rung's job runs
 UPSTREAM_RUNGS = 2  # rungs 0-1 hold upstreams, 2-4 their children
-SHORT, FULL = 2, 3
+SHORT, FULL = 2, FULL_RUNG
 GATES = ("final", "next")
 
 
@@ -122,11 +123,11 @@ class Ladder:
 
 
 @dataclass
-class _Config:
+class ConfigState:
     params: dict[str, Any]
     parent: int | None  # a child's upstream
-    upstream_trial: optuna.Trial | None = None
-    segment_trial: optuna.Trial | None = None
+    upstream_trial: int | None = None  # the number of its trial in the upstream study (an upstream's)
+    segment_trial: int | None = None  # the number of its trial in the segment study (a child's)
     draws: list[float] = field(default_factory=list)  # full-schedule values, one per rng_seed
 
 
@@ -149,6 +150,20 @@ class StagedPlanner:
         short: bool = True,
         repeat: bool = True,
     ) -> None:
+        # What builds this planner again (a pickled searcher, tuner.search.planner_state): not its state.
+        self.init_args: dict[str, Any] = {
+            "space": space,
+            "seed": seed,
+            "base": base,
+            "etas": tuple(etas),
+            "min_records": min_records,
+            "branch": branch,
+            "audit": audit,
+            "gate_pairs": gate_pairs,
+            "gate": gate,
+            "short": short,
+            "repeat": repeat,
+        }
         if len(etas) != len(RUNGS) - 1 or any(e < 1 for e in etas):
             raise ValueError(f"etas: one reduction factor >= 1 per promotion ({len(RUNGS) - 1}), got {etas}")
         self.space, self.sign = space, 1.0 if space.mode == "max" else -1.0
@@ -159,13 +174,13 @@ class StagedPlanner:
             raise ValueError(f"gate: {gate!r} is not one of {GATES}")
         self.gate = gate
         self.first_child_rung = SHORT if short else FULL  # without the short rung, children start full
-        self.rng = np.random.default_rng(seed)
-        self.configs: list[_Config] = []
+        self.seed, self.rng = seed, np.random.default_rng(seed)
+        self.configs: list[ConfigState] = []
         self.running: set[tuple[int, int]] = set()
         self.waiting: list[int] = []  # children not started yet
         self._etas: dict[int, tuple[int, float]] = {}  # rung -> (pairs it was measured on, eta)
-        self.upstream = self._study(seed)
-        self.segment = self._study(seed + 1)
+        self.upstream = self.new_study(seed)
+        self.segment = self.new_study(seed + 1)
         base = base or Base()
         first = start_up(space, base)  # the base config first, then each other method once
         for params in first:
@@ -175,7 +190,7 @@ class StagedPlanner:
         self.segment.enqueue_trial({k: v for k, v in first[0].items() if param_stage(k, CHOICE) == "segment"})
 
     @staticmethod
-    def _study(seed: int) -> optuna.Study:
+    def new_study(seed: int) -> optuna.Study:
         sampler = optuna.samplers.TPESampler(
             seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=STARTUP_TRIALS
         )
@@ -246,13 +261,13 @@ class StagedPlanner:
         trial = self.segment.ask()
         self.space.define(trial, stages=("segment",), space=self.configs[parent].params.get(CHOICE))
         params = {**self.configs[parent].params, **trial.params}
-        self.configs.append(_Config(params, parent, segment_trial=trial))
+        self.configs.append(ConfigState(params, parent, segment_trial=trial.number))
         return len(self.configs) - 1
 
     def _new_upstream(self) -> Job:
         trial = self.upstream.ask()
         choice = self.space.define(trial, stages=("seed", "refine"))
-        self.configs.append(_Config({**choice, **trial.params}, None, upstream_trial=trial))
+        self.configs.append(ConfigState({**choice, **trial.params}, None, upstream_trial=trial.number))
         return self._start(len(self.configs) - 1, 0, audit=False)
 
     def _start(self, config: int, rung: int, audit: bool) -> Job:

@@ -13,11 +13,14 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
 
 from tuner import internals
 from tuner.search.fidelity import proxy_fidelity
+from tuner.search.options import SearchOptions
 from tuner.search.reuse import ReusePolicy
 from tuner.search.searcher import StageAwareOptunaSearch
+from tuner.search.staged_search import staged_searcher
 from tuner.search.startup import STARTUP_TRIALS, start_up
 from tuner.search.study import WARM_START, claim, study_path, study_storage, warm_start
 from tuner.search.study import load as load_study
@@ -195,3 +198,24 @@ def log_fidelity(
         log.info("proxy fidelity: %s", {k: round(v, 3) for k, v in fidelity.items()})
     except Exception as exc:  # an analysis: never the reason a finished search fails
         log.warning("proxy fidelity not computed: %s", exc)
+
+
+def search_parts(
+    space: SearchSpace, options: SearchOptions, base: Base, identity: dict[str, str]
+) -> tuple[Searcher, TrialScheduler]:
+    """Tune's searcher and scheduler for `--searcher`: the stage-aware TPE searcher with StageASHA, or
+    the staged searcher (its planner promotes; Tune runs its jobs first in, first out)."""
+    if options.searcher == "staged":
+        return staged_searcher(space, options, base), FIFOScheduler()
+    searcher = make_searcher(
+        space,
+        experiment=options.experiment,
+        storage=options.storage,
+        seed=options.seed,
+        reuse_fraction=options.reuse_fraction,
+        reuse_warmup=options.reuse_warmup,
+        warm_start_from=options.warm_start,
+        identity=identity,
+        base=base,
+    )
+    return searcher, scheduler(space, options.asha_reduction_factor, options.rung_records)

@@ -298,14 +298,17 @@ class SearchSpace:
             out |= {p.key: p.distribution for p in space.shared}
         return out
 
-    def overrides(self, config: dict[str, Any]) -> dict[str, Any]:
-        """A trial's dotted config overrides from its Tune config."""
+    def overrides(self, config: dict[str, Any], stages: Sequence[str] | None = None) -> dict[str, Any]:
+        """A trial's dotted config overrides from its Tune config. With `stages`, only those stages'
+        knobs are read (a staged search's upstream job has no DeepLab knobs yet: DeepLab keeps the
+        base config's settings, which that job never runs)."""
         space = self._space(config[CHOICE])
         out = dict(space.fixed)
-        for param in space.params:
-            out[param.key] = param.decode(config[f"{space.name}|{param.key}"])
-        for param in space.shared:
-            out[param.key] = param.decode(config[param.key])
+        for param, name in [(p, f"{space.name}|{p.key}") for p in space.params] + [
+            (p, p.key) for p in space.shared
+        ]:
+            if stages is None or stage_of_key(param.key) in stages:
+                out[param.key] = param.decode(config[name])
         return out
 
 

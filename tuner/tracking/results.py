@@ -38,6 +38,7 @@ COLUMNS = (
     "pseudo_miou",
     "val_miou",
     "status",
+    "rung",
     "compute_seconds",
     "compute_seconds_without_reuse",
     "stages_reused",
@@ -66,7 +67,10 @@ def _row(run: Any) -> dict[str, Any]:
         "cam_miou_best": metrics.get("cam_miou_best"),
         "pseudo_miou": metrics.get("pseudo_miou"),
         "val_miou": metrics.get("val_miou"),
+        "short_val_miou": metrics.get("short_val_miou"),
         "status": tags.get(STATUS) or _STATUS.get(run.info.status, run.info.status.lower()),
+        # A staged search's configuration: the highest rung it reached (tuner.trial.job); else "-".
+        "rung": tags.get("wsss.rung", "-"),
         "compute_seconds": round(metrics.get("compute_seconds", 0.0), 1),
         "compute_seconds_without_reuse": round(metrics.get("compute_seconds_without_reuse", 0.0), 1),
         "stages_reused": tags.get("wsss.reused", "-"),
@@ -157,7 +161,8 @@ def kept_stage_keys(client: MlflowClient, experiment: str, top: int) -> set[tupl
 
 
 # Stage metrics in pipeline order: how far an unfinished trial got, and how well it did there.
-_STAGE_METRICS = ("cam_miou_best", "pseudo_miou")
+# How far an unfinished trial got (short_val_miou: a staged search's short DeepLab rung).
+_STAGE_METRICS = ("cam_miou_best", "pseudo_miou", "short_val_miou")
 
 
 def _order(row: dict[str, Any], by: str | None) -> tuple[Any, ...]:

@@ -37,6 +37,18 @@ DATA_FINGERPRINT, DATA_LOCATION = "wsss.data.fingerprint", "wsss.data.location"
 FINAL_ITERATION = len(("seed", "refine", "segment"))
 # What trials report to Tune besides `objective` (see tuner.trial.trainable.TUNE_KEYS).
 # holdout_miou: the val images no trial is chosen on (data.holdout_split), when the data has them.
+# In a staged search's Tune config: the rung job a trial runs (tuner.search.job_searcher). Every job
+# of one configuration writes to that configuration's one run, keyed `config-<n>` instead of the trial.
+JOB_KEY = "wsss_job"
+JOBS = "wsss.jobs"  # a configuration run's count of jobs (where a trial's run counts attempts)
+
+
+def run_key(trial_id: str, config: dict[str, Any]) -> str:
+    """The TRIAL_ID tag of the run a Tune trial writes to: its own id, or its configuration's."""
+    job = config.get(JOB_KEY)
+    return f"config-{job['config']}" if isinstance(job, dict) else trial_id
+
+
 TUNE_METRICS = ("cam_miou_best", "pseudo_miou", "val_miou", "holdout_miou", "compute_seconds")
 _BATCH_METRICS, _BATCH_PARAMS = 1000, 100  # MLflow's log_batch limits
 
@@ -231,7 +243,11 @@ class RunStatusCallback(tune.Callback):
         self._submit(trial, error=_error_line(trial))
 
     def _submit(self, trial: Any, error: str | None) -> None:
-        trial_id, name, last = trial.trial_id, str(trial), dict(trial.last_result or {})
+        trial_id, name, last = (
+            run_key(trial.trial_id, trial.config),
+            str(trial),
+            dict(trial.last_result or {}),
+        )
         self.writes.submit(
             f"settle trial {name}", lambda client: self.settle(client, trial_id, name, last, error)
         )

@@ -79,11 +79,20 @@ class TrialSettings:
     base: dict[str, Any] | None = None  # the base config's settings (wsss.config_source), if any
     tracking_wait: float = 120.0  # how long a report waits for MLflow writes during an outage
     node_cache_bytes: int | None = None  # cap on this node's copies of remote artifacts
+    short_fraction: float = 1 / 3  # staged search: the short DeepLab rung's share of the schedule
 
 
-def trial_config(search: SearchSpace, settings: TrialSettings, config: dict[str, Any]) -> tuple[str, Any]:
-    """(space name, resolved wsss config) for a Tune config; torch threads follow the trial's CPUs."""
-    overrides = search.overrides(config)
+def trial_config(
+    search: SearchSpace,
+    settings: TrialSettings,
+    config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    stages: tuple[str, ...] | None = None,
+) -> tuple[str, Any]:
+    """(space name, resolved wsss config) for a Tune config; torch threads follow the trial's CPUs.
+    `extra`: dotted settings over the sampled ones (a staged job's schedule and rng_seed); `stages`:
+    the stages whose knobs the config holds (tuner.spaces.space.SearchSpace.overrides)."""
+    overrides = search.overrides(config, stages) | (extra or {})
     overrides |= {"runtime.threads": settings.threads, "runtime.progress": False}
     dotted = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     return config[CHOICE], wsss.load_config(settings.base, dotted)
@@ -119,8 +128,16 @@ class TrialRun:
     counts the attempts.
     """
 
-    def __init__(self, writes: WriteQueue, settings: TrialSettings, trial_id: str, trial_name: str) -> None:
-        self.writes, self.settings = writes, settings
+    def __init__(
+        self,
+        writes: WriteQueue,
+        settings: TrialSettings,
+        trial_id: str,
+        trial_name: str,
+        counter: str = ATTEMPT,
+    ) -> None:
+        # `counter` counts the runs' openings: attempts of a trial, or a staged configuration's jobs.
+        self.writes, self.settings, self.counter = writes, settings, counter
         self.trial_id, self.trial_name = trial_id, trial_name
         self.uid = uuid.uuid4().hex  # this attempt, so that a retried write never opens a second run
         self.run_id: str | None = None
@@ -133,7 +150,7 @@ class TrialRun:
         current = mine or [r for r in runs if r.data.tags.get(SUPERSEDED) != "true"]
         if not current:
             tags = {PARENT_TAG: self.settings.parent_run_id, ROLE: "trial", TRIAL_ID: self.trial_id}
-            tags |= {ATTEMPT: "1", ATTEMPT_UID: self.uid, STATUS: "running"}
+            tags |= {self.counter: "1", ATTEMPT_UID: self.uid, STATUS: "running"}
             self.run_id = client.create_run(
                 self.settings.experiment_id, run_name=self.trial_name, tags=tags
             ).info.run_id
@@ -141,13 +158,14 @@ class TrialRun:
         run = max(current, key=lambda r: r.info.start_time)
         self.run_id = run.info.run_id
         if not mine:
-            attempt = (
-                int(run.data.tags.get(ATTEMPT, "1")) + 1 if run.data.tags.get(ATTEMPT, "1").isdigit() else 2
-            )
+            count = run.data.tags.get(self.counter, "1")
+            attempt = int(count) + 1 if count.isdigit() else 2
             if "wsss.error" in run.data.tags:  # the earlier attempt's error is history now
                 client.set_tag(self.run_id, "wsss.previous_error", run.data.tags["wsss.error"][:5000])
                 client.delete_tag(self.run_id, "wsss.error")
-            set_tags(client, self.run_id, {ATTEMPT: str(attempt), ATTEMPT_UID: self.uid, STATUS: "running"})
+            set_tags(
+                client, self.run_id, {self.counter: str(attempt), ATTEMPT_UID: self.uid, STATUS: "running"}
+            )
         if run.info.status != "RUNNING":
             client.update_run(self.run_id, status="RUNNING")
 
@@ -228,6 +246,36 @@ class _TrialLog:
         return metrics
 
 
+def describe_run(run: TrialRun, settings: TrialSettings, space: str, cfg: Any, tags: dict[str, str]) -> None:
+    """The run's tags, parameters and config.yaml (the config to export and rerun)."""
+    run.tags(
+        {
+            "wsss.space": space,
+            "wsss.method": cfg.seed.method,
+            "wsss.metric": settings.search.metric,
+            "wsss.mode": settings.search.mode,
+            "wsss.node": ray.get_runtime_context().get_node_id(),
+        }
+        | tags
+    )
+    run.params(flatten(wsss.to_mapping(cfg)))
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.yaml").write_text(wsss.dump_config(cfg))
+        run.files([Path(tmp) / "config.yaml"], None)
+
+
+def open_pipeline(run: TrialRun, settings: TrialSettings, cfg: Any) -> tuple[Any, Any, ActorLock | None]:
+    """(dataset, stage store, lock) for running `cfg`'s pipeline on this node."""
+    cache = _cache_dir(settings)
+    data = wsss.prepare_dataset(cfg, settings.data_dir, cache)
+    # What an exported config needs to know it is run on the same data (wsss.provenance).
+    location = settings.data_dir or wsss.SYNTHETIC_DATA
+    run.tags({DATA_FINGERPRINT: data.fingerprint, DATA_LOCATION: location})
+    store = wsss.StageStore(settings.store_uri, cache_dir=cache / "store")
+    lock = ActorLock(settings.lock_actor) if settings.lock_actor else None
+    return data, store, lock
+
+
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     """The Tune trainable (bound to `settings` with tune.with_parameters).
 
@@ -240,27 +288,9 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     run = TrialRun(writes, settings, context.get_trial_id(), context.get_trial_name())
     try:
         space, cfg = trial_config(settings.search, settings, config)
-        tags = {
-            "wsss.space": space,
-            "wsss.method": cfg.seed.method,
-            "wsss.metric": settings.search.metric,
-            "wsss.mode": settings.search.mode,
-            "wsss.node": ray.get_runtime_context().get_node_id(),
-            # The upstream stage the searcher planned this trial to reuse (tuner.search.reuse), or "-".
-            "wsss.planned_reuse": str(config.get(REUSE_KEY, "-")),
-        }
-        run.tags(tags)
-        run.params(flatten(wsss.to_mapping(cfg)))
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "config.yaml").write_text(wsss.dump_config(cfg))
-            run.files([Path(tmp) / "config.yaml"], None)
-        cache = _cache_dir(settings)
-        data = wsss.prepare_dataset(cfg, settings.data_dir, cache)
-        # What an exported config needs to know it is run on the same data (wsss.provenance).
-        location = settings.data_dir or wsss.SYNTHETIC_DATA
-        run.tags({DATA_FINGERPRINT: data.fingerprint, DATA_LOCATION: location})
-        store = wsss.StageStore(settings.store_uri, cache_dir=cache / "store")
-        lock = ActorLock(settings.lock_actor) if settings.lock_actor else None
+        # The upstream stage the searcher planned this trial to reuse (tuner.search.reuse), or "-".
+        describe_run(run, settings, space, cfg, {"wsss.planned_reuse": str(config.get(REUSE_KEY, "-"))})
+        data, store, lock = open_pipeline(run, settings, cfg)
         trial_log = _TrialLog(run, data, settings.search.metric)
 
         def on_stage(outcome: Any) -> None:
