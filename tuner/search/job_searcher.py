@@ -33,7 +33,7 @@ METRIC = "objective"
 __all__ = ["JOB_KEY", "METRIC", "StagedSearcher", "job_entry"]
 
 
-def job_entry(job: Job, draws: list[float], spent: float = 0.0) -> dict[str, Any]:
+def job_entry(job: Job, draws: list[float], spent: float = 0.0, parent: int | None = None) -> dict[str, Any]:
     """A job's entry in a Tune config beside its parameters: plain values (Tune prints and stores it)."""
     return {
         "config": job.config,
@@ -44,6 +44,7 @@ def job_entry(job: Job, draws: list[float], spent: float = 0.0) -> dict[str, Any
         "rng_offset": job.rng_offset,
         "draws": draws,  # the configuration's earlier full-schedule values, in the metric's direction
         "spent": spent,  # compute seconds the configuration's earlier jobs computed
+        "parent": parent,  # a child's upstream configuration (the stage tree), None for an upstream
     }
 
 
@@ -66,7 +67,8 @@ class StagedSearcher(Searcher):
         draws = (
             [self.planner.sign * d for d in self.planner.configs[job.config].draws] if job.rung > FULL else []
         )
-        return {**job.params, JOB_KEY: job_entry(job, draws, self.spent.get(job.config, 0.0))}
+        parent = self.planner.configs[job.config].parent
+        return {**job.params, JOB_KEY: job_entry(job, draws, self.spent.get(job.config, 0.0), parent)}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         job = self.jobs.pop(trial_id, None)

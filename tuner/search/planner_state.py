@@ -99,8 +99,11 @@ def load(planner: StagedPlanner, state: dict[str, Any], source: str) -> None:
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng"]
         planner.rng = rng
-        planner.upstream = _rebuilt_study(planner.seed, state["upstream"])
-        planner.segment = _rebuilt_study(planner.seed + 1, state["segment"])
+        # Samplers seeded anew from the restored generator: seeded as at the start they would replay
+        # their first proposals (the random start-up draws), so the resumed search would rerun configs.
+        sampler_seed = int(rng.integers(2**31 - 1))
+        planner.upstream = _rebuilt_study(sampler_seed, state["upstream"])
+        planner.segment = _rebuilt_study(sampler_seed + 1, state["segment"])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise wsss.ConfigError(f"{source}: not a staged searcher's state ({exc})") from None
     planner._etas.clear()

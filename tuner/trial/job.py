@@ -92,7 +92,9 @@ def run_job(config: dict[str, Any], settings: TrialSettings) -> None:
         # base config's settings, which its jobs never run. Its every job logs the same parameters.
         stages = wsss.STAGES[:2] if int(job["rung"]) < 2 else None
         space, cfg = trial_config(settings.search, settings, params, stages=stages)
-        describe_run(run, settings, space, cfg, {"wsss.searcher": "staged"})
+        parent = job.get("parent")
+        upstream = "-" if parent is None else f"config-{int(parent)}"  # the stage tree: a child's upstream
+        describe_run(run, settings, space, cfg, {"wsss.searcher": "staged", "wsss.upstream_config": upstream})
         extra = job_overrides(cfg, job, settings)
         space, job_cfg = trial_config(settings.search, settings, params, extra, stages)
         data, store, lock = open_pipeline(run, settings, job_cfg)

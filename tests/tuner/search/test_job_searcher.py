@@ -3,6 +3,7 @@ the planner, and a failed job is neither ranked nor retried."""
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -88,6 +89,26 @@ def test_saved_state_restores_the_ladder_studies_and_jobs_in_flight(
     for i in range(len(in_flight)):
         searcher.on_trial_complete(f"t{14 + i}", {METRIC: 0.99})
     assert searcher.suggest("a")[JOB_KEY] == restored.suggest("a")[JOB_KEY]  # type: ignore[index]
+
+
+def test_a_restored_searcher_proposes_new_configurations_not_its_first_ones_again(tmp_path: Path) -> None:
+    def planner() -> StagedPlanner:
+        return StagedPlanner(
+            load_search([SPACES / "cam.yaml"]), seed=0, base=Base(), audit=0.0, min_records=4
+        )
+
+    searcher = StagedSearcher(planner())
+    issued = _drive(searcher, 4)  # in TPE's random start-up: the draws a sampler seeded afresh replays
+    searcher.save(str(tmp_path / "state.json"))
+    restored = StagedSearcher(planner())
+    restored.restore(str(tmp_path / "state.json"))
+    later = _drive(restored, 10, start=4)
+    upstream = [
+        json.dumps({k: v for k, v in c.items() if k != JOB_KEY}, sort_keys=True)
+        for c in issued + later
+        if c[JOB_KEY]["rung"] == 0
+    ]
+    assert len(upstream) >= 6 and len(set(upstream)) == len(upstream)
 
 
 def test_a_damaged_state_is_refused_naming_the_file(searcher: StagedSearcher, tmp_path: Path) -> None:
