@@ -20,7 +20,9 @@ def _row(
         "cam_miou_best": stage.get("cam"),
         "pseudo_miou": stage.get("pseudo"),
         "val_miou": objective,
+        "short_val_miou": stage.get("short"),
         "status": "finished" if objective is not None else "pruned",
+        "rung": "-",
         "compute_seconds": 1.0,
         "compute_seconds_without_reuse": 1.0,
         "stages_reused": "-",
@@ -42,6 +44,8 @@ ROWS = [
     _row("finished-high", "fmix", 5, 0.45, cam=0.5, pseudo=0.5),
     _row("refined-better", "cam", 6, cam=0.45, pseudo=0.55),
     _row("failed-at-once", "fmix", 7),
+    # A staged search's configuration stopped on the short DeepLab rung: furthest of the unfinished.
+    _row("short-rung", "seam", 8, cam=0.2, pseudo=0.3, short=0.1),
 ]
 
 
@@ -50,6 +54,7 @@ def test_finished_by_objective_then_unfinished_by_progress_and_last_stage() -> N
     assert order == [
         "finished-high",
         "finished-low",
+        "short-rung",
         "refined-better",  # reached refine, pseudo 0.55
         "refined",  # reached refine, pseudo 0.40: ahead of any seed-only trial whatever its CAM
         "seed-only-good",
@@ -62,7 +67,7 @@ def test_finished_by_objective_then_unfinished_by_progress_and_last_stage() -> N
 def test_mode_min_reverses_only_the_finished_objective() -> None:
     rows = [{**r, "_mode": "min"} for r in ROWS]
     order = [r["trial"] for r in rank_rows(rows)]
-    assert order[:3] == ["finished-low", "finished-high", "refined-better"]
+    assert order[:3] == ["finished-low", "finished-high", "short-rung"]
 
 
 def test_by_method_ranks_within_each_method_and_top_cuts_each_group() -> None:
@@ -74,6 +79,7 @@ def test_by_method_ranks_within_each_method_and_top_cuts_each_group() -> None:
         ("fmix", 2, "failed-at-once"),
         ("mixup", 1, "refined"),
         ("mixup", 2, "seed-only-bad"),
+        ("seam", 1, "short-rung"),
     ]
     assert all(not k.startswith("_") for r in ranked for k in r)
 
