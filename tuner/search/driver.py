@@ -9,19 +9,14 @@ Storage layout under `--storage` (a folder, or s3://, gs://, an NFS path on a cl
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -30,8 +25,9 @@ from tuner import internals
 from tuner.search import record
 from tuner.search.job_searcher import StagedSearcher
 from tuner.search.options import SearchOptions
+from tuner.search.session import check_resources, code_version, ray_session, trial_env
 from tuner.search.settle import FINISH_WAIT, SearchFailed, SearchInterrupted, failure_summary, finish
-from tuner.search.staged_search import log_ladder, staged_searcher
+from tuner.search.staged_search import budget_spent, log_ladder, staged_searcher
 from tuner.search.strategy import log_fidelity, min_records, search_parts
 from tuner.search.study import check_warm_start, search_identity
 from tuner.search.study import load as load_study
@@ -70,70 +66,6 @@ def local_workdir(storage: str) -> Path:
     """Where local files of a search go (the default MLflow database, artifacts): the storage folder,
     or the current folder when the storage is remote."""
     return Path(storage) if "://" not in storage else Path.cwd()
-
-
-def code_version() -> str:
-    """wsss's version plus the git commit of its checkout, when there is one."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = "unknown"
-    return f"{wsss.__version__}+{sha}"
-
-
-# MLflow's own HTTP retries (default: 7 tries with doubling waits, 120 s timeouts) would hold a
-# trial's journal on one write for minutes; the journal retries anyway, so calls fail fast.
-_MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
-
-
-def trial_env(uri: str) -> dict[str, str]:
-    """Environment variables for every trial: where MLflow is, and how long its HTTP calls may take."""
-    return {"MLFLOW_TRACKING_URI": uri} | {k: os.environ.get(k, v) for k, v in _MLFLOW_HTTP.items()}
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None, env: dict[str, str]) -> Iterator[None]:
-    """Connect to (or start) Ray with `env` in the workers' runtime environment; disconnect afterwards."""
-    if ray.is_initialized():
-        raise wsss.WsssError("Ray is already initialised in this process; run the search in a fresh process")
-    ray.init(
-        address=address,
-        runtime_env={"env_vars": env},
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=True,
-    )
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-def check_resources(options: SearchOptions) -> None:
-    """On Ray started here (no --address, so no autoscaler), a trial asking for more CPUs or GPUs than
-    the machine has would wait for them forever: refuse it before anything starts. Counted as Ray
-    counts them: the CPUs this process may run on, the GPUs CUDA sees."""
-    if options.address is not None:
-        return  # a cluster may add nodes when trials ask for them
-    import torch
-
-    have = {"CPU": len(os.sched_getaffinity(0)), "GPU": torch.cuda.device_count()}
-    for option, unit, wanted in (
-        ("--cpus-per-trial", "CPU", options.cpus_per_trial),
-        ("--gpus-per-trial", "GPU", options.gpus_per_trial),
-    ):
-        if wanted > have[unit]:
-            raise wsss.ConfigError(
-                f"{option} {wanted:g}: this machine has {have[unit]} {unit}(s), so no trial could ever "
-                "start (give --address to run on a cluster)"
-            )
 
 
 def trainable(settings: TrialSettings, options: SearchOptions) -> Any:
@@ -256,12 +188,7 @@ def run_fit(
             searcher = internals.restored_searcher(tuner)
             results = tuner.fit()
             del leases
-        spent = (
-            isinstance(searcher, StagedSearcher)
-            and searcher.budget is not None
-            and searcher.budget.exhausted()
-        )
-        if results.num_terminated + results.num_errors < options.samples and not spent:
+        if results.num_terminated + results.num_errors < options.samples and not budget_spent(searcher):
             status = "KILLED"
             raise SearchInterrupted()
         callback.close(FINISH_WAIT)  # every trial's status settled before they are counted
