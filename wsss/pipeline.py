@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ("seed", "refine", "segment")
 ROUND_STAGE = "seed_round"  # store entries of seed training rounds (wsss.stages.rounds)
+REFINE_STEP = "refine_step"  # store entries of refine's labels and AffinityNet (wsss.stages.refine)
 _VERSIONS = {"seed": seed.FORMAT_VERSION, "refine": refine.FORMAT_VERSION, "segment": segment.FORMAT_VERSION}
 # The stage that produces each headline quality metric: a search on it needs the stages up to there.
 METRIC_STAGE = {"cam_miou": "seed", "cam_miou_best": "seed", "pseudo_miou": "refine", "val_miou": "segment"}
@@ -276,7 +277,7 @@ def _run_stages(
             "dataset": data.fingerprint,
             "format_version": _VERSIONS[name],
         }
-        rounds = _round_cache(store, lock, exclusive, used)
+        rounds = _round_cache(store, lock, exclusive, used, ROUND_STAGE if name == "seed" else REFINE_STEP)
         compute = _computation(name, local, data, upstream, runtime, rounds)  # keys and meta from cfg
         outcome = _stage(store, lock, exclusive, name, keys[name], meta, compute, used)
         outcomes[name] = upstream = outcome
@@ -285,9 +286,9 @@ def _run_stages(
     return PipelineResult(outcomes)
 
 
-def _round_cache(store: StageStore, lock: Lock, exclusive: bool, used: _Used) -> RoundCache:
-    """Seed rounds (wsss.stages.rounds) cached in the store as `seed_round` entries, built under the
-    same single-flight lock as stages."""
+def _round_cache(store: StageStore, lock: Lock, exclusive: bool, used: _Used, stage: str) -> RoundCache:
+    """A stage's cached steps (seed rounds, wsss.stages.rounds; refine's labels and AffinityNet) as
+    store entries of `stage`, built under the same single-flight lock as stages."""
 
     def cache(kind: str, payload: Mapping[str, Any], compute: Callable[[Path], None]) -> Path:
         key = payload_key({"kind": kind, **payload})
@@ -297,7 +298,7 @@ def _round_cache(store: StageStore, lock: Lock, exclusive: bool, used: _Used) ->
             return {}
 
         meta = {"config": dict(payload), "kind": kind, "format_version": ROUND_VERSION}
-        return _stage(store, lock, exclusive, ROUND_STAGE, key, meta, build, used).path
+        return _stage(store, lock, exclusive, stage, key, meta, build, used).path
 
     return cache
 
@@ -315,6 +316,11 @@ def _computation(
             cfg.seed, data, out, rng_seed=cfg.rng_seed, runtime=runtime, rounds=rounds
         )
     assert upstream is not None
-    module = refine if name == "refine" else segment
-    stage_cfg = getattr(cfg, name)
-    return lambda out: module.run(stage_cfg, data, upstream.path, out, rng_seed=cfg.rng_seed, runtime=runtime)
+    if name == "refine":
+        steps = refine.RefineSteps(rounds, upstream.key)
+        return lambda out: refine.run(
+            cfg.refine, data, upstream.path, out, rng_seed=cfg.rng_seed, runtime=runtime, steps=steps
+        )
+    return lambda out: segment.run(
+        cfg.segment, data, upstream.path, out, rng_seed=cfg.rng_seed, runtime=runtime
+    )

@@ -7,13 +7,20 @@
 3. Random walk: propagate [(1 - max CAM)^rw_alpha; CAMs] with the affinity transition matrix for
    2^logt steps; the argmax is the pseudo mask.
 
+Steps 1 and 2 are cached apart (`RefineSteps`), each keyed by what it depends on, so a search over the
+walk's knobs retrains nothing and one over AffinityNet's training relabels nothing.
+
 Artifact: `<id>.png` pseudo masks (palette PNG) for the train split, `confident/<id>.png` (with
 `grid_labels: psa` also `confident/low/<id>.png` and `confident/high/<id>.png`), `model.pt`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +29,19 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from wsss.checkpoints import save_state
+from wsss.checkpoints import load_stored_state, save_state
 from wsss.config import RefineConfig
+from wsss.configio import to_mapping
 from wsss.data.classes import IGNORE_INDEX, write_mask
 from wsss.data.torchsets import LabelPairSet, SegmentationSet, split_pair
 from wsss.data.transforms import TrainTransform, to_tensor
 from wsss.data.voc import VocDataset
+from wsss.errors import DamagedArtifact, bounded
 from wsss.loop import TrainStats, train_model
 from wsss.metrics import ConfusionMatrix
 from wsss.models.affinity import AffinityNet, affinity
 from wsss.ops.cam import background_power, labels_from_scores
-from wsss.ops.crf import crf_refine, require_crf
+from wsss.ops.crf import require_crf
 from wsss.ops.random_walk import (
     origin_margin,
     pair_offsets,
@@ -42,45 +51,20 @@ from wsss.ops.random_walk import (
     transition_matrix,
 )
 from wsss.runtime import Runtime
+from wsss.stages.confident import (
+    CONFIDENT_DIR,
+    HIGH_DIR,
+    LABEL_KNOBS,
+    LOW_DIR,
+    label_metrics,
+    write_confident_labels,
+)
+from wsss.stages.rounds import RoundCache, load_stats, local_rounds, payload_key
 from wsss.stages.seed import load_cams
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-CONFIDENT_DIR = "confident"
-# With grid_labels psa, CONFIDENT_DIR also holds the low- and high-alpha maps, in these folders.
-LOW_DIR, HIGH_DIR = "low", "high"
-
-
-def two_sided_labels(
-    cams: np.ndarray, keys: np.ndarray, cfg: RefineConfig, image: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """psa's low- and high-alpha label maps (infer_cls.py: argmax of [(1 - max CAM)^alpha; CAMs],
-    each through the CRF when it is on): the first keeps confident foreground, the second confident
-    background."""
-
-    def labels(alpha: float) -> np.ndarray:
-        scores = np.concatenate([background_power(cams, alpha)[None], cams])
-        if cfg.crf.enabled:
-            assert image is not None
-            scores = crf_refine(image, scores, cfg.crf, "refine.crf.enabled")
-        return labels_from_scores(scores, keys)
-
-    return labels(cfg.alpha_low), labels(cfg.alpha_high)
-
-
-def combine_two_sided(low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Foreground where the low-alpha map says so, background where the high-alpha one does, else ignore."""
-    out = np.where(low > 0, low, IGNORE_INDEX).astype(np.uint8)
-    out[high == 0] = 0
-    return out
-
-
-def confident_labels(
-    cams: np.ndarray, keys: np.ndarray, cfg: RefineConfig, image: np.ndarray | None = None
-) -> np.ndarray:
-    """psa's two-sided seeds in one map: confident foreground, confident background, ignore (255)."""
-    return combine_two_sided(*two_sided_labels(cams, keys, cfg, image))
 
 
 def grid_labels(
@@ -220,40 +204,69 @@ def walk_image(
     return labels_from_scores(up.cpu().numpy(), keys)
 
 
+@dataclass(frozen=True)
+class RefineSteps:
+    """Where refine's first two steps are cached (wsss.stages.rounds.RoundCache: the stage store's
+    `refine_step` entries through the pipeline) and the key of the seed artifact they derive from."""
+
+    cache: RoundCache
+    seed_key: str
+
+
+# What each cached step depends on (besides the dataset and the seed artifact): a search over the walk
+# (beta, logt, rw_alpha) reuses the labels and the trained AffinityNet; one over the affinity training
+# reuses the labels (issue 24 item 1).
+AFFINITY_KNOBS = ("backbone", "train", "stride", "radius", "pair_origins", "grid_labels")
+STEP_VERSION = 1
+
+
+def _trained_affinity(cfg: RefineConfig, data: VocDataset, folder: Path) -> tuple[AffinityNet, TrainStats]:
+    model = AffinityNet(cfg.backbone, cfg.stride)
+    try:
+        model.load_state_dict(load_stored_state(folder / "model.pt"))
+    except (RuntimeError, ValueError) as exc:  # names or shapes of another network
+        raise DamagedArtifact(
+            folder / "model.pt", f"damaged AffinityNet ({bounded(str(exc), 200)})"
+        ) from None
+    return model, load_stats(folder)
+
+
 def run(
-    cfg: RefineConfig, data: VocDataset, seed_dir: Path, out_dir: Path, *, rng_seed: int, runtime: Runtime
+    cfg: RefineConfig,
+    data: VocDataset,
+    seed_dir: Path,
+    out_dir: Path,
+    *,
+    rng_seed: int,
+    runtime: Runtime,
+    steps: RefineSteps | None = None,
 ) -> dict[str, Any]:
+    """Confident labels and AffinityNet from `steps` (computed there if missing; without `steps`, in a
+    temporary folder), then the walk; returns the stage's metrics."""
     if cfg.crf.enabled:
         require_crf("refine.crf.enabled")
-    label_dir = out_dir / CONFIDENT_DIR
-    label_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.grid_labels == "psa":
-        (label_dir / LOW_DIR).mkdir(exist_ok=True)
-        (label_dir / HIGH_DIR).mkdir(exist_ok=True)
-    seeds = ConfusionMatrix(data.num_classes)
-    covered = total = 0
-    scored = data.eval_ids  # pseudo masks for every train id, scored on the eval split
-    for image_id in tqdm(data.train_ids, desc="refine: seeds", disable=not runtime.progress, leave=False):
-        keys, cams = load_cams(seed_dir, image_id)
-        image = data.read_image(image_id) if cfg.crf.enabled else None
-        low, high = two_sided_labels(cams, keys, cfg, image)
-        labels = combine_two_sided(low, high)
-        write_mask(label_dir / f"{image_id}.png", labels)
-        if cfg.grid_labels == "psa":  # psa pools the two maps apart (psa_grid_labels)
-            write_mask(label_dir / LOW_DIR / f"{image_id}.png", low)
-            write_mask(label_dir / HIGH_DIR / f"{image_id}.png", high)
-        if image_id not in scored:
-            continue
-        gt = data.read_mask(image_id, expect_shape=labels.shape)
-        confident = labels != IGNORE_INDEX
-        seeds.update(np.where(confident, gt, IGNORE_INDEX), labels)
-        covered, total = (
-            covered + int((confident & (gt != IGNORE_INDEX)).sum()),
-            total + int((gt != IGNORE_INDEX).sum()),
-        )
+    if steps is None:
+        with tempfile.TemporaryDirectory(prefix="wsss-refine-") as work:
+            local = RefineSteps(local_rounds(Path(work)), "unstored")
+            return run(cfg, data, seed_dir, out_dir, rng_seed=rng_seed, runtime=runtime, steps=local)
+    knobs = to_mapping(cfg)
+    base = {"dataset": data.fingerprint, "seed": steps.seed_key, "version": STEP_VERSION}
+    labels_payload = {**base, "step": "labels", "knobs": {k: knobs[k] for k in LABEL_KNOBS}}
+    labels = steps.cache(
+        "labels", labels_payload, lambda f: write_confident_labels(cfg, data, seed_dir, f, runtime)
+    )
+    shutil.copytree(labels / CONFIDENT_DIR, out_dir / CONFIDENT_DIR, dirs_exist_ok=True)
+    affinity_payload = {**base, "step": "affinity", "labels": payload_key(labels_payload),
+                        "rng_seed": rng_seed, "knobs": {k: knobs[k] for k in AFFINITY_KNOBS}}  # fmt: skip
 
-    model, stats = train_affinity(cfg, data, label_dir, rng_seed, runtime)
-    save_state(model.state_dict(), out_dir / "model.pt")
+    def make_affinity(folder: Path) -> None:
+        model, stats = train_affinity(cfg, data, labels / CONFIDENT_DIR, rng_seed, runtime)
+        save_state(model.state_dict(), folder / "model.pt")
+        (folder / "stats.json").write_text(json.dumps(stats.as_dict()) + "\n")
+
+    trained = steps.cache("affinity", affinity_payload, make_affinity)
+    shutil.copy2(trained / "model.pt", out_dir / "model.pt")
+    model, stats = _trained_affinity(cfg, data, trained)
     runtime.place(model).eval()
     pseudo = ConfusionMatrix(data.num_classes)
     for image_id in tqdm(
@@ -263,15 +276,14 @@ def run(
         keys, cams = load_cams(seed_dir, image_id)
         mask = walk_image(model, image, cams, keys, cfg, runtime.device)
         write_mask(out_dir / f"{image_id}.png", mask)
-        if image_id in scored:
+        if image_id in data.eval_ids:
             pseudo.update(data.read_mask(image_id, expect_shape=mask.shape), mask)
-    scores, seed_scores = pseudo.scores(), seeds.scores()
+    scores = pseudo.scores()
     return {
         "pseudo_miou": scores.miou,
         "pseudo_iou": list(scores.iou),
         "pseudo_fg_precision": scores.fg_precision,
         "pseudo_fg_recall": scores.fg_recall,
-        "confident_fraction": covered / max(total, 1),  # share of labelled pixels given a confident label
-        "confident_accuracy": seed_scores.pixel_accuracy,  # how often those confident labels are right
+        **label_metrics(labels),
         **stats.metrics("refine"),
     }

@@ -10,7 +10,8 @@ number of rounds, the student's loss weight) reuses every earlier step. Through 
 steps live in the stage store as `seed_round` entries (shared by nodes and trials, removed by `gc`
 like any stage); without a store they are computed into a work folder.
 
-A method with one round and no targets trains directly, as before rounds existed.
+A method with one round and no targets trains one network on the image labels: one cached model step
+(`classifier`), keyed without the CAM inference knobs, so changing `seed.scales` reuses it.
 """
 
 from __future__ import annotations
@@ -207,9 +208,6 @@ def train_rounds(
 ) -> RoundResult:
     """Train the method's rounds (see the module docstring); the last round's model gives the CAMs."""
     method = methods.get(cfg.method)
-    if not _has_rounds(method, cfg.params):
-        model, stats = train_direct(method, cfg, data, rng_seed, runtime)
-        return RoundResult(model, stats, [], [])
     base = {
         "method": cfg.method,
         "backbone": to_mapping(cfg.backbone),
@@ -218,6 +216,19 @@ def train_rounds(
         "rng_seed": rng_seed,
         "version": ROUND_VERSION,
     }
+    if not _has_rounds(method, cfg.params):
+        # One network on the image labels: still a cached step, keyed without the CAM inference knobs
+        # (scales, flip, thresholds), so a search over those reuses the classifier (issue 24 item 1).
+        payload = {**base, "step": "classifier", "knobs": method.round_knobs(cfg.params, 0)[1]}
+
+        def make_classifier(folder: Path) -> None:
+            model, stats = train_direct(method, cfg, data, rng_seed, runtime)
+            save_state(model.state_dict(), folder / "model.pt")
+            (folder / "stats.json").write_text(json.dumps(stats.as_dict()) + "\n")
+
+        folder = cache("model", payload, make_classifier)
+        trained = (payload_key(payload), folder, None)
+        return RoundResult(_load_model(method, cfg, data, trained), load_stats(folder), [], [])
     variants = read_variants(data.root)
     if variants is not None and not any(o.variant for objects in variants.values() for o in objects):
         variants = None  # one coat per class: no sub-categories to score against
@@ -253,7 +264,7 @@ def train_rounds(
         log.info("seed round %d/%d done (%s)", r + 1, method.rounds(cfg.params), model_folder)
     assert previous is not None
     model = _load_model(method, cfg, data, previous)
-    return RoundResult(model, _load_stats(previous[1]), records, folders)
+    return RoundResult(model, load_stats(previous[1]), records, folders)
 
 
 def _load_model(
@@ -271,7 +282,7 @@ def _load_model(
     return model.eval()
 
 
-def _load_stats(folder: Path) -> TrainStats:
+def load_stats(folder: Path) -> TrainStats:
     try:
         return TrainStats.from_dict(json.loads((folder / "stats.json").read_text()))
     except (OSError, ValueError, TypeError, KeyError) as exc:

@@ -163,14 +163,14 @@ def test_rounds_go_through_the_shared_loop_and_are_cached(
     # A method learns targets exactly when it says so: the contract's flag, not a guess from overrides.
     assert method.learns_targets == (type(method).targets is not SeedMethod.targets)
     assert len(result.records) == (rounds if rounds > 1 or method.learns_targets else 0)
-    assert computed == ["targets", "model"] * len(result.records)
+    # A one-round method without targets trains one cached classifier step (keyed without the CAM
+    # inference knobs); the others two steps a round.
+    assert computed == (["targets", "model"] * len(result.records) if result.records else ["model"])
     for folder in result.folders:
         if (folder / "targets.npy").exists():
             assert np.load(folder / "targets.npy").shape[0] == len(data.train_ids)
-    first = computed.copy()
     computed.clear()
     again = train_rounds(cfg.seed, data, 0, CPU, counting)
-    if first:
-        assert computed == []
-        for a, b in zip(result.model.state_dict().values(), again.model.state_dict().values(), strict=True):
-            assert torch.equal(a, b)
+    assert computed == []
+    for a, b in zip(result.model.state_dict().values(), again.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -13,7 +13,8 @@ from wsss.data.torchsets import PAIR_BASE, LabelPairSet, split_pair
 from wsss.data.transforms import TrainTransform
 from wsss.data.voc import open_dataset
 from wsss.pipeline import prepare_dataset, run_pipeline
-from wsss.stages.refine import affinity_loss, combine_two_sided, confident_labels, grid_labels
+from wsss.stages.confident import combine_two_sided, confident_labels
+from wsss.stages.refine import affinity_loss, grid_labels
 from wsss.store import StageStore
 
 
