@@ -10,6 +10,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+import wsss
 from tuner.search.fidelity import proxy_fidelity
 from tuner.search.resume import latest_search
 from tuner.search.study import load, write_report
@@ -25,6 +26,12 @@ def report(
     """Plots of the experiment's study into `out`, logged with the proxy fidelity to its latest
     search's parent run (artifacts under `analysis/`)."""
     parent = latest_search(client, experiment)
+    if parent.data.params.get("searcher") == "staged":
+        raise wsss.ConfigError(
+            f"--experiment {experiment}: its latest search ran the staged searcher, whose two studies "
+            "live in its Tune state, not in STORAGE/optuna/; `wsss-tune report` covers --searcher asha "
+            "(the staged search's ladder is in its parent run's metrics and the leaderboard)"
+        )
     study = load(storage, experiment)
     written = write_report(study, out or Path(f"wsss-report-{re.sub(r'[^A-Za-z0-9._-]', '_', experiment)}"))
     metric = parent.data.tags.get("wsss.metric", "val_miou")

@@ -266,7 +266,9 @@ class StageStore:
             if self.is_local:
                 remove_if_empty(Path(self.key_dir(stage, key)))
             if isinstance(exc, OSError):  # a full or read-only disk: the machine's fault, not the input's
-                message = f"the {stage} stage hit a file-system error ({os_error_message(exc, path)})"
+                owner = stage.split("_", 1)[0]  # seed_round, refine_step: cached steps of a stage
+                what = f"the {owner} stage" + ("" if owner == stage else f" (its cached {stage} step)")
+                message = f"{what} hit a file-system error ({os_error_message(exc, path)})"
                 raise EnvironmentFault(f"{self.location}: {message}") from None
             raise
 

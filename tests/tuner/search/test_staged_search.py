@@ -18,10 +18,12 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+import wsss
 from tests.tuner.helpers import TINY_FIXED, write_space
 from tuner.search.driver import run_search
 from tuner.search.options import SearchOptions
 from tuner.search.settle import SearchFailed
+from tuner.tracking.analysis import report
 from tuner.tracking.results import export_config, leaderboard
 
 pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane
@@ -193,6 +195,11 @@ def test_promotions_compute_only_the_stages_they_lack(staged: dict[str, Any]) ->
     assert builds["refine"] == jobs_at[1] + jobs_at[4]
     assert builds["segment"] == jobs_at[2] + jobs_at[3] + jobs_at[4]
     assert jobs_at[3] >= 1
+
+
+def test_report_says_it_covers_the_asha_searcher(staged: dict[str, Any]) -> None:
+    with pytest.raises(wsss.ConfigError, match="ran the staged searcher"):
+        report(staged["client"], "staged-test", staged["options"].storage, None)
 
 
 def test_leaderboard_ranks_configurations_that_reached_the_full_schedule(
