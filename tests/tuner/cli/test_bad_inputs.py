@@ -168,6 +168,25 @@ SEARCH_OPTIONS = [
     Case("negative gpus", option("--gpus-per-trial", "-1"), "--gpus-per-trial: -1.0 is out of range"),
     Case("reduction factor 1", option("--reduction-factor", "1"), "--reduction-factor: 1 is out of range"),
     Case("rung records 0", option("--rung-records", "0"), "--rung-records: 0 is out of range"),
+    Case("unknown searcher", option("--searcher", "tpe"), "--searcher 'tpe': one of asha, staged"),
+    Case("budget for asha", option("--budget", "2h"), "--budget: only the staged searcher"),
+    Case(
+        "budget without a unit",
+        option("--searcher", "staged", "--budget", "2"),
+        "--budget '2': give a positive amount of stage compute in hours (4h)",
+    ),
+    Case(
+        "short fraction 1",
+        option("--searcher", "staged", "--short-fraction", "1"),
+        "--short-fraction: 1.0 is out of range",
+    ),
+    Case(
+        "staged search before DeepLab",
+        lambda d, t: _search(
+            t, _space_file(t, {"metric": "pseudo_miou"}), extra=("--searcher", "staged"), data=d
+        ),
+        "--searcher staged: the spaces search on pseudo_miou, a refine metric",
+    ),
     Case("empty experiment name", option("--experiment", ""), "--experiment: give the search a name"),
     Case("base config missing", option("--config", "nope.yaml"), "nope.yaml: no such config file or preset"),
     Case(
