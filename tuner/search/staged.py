@@ -300,7 +300,3 @@ class StagedPlanner:
                 best = max(held, key=lambda c: held[c])
                 return best, self.sign * held[best]
         return None
-
-
-def _stage(name: str) -> str:
-    return param_stage(name, CHOICE)

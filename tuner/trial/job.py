@@ -22,14 +22,14 @@ from ray import tune
 
 import wsss
 from tuner.tracking.runs import JOB_KEY, JOBS, run_key
-from tuner.tracking.write_queue import WriteQueue
 from tuner.trial.trainable import (
     STAGE_PROXY,
-    TrialRun,
     TrialSettings,
     describe_run,
+    flush_and_trim,
     open_pipeline,
     trial_config,
+    trial_run,
 )
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,8 @@ def run_job(config: dict[str, Any], settings: TrialSettings) -> None:
     context = tune.get_context()
     job = config[JOB_KEY]
     name = f"config_{int(job['config']):04d}"
-    writes = WriteQueue(None, f"{context.get_trial_name()} ({name})")
-    run = TrialRun(writes, settings, run_key(context.get_trial_id(), config), name, counter=JOBS)
-    try:
+    writer = f"{context.get_trial_name()} ({name})"
+    with trial_run(settings, run_key(context.get_trial_id(), config), name, writer, JOBS) as run:
         params = {k: v for k, v in config.items() if k != JOB_KEY}
         # An upstream (on the CAM and pseudo rungs) has seed and refine knobs only: DeepLab keeps the
         # base config's settings, which its jobs never run. Its every job logs the same parameters.
@@ -121,14 +120,6 @@ def run_job(config: dict[str, Any], settings: TrialSettings) -> None:
             run.end("FINISHED", "finished")
         else:
             run.end("KILLED", f"stopped at {RUNG_NAMES[rung]}")
-        run.flush()
-        if settings.node_cache_bytes is not None and not store.is_local:
-            store.trim_cache(settings.node_cache_bytes)
+        flush_and_trim(run, settings, store)
         computed = {f"{o.stage}_compute_seconds": o.compute_seconds for o in outcomes if not o.cached}
         tune.report({"objective": value, "rung": RUNG_NAMES[rung], **computed})
-    except Exception as exc:
-        run.end("FAILED", "failed", wsss.user_message(exc))
-        run.flush()
-        raise
-    finally:
-        writes.close(0)

@@ -11,12 +11,14 @@ a stopped trial's thread never resumes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,6 +278,32 @@ def open_pipeline(run: TrialRun, settings: TrialSettings, cfg: Any) -> tuple[Any
     return data, store, lock
 
 
+@contextlib.contextmanager
+def trial_run(
+    settings: TrialSettings, trial_id: str, run_name: str, writer: str, counter: str = ATTEMPT
+) -> Iterator[TrialRun]:
+    """The trial's MLflow run for the body of a trainable: on an error it ends FAILED with the
+    worker's message (flushed before the error reaches Tune); its write queue closes either way."""
+    writes = WriteQueue(None, writer)  # MLFLOW_TRACKING_URI comes from the runtime env
+    run = TrialRun(writes, settings, trial_id, run_name, counter)
+    try:
+        yield run
+    except Exception as exc:
+        run.end("FAILED", "failed", wsss.user_message(exc))
+        run.flush()
+        raise
+    finally:
+        writes.close(0)
+
+
+def flush_and_trim(run: TrialRun, settings: TrialSettings, store: Any) -> None:
+    """Before a report (after which Ray may stop the trial): the run's writes, then this node's
+    copies of remote artifacts trimmed to the cap."""
+    run.flush()
+    if settings.node_cache_bytes is not None and not store.is_local:
+        store.trim_cache(settings.node_cache_bytes)
+
+
 def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     """The Tune trainable (bound to `settings` with tune.with_parameters).
 
@@ -284,9 +312,8 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     tracking server neither fails the trial nor stalls it for long.
     """
     context = tune.get_context()
-    writes = WriteQueue(None, context.get_trial_name())  # MLFLOW_TRACKING_URI comes from the runtime env
-    run = TrialRun(writes, settings, context.get_trial_id(), context.get_trial_name())
-    try:
+    name = context.get_trial_name()
+    with trial_run(settings, context.get_trial_id(), name, name) as run:
         space, cfg = trial_config(settings.search, settings, config)
         # The upstream stage the searcher planned this trial to reuse (tuner.search.reuse), or "-".
         describe_run(run, settings, space, cfg, {"wsss.planned_reuse": str(config.get(REUSE_KEY, "-"))})
@@ -297,18 +324,10 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
             metrics = trial_log.stage_done(outcome)
             if outcome.stage == final_stage(settings.search.metric):
                 run.end("FINISHED", "finished")
-            run.flush()  # after the report Ray may stop this trial (pruned, or done)
-            if settings.node_cache_bytes is not None and not store.is_local:
-                store.trim_cache(settings.node_cache_bytes)
+            flush_and_trim(run, settings, store)  # after the report Ray may stop this trial
             summary = {k: metrics[k] for k in TUNE_KEYS if k in metrics}
             reused = ",".join(trial_log.reused()) or "-"
             tune.report({**summary, "stage": outcome.stage, "reused": reused, STAGE_CACHED: outcome.cached})
 
         until = final_stage(settings.search.metric)
         wsss.run_pipeline(cfg, data, store, on_stage=on_stage, lock=lock, until=until)
-    except Exception as exc:
-        run.end("FAILED", "failed", wsss.user_message(exc))
-        run.flush()
-        raise
-    finally:
-        writes.close(0)
