@@ -141,30 +141,43 @@ def run_plain(
 
 
 def run_shipped(
-    seed: int, base: dict[str, Any], data_dir: Path, work: Path, samples: int, concurrency: int
+    seed: int,
+    base: dict[str, Any],
+    data_dir: Path,
+    work: Path,
+    samples: int,
+    concurrency: int,
+    staged_budget: float | None = None,
 ) -> Path:
-    """One real `wsss-tune search` as shipped; returns Tune's experiment folder."""
+    """One real `wsss-tune search` as shipped; returns Tune's experiment folder. With `staged_budget`
+    (compute seconds) it is `--searcher staged --budget`, `samples` then capping its jobs."""
     from tuner.search.driver import run_search
     from tuner.search.options import SearchOptions
+    from tuner.search.settle import SearchFailed
 
-    storage = work / f"b-{seed}"
+    arm = "b" if staged_budget is None else "staged"
+    storage = work / f"{arm}-{seed}"
     base_file = work / "base.yaml"
     base_file.write_text(yaml.safe_dump(base))
     meta_files = [str(SPACES / f) for f in json.loads((work / "space_files.json").read_text())]
-    run_search(
-        SearchOptions(
-            space_files=tuple(meta_files),
-            samples=samples,
-            experiment=f"validate-b-{seed}",
-            data=str(data_dir),
-            concurrency=concurrency,
-            cpus_per_trial=1,
-            storage=str(storage),
-            seed=seed,
-            config=str(base_file),
-            cache_dir=str(work / "cache"),
-        )
+    staged = {} if staged_budget is None else {"searcher": "staged", "budget": f"{staged_budget / 60:.4f}m"}
+    options = SearchOptions(
+        space_files=tuple(meta_files),
+        samples=samples,
+        experiment=f"validate-{arm}-{seed}",
+        data=str(data_dir),
+        concurrency=concurrency,
+        cpus_per_trial=1,
+        storage=str(storage),
+        seed=seed,
+        config=str(base_file),
+        cache_dir=str(work / "cache"),
+        **staged,
     )
+    try:
+        run_search(options)
+    except SearchFailed as exc:  # a search that finished nothing is scored as such: no point
+        logging.getLogger(__name__).warning("%s seed %d: %s", arm, seed, exc)
     (folder,) = (storage / "tune").iterdir()
     return folder
 
@@ -189,4 +202,32 @@ def read_reports(folder: Path) -> list[Any]:
                     holdout=None if holdout is None or math.isnan(holdout) else float(holdout),
                 )
             )
+    return out
+
+
+def read_jobs(folder: Path) -> list[Any]:
+    """Every rung job of a staged search's Tune experiment, as tuner.replay.observed JobReports."""
+    from ray.tune import ExperimentAnalysis
+
+    from tuner.replay.observed import JobReport
+    from tuner.tracking.runs import JOB_KEY
+    from tuner.trial.job import RUNG_NAMES
+
+    out = []
+    for trial in ExperimentAnalysis(str(folder)).trials:
+        result, job = trial.last_result, trial.config[JOB_KEY]
+        if "objective" not in result:
+            continue  # a job that failed or was cut off reported nothing
+        holdout = result.get("holdout_miou")
+        out.append(
+            JobReport(
+                job=trial.trial_id,
+                time=float(result["timestamp"]),
+                config=int(job["config"]),
+                rung=RUNG_NAMES.index(result["rung"]),
+                compute=sum(float(v) for k, v in result.items() if k.endswith("_compute_seconds")),
+                value=float(result["objective"]),
+                holdout=None if holdout is None or math.isnan(holdout) else float(holdout),
+            )
+        )
     return out

@@ -2,7 +2,7 @@
 replay table's own synthetic set, and its ERT ratio against (a) set beside the replay's.
 
 python tests/benchmarks/validate_replay.py [--table tests/benchmarks/replay/synthetic] [--seeds 0 1 2]
-    [--arms a a2 a3 b] [--budget 24] [--concurrency 2] [--b-samples 50] [--replay-seeds 30]
+    [--arms a a2 a3 b staged] [--budget 24] [--concurrency 2] [--b-samples 50] [--replay-seeds 30]
     [--workdir DIR] [--json]
 
 The real runs:
@@ -13,6 +13,9 @@ The real runs:
   (tuner.replay.simulate.ARMS), each trial a whole pipeline in a store of its own, reporting after
   every stage what the replay reports (CAM mIoU at the best threshold, pseudo-mask mIoU, val mIoU).
   Arm (b): `wsss-tune search` as shipped (tuner.search.driver.run_search), at most --b-samples trials.
+  Arm (staged): `wsss-tune search --searcher staged --budget` at the budget below (in compute
+  seconds), one Tune trial per rung job; its incumbent is the planner's (best mean over full-schedule
+  draws), its quality the held-out score of that configuration's full-rung draw.
 - Budget: full-pipeline equivalents of compute, the unit being the mean compute of arm (a)'s
   pipelines (1 thread each, --concurrency at once: not the table's 2-thread seconds). Arm (a) runs
   first; the later plain arms stop when their trials have spent the budget; every arm's trace is cut
@@ -40,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import real_searches
-from real_searches import SPACES, prepare, read_reports, run_plain, run_shipped
+from real_searches import SPACES, prepare, read_jobs, read_reports, run_plain, run_shipped
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGETS = {"p90": 90.0, "p98": 98.0}
@@ -79,6 +82,11 @@ def _real_runs(args: argparse.Namespace, pool: Any) -> dict[str, dict[int, list[
                 start = time.time()
                 if arm == "b":
                     folder = run_shipped(seed, base, data_dir, work, args.b_samples, args.concurrency)
+                elif arm == "staged":
+                    budget_seconds = args.budget * (unit or math.nan)
+                    folder = run_shipped(
+                        seed, base, data_dir, work, 100_000, args.concurrency, budget_seconds
+                    )
                 else:
                     samples = math.ceil(1.2 * args.budget) if arm == "a" else 100 * math.ceil(args.budget)
                     budget = None if arm == "a" else args.budget * (unit or math.nan)
@@ -87,7 +95,8 @@ def _real_runs(args: argparse.Namespace, pool: Any) -> dict[str, dict[int, list[
                     )
                 done.write_text(json.dumps({"folder": str(folder), "seconds": time.time() - start}))
                 log.info("%s seed %d: %.0f s", arm, seed, time.time() - start)
-            reports.setdefault(arm, {})[seed] = read_reports(Path(json.loads(done.read_text())["folder"]))
+            folder = Path(json.loads(done.read_text())["folder"])
+            reports.setdefault(arm, {})[seed] = read_jobs(folder) if arm == "staged" else read_reports(folder)
         if arm == "a":
             finished = [r.compute for runs in reports["a"].values() for r in runs if r.iteration == 3]
             unit = float(np.mean(finished))
@@ -132,7 +141,7 @@ def main() -> None:
     import optuna
     from ray import cloudpickle as ray_cloudpickle
 
-    from tuner.replay.observed import observed_trace
+    from tuner.replay.observed import observed_job_trace, observed_trace
     from tuner.replay.pool import Pool, PoolError
     from tuner.replay.simulate import replay
     from tuner.replay.stats import final_quality
@@ -151,7 +160,13 @@ def main() -> None:
     unit = json.loads((args.workdir / "unit.json").read_text())["unit_seconds"]
     costs = (args.budget * unit, args.budget * pool.pipeline_unit("measured"))
     real = {
-        arm: [observed_trace(reports[arm][s], 3, pool.search.mode) for s in args.seeds] for arm in args.arms
+        arm: [
+            observed_job_trace(reports[arm][s], pool.search.mode)
+            if arm == "staged"
+            else observed_trace(reports[arm][s], 3, pool.search.mode)
+            for s in args.seeds
+        ]
+        for arm in args.arms
     }
     simulated = {
         arm: [
