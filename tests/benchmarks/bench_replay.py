@@ -163,6 +163,18 @@ def _ratios(
     return out
 
 
+def _first_results(pool: Any, traces: dict, args: argparse.Namespace) -> None:
+    """When each arm's first full-schedule result came: no incumbent exists before it."""
+    for model in args.models:
+        unit = pool.pipeline_unit(model)
+        firsts = {
+            arm: [t.points[0][0] / unit for t in traces[(arm, model)].values() if t.points]
+            for arm in args.arms
+        }
+        shown = ", ".join(f"({a}) {np.median(v):.1f}" if v else f"({a}) -" for a, v in firsts.items())
+        print(f"first full-schedule result, median over seeds ({model}, units): {shown}")
+
+
 def _curves(
     pool: Any, traces: dict, args: argparse.Namespace, targets: dict[str, float], floor: float
 ) -> None:
@@ -255,6 +267,7 @@ def main() -> None:
     print(f"{len(pool.rows)} pipelines in {args.table.name}; targets (true val mIoU %) {shown}")
     print(f"{args.seeds} paired seeds, {args.workers} workers; replayed in {time.time() - start:.0f} s\n")
     out = _ratios(pool, traces, args, targets, floor)
+    _first_results(pool, traces, args)
     _curves(pool, traces, args, targets, floor)
     _fidelity(pool)
     if args.json:
