@@ -96,6 +96,7 @@ def trial_settings(
         tracking_wait=options.tracking_wait,
         node_cache_bytes=int(cap * 2**30) if cap is not None else None,
         short_fraction=options.short_fraction,
+        gpus=options.gpus_per_trial,
     )
 
 

@@ -48,6 +48,7 @@ from tuner.tracking.runs import (
     set_tags,
 )
 from tuner.tracking.write_queue import WriteQueue
+from tuner.trial.device import describe_device, trial_device
 from tuner.trial.locks import ActorLock
 
 REUSE_KEY = "wsss_reuse"  # in a trial's Tune config: the upstream stage it was planned to reuse
@@ -82,6 +83,7 @@ class TrialSettings:
     tracking_wait: float = 120.0  # how long a report waits for MLflow writes during an outage
     node_cache_bytes: int | None = None  # cap on this node's copies of remote artifacts
     short_fraction: float = 1 / 3  # staged search: the short DeepLab rung's share of the schedule
+    gpus: float = 0.0  # GPUs each trial holds: above 0 it runs on CUDA or fails (tuner.trial.device)
 
 
 def trial_config(
@@ -96,6 +98,9 @@ def trial_config(
     the stages whose knobs the config holds (tuner.spaces.space.SearchSpace.overrides)."""
     overrides = search.overrides(config, stages) | (extra or {})
     overrides |= {"runtime.threads": settings.threads, "runtime.progress": False}
+    device = trial_device(settings.gpus)
+    if device is not None:
+        overrides["runtime.device"] = device
     dotted = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     return config[CHOICE], wsss.load_config(settings.base, dotted)
 
@@ -257,6 +262,7 @@ def describe_run(run: TrialRun, settings: TrialSettings, space: str, cfg: Any, t
             "wsss.metric": settings.search.metric,
             "wsss.mode": settings.search.mode,
             "wsss.node": ray.get_runtime_context().get_node_id(),
+            "wsss.device": describe_device(settings.gpus),
         }
         | tags
     )
