@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from ray.cluster_utils import Cluster
 from tests.tuner.helpers import write_space
 from tuner.search.driver import run_search
 from tuner.search.options import SearchOptions
-from tuner.trial.locks import ActorLock, create_leases
+from tuner.trial.locks import ActorLock, KeyLeases, create_leases
 
 pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane
 
@@ -94,6 +95,45 @@ def test_actor_lock_is_exclusive_and_lapses_when_the_holder_stops_renewing() -> 
             while lease.held() and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert not lease.held()
+    finally:
+        ray.shutdown()
+
+
+@ray.remote(num_cpus=0)
+class StallingLeases(KeyLeases.__ray_actor_class__):  # type: ignore[name-defined,misc]
+    """The real lease actor, its next `stalls` renewals answered only after `delay` seconds: an actor
+    busy or briefly unreachable, as a head under load or a network blip makes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalls, self.delay = 0, 0.0
+
+    def stall(self, stalls: int, delay: float) -> None:
+        self.stalls, self.delay = stalls, delay
+
+    async def renew(self, key: str, owner: str, ttl: float) -> bool:
+        if self.stalls > 0:
+            self.stalls -= 1
+            await asyncio.sleep(self.delay)
+        return super().renew(key, owner, ttl)
+
+
+def test_a_lease_survives_renewals_that_fail_in_transit_but_not_a_lapse() -> None:
+    ray.init(num_cpus=1, include_dashboard=False)
+    try:
+        leases = StallingLeases.options(name="stalling", max_concurrency=8).remote()
+        lock = ActorLock("stalling", ttl=3.0, poll=0.05)
+        with lock("seed", "blip") as lease:
+            ray.get(leases.stall.remote(1, 2.0))  # one renewal times out (after ttl/3 = 1 s)
+            time.sleep(4.5)  # past the first lease's end: only the retried renewal kept it
+            assert lease.held()
+            assert ray.get(leases.holder.remote("seed/blip")) == lease.owner
+        with lock("seed", "outage") as lease:
+            ray.get(leases.stall.remote(100, 10.0))  # no renewal gets through before it lapses
+            deadline = time.monotonic() + 10
+            while lease.held() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not lease.held() and time.monotonic() - (lease.expires - 3.0) < 4.5
     finally:
         ray.shutdown()
 
