@@ -257,3 +257,42 @@ def test_validation_catches_mistakes(raw: dict) -> None:
     typo["available_node_types"]["gpu.worker"]["min_worker"] = 0
     with pytest.raises(jsonschema.ValidationError):
         validate_config(prepare_config(typo))
+
+
+def _head_env(raw: dict) -> dict[str, str]:
+    options = raw["docker"]["head_run_options"]
+    return dict(o.removeprefix("--env ").split("=", 1) for o in options if o.startswith("--env "))
+
+
+def test_spot_workers_fall_back_to_on_demand_while_spot_launches_fail(
+    raw: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray's own scheduling step (get_nodes_for) with the scorer cluster.yaml gives the autoscaler."""
+    import functools
+    import time
+
+    from ray.autoscaler._private.loader import load_function_or_class
+    from ray.autoscaler._private.node_provider_availability_tracker import (
+        NodeAvailabilityRecord,
+        NodeAvailabilitySummary,
+        UnavailableNodeInformation,
+    )
+    from ray.autoscaler._private.resource_demand_scheduler import get_nodes_for
+
+    env = _head_env(raw)
+    monkeypatch.setenv("WSSS_NODE_PREFERENCE", env["WSSS_NODE_PREFERENCE"])
+    scorer = load_function_or_class(env["RAY_AUTOSCALER_UTILIZATION_SCORER"])
+    node_types = prepare_config(copy.deepcopy(raw))["available_node_types"]
+    assert "InstanceMarketOptions" not in node_types["gpu.ondemand"]["node_config"]
+    trials = [{"CPU": 8, "GPU": 1}] * 3
+
+    def launched(summary: dict) -> dict[str, int]:
+        score = functools.partial(scorer, node_availability_summary=NodeAvailabilitySummary(summary))
+        return dict(get_nodes_for(node_types, {}, "head.cpu", 8, trials, score)[0])
+
+    assert launched({}) == {"gpu.worker": 3}  # spot first
+    no_capacity = NodeAvailabilityRecord(
+        "gpu.worker", False, time.time(), UnavailableNodeInformation("InsufficientInstanceCapacity", "spot")
+    )
+    # On demand up to its cap; what is left is asked of spot again, which may have capacity by then.
+    assert launched({"gpu.worker": no_capacity}) == {"gpu.ondemand": 2, "gpu.worker": 1}
