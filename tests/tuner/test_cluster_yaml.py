@@ -296,3 +296,13 @@ def test_spot_workers_fall_back_to_on_demand_while_spot_launches_fail(
     )
     # On demand up to its cap; what is left is asked of spot again, which may have capacity by then.
     assert launched({"gpu.worker": no_capacity}) == {"gpu.ondemand": 2, "gpu.worker": 1}
+
+
+def test_spot_workers_watch_for_interruption_notices(raw: dict) -> None:
+    (line,) = [c for c in raw["worker_start_ray_commands"] if "spot-watch" in c]
+    command = re.search(r"wsss-tune (spot-watch[^>&]*)", line).group(1)
+    args = tune_parser().parse_args(shlex.split(command))
+    assert args.address == "$RAY_HEAD_IP:6379" and args.node_id is None  # this host's node
+    assert line.startswith("nohup ") and line.rstrip().endswith("&")  # beside ray start, not blocking it
+    starts = raw["worker_start_ray_commands"]
+    assert starts.index(line) > next(i for i, c in enumerate(starts) if "ray start" in c)
