@@ -19,7 +19,8 @@ from tuner.search.options import SearchOptions
 from tuner.search.settle import SearchFailed
 from tuner.spaces.space import load_search
 from tuner.trial.device import NoCudaError, describe_device
-from tuner.trial.trainable import TrialSettings, trial_config
+from tuner.trial.settings import TrialSettings
+from tuner.trial.trainable import trial_config
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 
