@@ -60,6 +60,8 @@ def test_parent_and_one_child_per_trial_all_ended(search: dict[str, Any]) -> Non
     assert parent.info.status == "FINISHED"
     assert {"samples", "seed", "sampler", "scheduler", "code_version", "metric"} <= set(parent.data.params)
     assert [a.path for a in client.list_artifacts(search["parent"], "spaces")] == ["spaces/tiny.yaml"]
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not a GenAI one
     note = parent.data.tags["mlflow.note.content"]  # its description in MLflow's UI
     assert "over tiny with the asha searcher, 5 trials" in note and "--experiment search-test" in note
     assert len(children) == SAMPLES
