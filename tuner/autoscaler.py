@@ -28,7 +28,10 @@ def spot_first(
 ) -> tuple[Any, ...] | None:
     """Ray's utilization score, ranked first by recent launch failures, then by the preference list."""
     score = _default_utilization_scorer(
-        node_resources, resources, node_type, node_availability_summary=node_availability_summary
+        node_resources,  # type: ignore[arg-type]  # Ray types them as numbers.Real
+        resources,  # type: ignore[arg-type]
+        node_type,
+        node_availability_summary=node_availability_summary,
     )
     if score is None:
         return None

@@ -51,12 +51,13 @@ def interruption_time(imds: str = IMDS, timeout: float = 2.0) -> float | None:
 
 def local_node_id(gcs: object, ip: str) -> str:
     """The alive Ray node whose raylet listens on `ip` (this host)."""
-    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+    from ray.core.generated import gcs_pb2
 
+    alive_state = gcs_pb2.GcsNodeInfo.ALIVE  # type: ignore[attr-defined]  # generated, untyped
     alive = [
         node_id.hex()
         for node_id, info in gcs.get_all_node_info().items()  # type: ignore[attr-defined]
-        if info.state == GcsNodeInfo.ALIVE and info.node_manager_address == ip
+        if info.state == alive_state and info.node_manager_address == ip
     ]
     if len(alive) != 1:
         raise RuntimeError(f"{len(alive)} alive Ray nodes at {ip}; pass --node-id")
@@ -69,7 +70,7 @@ def drain_for_preemption(address: str, node_id: str | None, ends_at: float, marg
     import ray
     from ray.core.generated import autoscaler_pb2
 
-    gcs = ray._raylet.GcsClient(address=address)
+    gcs = ray._raylet.GcsClient(address=address)  # type: ignore[attr-defined]  # what `ray drain-node` uses
     if node_id is None:
         from ray.util import get_node_ip_address
 
@@ -77,7 +78,7 @@ def drain_for_preemption(address: str, node_id: str | None, ends_at: float, marg
     deadline = max(time.time() + 1.0, ends_at - margin)
     accepted, why = gcs.drain_node(
         node_id,
-        autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
+        autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),  # type: ignore[attr-defined]
         "spot interruption notice",
         int(deadline * 1000),
     )

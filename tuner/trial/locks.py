@@ -94,8 +94,11 @@ class _Lease:
             if left <= 0:
                 return self._lose(f"no renewal got through in {self.ttl:g} s")
             try:
-                renewed = ray.get(
-                    self.leases.renew.remote(self.name, self.owner, self.ttl), timeout=min(self.ttl / 3, left)
+                renewed = bool(
+                    ray.get(
+                        self.leases.renew.remote(self.name, self.owner, self.ttl),
+                        timeout=min(self.ttl / 3, left),
+                    )
                 )
             except (RayError, TimeoutError) as exc:
                 wait = max(0.05, min(self.ttl / 10, (self.expires - time.monotonic()) / 3))
