@@ -84,8 +84,12 @@ def test_a_search_on_s3_resumes_on_a_new_head_without_recomputing_stored_stages(
     env = {**os.environ, "WSSS_CACHE_DIR": str(tmp_path / "cache"), "MLFLOW_TRACKING_URI": head.url}
     try:
         search = subprocess.Popen(
-            _cli("search", str(space), "--samples", str(SAMPLES), "--data", str(tiny_data_dir))
-            + ["--reduction-factor", "100", "--experiment", "resume-test", "--storage", storage],
+            _cli(
+                "search",
+                str(space),
+                *("--samples", str(SAMPLES), "--data", str(tiny_data_dir), "--reduction-factor", "100"),
+                *("--experiment", "resume-test", "--storage", storage),
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
