@@ -18,6 +18,7 @@ class Runtime:
     workers: int = 0
     progress: bool = True
     channels_last_mode: str = "auto"  # RuntimeConfig.channels_last
+    threads: int = 0  # the CPUs the run may use (0: torch's choice); CPU-bound steps fan out over them
 
     @property
     def cuda(self) -> bool:
@@ -41,6 +42,7 @@ class Runtime:
             workers=cfg.workers,
             progress=cfg.progress,
             channels_last_mode=cfg.channels_last,
+            threads=cfg.threads,
         )
 
 

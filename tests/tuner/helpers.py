@@ -57,10 +57,12 @@ def _free_port() -> int:
 
 class MlflowServer:
     """An `mlflow server` process on 127.0.0.1 (sqlite backend, proxied artifacts) that a test may
-    stop and start again on the same port and database, as an operator restarts a tracking server."""
+    stop and start again on the same port and database, as an operator restarts a tracking server.
+    It inherits the environment as it starts (an S3 endpoint for artifacts on moto, say)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, artifacts: str | None = None) -> None:
         self.root, self.port = root, _free_port()
+        self.artifacts = artifacts or str(root / "artifacts")  # a folder, or s3://... (moto)
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
@@ -77,7 +79,7 @@ class MlflowServer:
             "--backend-store-uri",
             f"sqlite:///{self.root / 'mlflow.db'}",
             "--artifacts-destination",
-            str(self.root / "artifacts"),
+            self.artifacts,
             "--serve-artifacts",
             "--workers",
             "1",

@@ -60,7 +60,7 @@ def _block(marker: str) -> str:
 
 
 def _dockerfile() -> str:
-    return re.search(r"<<'DOCKERFILE'\n(.*?)\nDOCKERFILE", _block("node-image"), re.S).group(1)
+    return (ROOT / "Dockerfile").read_text()
 
 
 def _commands(raw: dict, *sections: str) -> list[str]:
@@ -105,15 +105,58 @@ def test_one_image_with_the_pinned_ray_and_python(raw: dict) -> None:
     for node_type in raw["available_node_types"].values():
         assert "docker" not in node_type
     assert docker["image"].endswith("/wsss-search:latest") and docker["pull_before_run"]
-    base = re.match(r"FROM rayproject/ray:(\S+)-py(\d)(\d+)-gpu\n", _dockerfile())
-    assert base, "the node image must build on Ray's GPU image"
+    base = re.search(r"^FROM rayproject/ray:(\S+)-py(\d)(\d+)-cu(\d+)$", _dockerfile(), re.M)
+    assert base, "the node image must build on one of Ray's CUDA images"
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert base.group(1) == ray.__version__  # the Ray the tests (and the driver) run
     assert '"ray[tune]==' + ray.__version__ + '"' in (ROOT / "pyproject.toml").read_text()
     python = (int(base.group(2)), int(base.group(3)))
     assert python >= tuple(int(v) for v in pyproject["requires-python"].removeprefix(">=").split("."))
-    assert f"ray:{ray.__version__}-py{python[0]}{python[1]}-gpu" in CLUSTER_YAML.read_text()  # its header
+    assert f"ray:{ray.__version__}-py{python[0]}{python[1]}-cu{base.group(4)}" in CLUSTER_YAML.read_text()
     assert f"ray[tune]=={ray.__version__}" in _dockerfile()  # pip may not move Ray off the image's
+    assert "docker build -t YOUR-ACCOUNT.dkr.ecr.us-west-2.amazonaws.com/wsss-search:latest ." in _block(
+        "node-image"
+    )
+
+
+def test_the_image_pins_what_the_tests_run_on() -> None:
+    """torch, torchvision and MLflow at the versions installed here (what CI tests); the driver the
+    docs ask of the AMI covers the CUDA runtime that torch wheel carries."""
+    import mlflow
+    import torch
+    import torchvision
+
+    for name, version in (("torch", torch.__version__), ("torchvision", torchvision.__version__)):
+        assert f'"{name}=={version.split("+")[0]}"' in _dockerfile(), name
+    assert f'"mlflow=={mlflow.__version__}"' in _dockerfile()
+    assert f'"mlflow=={mlflow.__version__}"' in (ROOT / "pyproject.toml").read_text()  # laptops too
+    cuda_major = int(torch.version.cuda.split(".")[0]) if torch.version.cuda else 13
+    minimum = {12: 525, 13: 580}[cuda_major]  # NVIDIA's minimum driver for a CUDA major release
+    assert f"driver >= {minimum}" in CLUSTER_DOC and f"CUDA {torch.version.cuda}" in CLUSTER_DOC
+
+
+def test_the_build_context_leaves_out_history_environments_and_data() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    ignored = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    assert {".git", ".venv", "venv", "tests", "docs", "mlruns", "*.db", "**/__pycache__"} <= ignored
+    assert not {"wsss", "tuner", "search_spaces", "pyproject.toml", "README.md"} & ignored  # the install
+
+
+def test_both_node_types_boot_a_pinned_gpu_ami(raw: dict) -> None:
+    """An explicit ImageId on each node type, so Ray does not fill in its default Deep Learning AMI
+    (Ubuntu 18.04, CUDA 11); the docs say which image and how to find its id."""
+    prepared = prepare_config(copy.deepcopy(raw))
+    for name, node_type in prepared["available_node_types"].items():
+        assert node_type["node_config"]["ImageId"] == "YOUR-GPU-AMI", name
+    assert "base-oss-nvidia-driver-gpu-ubuntu-22.04" in CLUSTER_DOC and "YOUR-GPU-AMI" in CLUSTER_DOC
+
+
+def test_the_head_has_a_role_of_its_own(raw: dict) -> None:
+    head = raw["available_node_types"]["head.cpu"]["node_config"]
+    assert head["IamInstanceProfile"] == {"Arn": "arn:aws:iam::YOUR-ACCOUNT:instance-profile/wsss-head"}
+    policy = json.loads(_block("head-policy"))
+    passed = [s["Resource"] for s in policy["Statement"] if s["Action"] == ["iam:PassRole"]]
+    assert passed == [["arn:aws:iam::YOUR-ACCOUNT:role/wsss-worker"]]
 
 
 def test_nodes_install_nothing_when_they_boot(raw: dict) -> None:
@@ -156,8 +199,14 @@ def test_the_tuner_accepts_the_commands_cluster_yaml_gives_it(
     for name, value in head_env.items():
         monkeypatch.setenv(name, value)
     started = " ".join(raw["head_start_ray_commands"])
-    for command in re.findall(r"wsss-tune ([a-z][^;'&>]*)", started):
+    commands = [
+        c for line in raw["head_start_ray_commands"] for c in re.findall(r"wsss-tune ([a-z][^;'&>]*)", line)
+    ]
+    for command in commands:
         args = tune_parser().parse_args(shlex.split(command))
+        if args.db_command == "wait":  # the server every shell on the head uses
+            assert args.uri == head_env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+            continue
         assert args.db == Path(head_env["WSSS_MLFLOW_DB"]) and args.remote == head_env["WSSS_MLFLOW_BACKUP"]
     assert "wsss-tune db restore --missing-ok" in started and "wsss-tune db backup" in started
 
@@ -170,8 +219,11 @@ def test_durable_tracking_and_network_rules(raw: dict) -> None:
     assert gpu["min_workers"] == 0 and gpu["resources"]["GPU"] >= 1  # GPU workers autoscale from zero
     assert re.search(r"mlflow server .*--serve-artifacts", head) and "--artifacts-destination s3://" in head
     assert '--backend-store-uri "${WSSS_MLFLOW_BACKEND:-sqlite:///$WSSS_MLFLOW_DB}"' in head
-    assert head.index("wsss-tune db restore") < head.index("mlflow server")  # restored before serving
-    assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in workers and "MLFLOW_TRACKING_URI=" in head
+    assert head.index("wsss-tune db restore") < head.index("mlflow db upgrade") < head.index("mlflow server")
+    assert head.index("mlflow server") < head.index("wsss-tune db wait --timeout 120 --log ~/mlflow.log")
+    assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in workers
+    # Every shell on the head (ray exec, job drivers) reaches the server, not only `ray start`'s.
+    assert "--env MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in raw["docker"]["head_run_options"]
     assert "aws s3 sync s3://YOUR-BUCKET/data /data" in " ".join(raw["setup_commands"])
 
 
@@ -190,6 +242,10 @@ def test_workers_get_the_storage_bucket_and_nothing_else(raw: dict) -> None:
                 assert resource == "arn:aws:ecr:us-west-2:YOUR-ACCOUNT:repository/wsss-search"
     star = [s for s in policy["Statement"] if s["Resource"] == ["*"]]
     assert [s["Action"] for s in star] == [["ecr:GetAuthorizationToken"]]  # AWS offers no narrower scope
+    listing = [s for s in policy["Statement"] if s["Action"] == ["s3:ListBucket"]]
+    assert listing == [
+        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": ["arn:aws:s3:::YOUR-BUCKET"]}
+    ]
 
 
 def test_validation_catches_mistakes(raw: dict) -> None:
@@ -201,3 +257,52 @@ def test_validation_catches_mistakes(raw: dict) -> None:
     typo["available_node_types"]["gpu.worker"]["min_worker"] = 0
     with pytest.raises(jsonschema.ValidationError):
         validate_config(prepare_config(typo))
+
+
+def _head_env(raw: dict) -> dict[str, str]:
+    options = raw["docker"]["head_run_options"]
+    return dict(o.removeprefix("--env ").split("=", 1) for o in options if o.startswith("--env "))
+
+
+def test_spot_workers_fall_back_to_on_demand_while_spot_launches_fail(
+    raw: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray's own scheduling step (get_nodes_for) with the scorer cluster.yaml gives the autoscaler."""
+    import functools
+    import time
+
+    from ray.autoscaler._private.loader import load_function_or_class
+    from ray.autoscaler._private.node_provider_availability_tracker import (
+        NodeAvailabilityRecord,
+        NodeAvailabilitySummary,
+        UnavailableNodeInformation,
+    )
+    from ray.autoscaler._private.resource_demand_scheduler import get_nodes_for
+
+    env = _head_env(raw)
+    monkeypatch.setenv("WSSS_NODE_PREFERENCE", env["WSSS_NODE_PREFERENCE"])
+    scorer = load_function_or_class(env["RAY_AUTOSCALER_UTILIZATION_SCORER"])
+    node_types = prepare_config(copy.deepcopy(raw))["available_node_types"]
+    assert "InstanceMarketOptions" not in node_types["gpu.ondemand"]["node_config"]
+    trials = [{"CPU": 8, "GPU": 1}] * 3
+
+    def launched(summary: dict) -> dict[str, int]:
+        score = functools.partial(scorer, node_availability_summary=NodeAvailabilitySummary(summary))
+        return dict(get_nodes_for(node_types, {}, "head.cpu", 8, trials, score)[0])
+
+    assert launched({}) == {"gpu.worker": 3}  # spot first
+    no_capacity = NodeAvailabilityRecord(
+        "gpu.worker", False, time.time(), UnavailableNodeInformation("InsufficientInstanceCapacity", "spot")
+    )
+    # On demand up to its cap; what is left is asked of spot again, which may have capacity by then.
+    assert launched({"gpu.worker": no_capacity}) == {"gpu.ondemand": 2, "gpu.worker": 1}
+
+
+def test_spot_workers_watch_for_interruption_notices(raw: dict) -> None:
+    (line,) = [c for c in raw["worker_start_ray_commands"] if "spot-watch" in c]
+    command = re.search(r"wsss-tune (spot-watch[^>&]*)", line).group(1)
+    args = tune_parser().parse_args(shlex.split(command))
+    assert args.address == "$RAY_HEAD_IP:6379" and args.node_id is None  # this host's node
+    assert line.startswith("nohup ") and line.rstrip().endswith("&")  # beside ray start, not blocking it
+    starts = raw["worker_start_ray_commands"]
+    assert starts.index(line) > next(i for i, c in enumerate(starts) if "ray start" in c)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 import wsss
 from tuner.cli.maintenance import add_maintenance_parsers, backup_after_search, cmd_db, cmd_gc
+from tuner.cli.node import add_node_parsers, cmd_spot_watch
 from tuner.options import add_options, from_namespace
 from tuner.search.options import DEFAULT_STORAGE, SearchOptions
 
@@ -78,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     _tracking_args(resume)
 
     add_maintenance_parsers(sub, DEFAULT_STORAGE)
+    add_node_parsers(sub)
 
     demo = sub.add_parser("demo", help="a small local search on synthetic data, start to finish")
     demo.add_argument(
@@ -295,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gc": cmd_gc,
         "db": cmd_db,
         "spaces": _cmd_spaces_check,
+        "spot-watch": cmd_spot_watch,
     }
     try:
         if args.command in ("search", "resume"):

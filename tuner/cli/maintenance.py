@@ -39,7 +39,9 @@ def add_maintenance_parsers(sub: argparse._SubParsersAction, default_storage: st
     gc.add_argument("--apply", action="store_true", help="remove them (default: only list them)")
 
     db = sub.add_parser(
-        "db", help="back up or restore the tracking server's sqlite database (it lives on the head's disk)"
+        "db",
+        help="back up or restore the tracking server's sqlite database (it lives on the head's disk), or "
+        "wait for the server",
     ).add_subparsers(dest="db_command", required=True)
     for name, helptext in (("backup", "copy the database to the bucket"), ("restore", "bring it back")):
         p = db.add_parser(name, help=helptext)
@@ -59,6 +61,17 @@ def add_maintenance_parsers(sub: argparse._SubParsersAction, default_storage: st
         if name == "restore":
             p.add_argument("--force", action="store_true", help="replace an existing database")
             p.add_argument("--missing-ok", action="store_true", help="no backup yet is not an error")
+    wait = db.add_parser(
+        "wait", help="wait for a tracking server to answer; fail with its log if it does not"
+    )
+    wait.add_argument(
+        "--uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        required=not os.environ.get("MLFLOW_TRACKING_URI"),
+        help="the server (default $MLFLOW_TRACKING_URI)",
+    )
+    wait.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+    wait.add_argument("--log", type=Path, help="the server's log, shown when it does not answer")
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -89,6 +102,12 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     from tuner.tracking.backup import backup, restore
 
+    if args.db_command == "wait":
+        from tuner.tracking.server import wait_for_server
+
+        seconds = wait_for_server(args.uri, args.timeout, args.log)
+        print(f"the MLflow server at {args.uri} answered after {seconds:.1f} s")
+        return 0
     if args.db_command == "backup":
         size = backup(args.db, args.remote)
         print(f"backed up {args.db} to {args.remote} ({size / 1e6:.1f} MB)")

@@ -25,7 +25,7 @@ from tuner import internals
 from tuner.search import record
 from tuner.search.job_searcher import StagedSearcher
 from tuner.search.options import SearchOptions
-from tuner.search.session import check_resources, code_version, ray_session, trial_env
+from tuner.search.session import check_resources, code_version, ray_session, source_tags, trial_env
 from tuner.search.settle import FINISH_WAIT, SearchFailed, SearchInterrupted, failure_summary, finish
 from tuner.search.staged_search import budget_spent, log_ladder, staged_searcher
 from tuner.search.strategy import log_fidelity, min_records, search_parts
@@ -46,7 +46,8 @@ from tuner.tracking.runs import (
 from tuner.tracking.write_queue import retry
 from tuner.trial.job import run_job
 from tuner.trial.locks import create_leases
-from tuner.trial.trainable import TrialSettings, final_iteration, run_trial
+from tuner.trial.settings import TrialSettings
+from tuner.trial.trainable import final_iteration, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,28 @@ def trial_settings(
         tracking_wait=options.tracking_wait,
         node_cache_bytes=int(cap * 2**30) if cap is not None else None,
         short_fraction=options.short_fraction,
+        gpus=options.gpus_per_trial,
+        source_tags=source_tags(),
+    )
+
+
+NOTE = "mlflow.note.content"  # a run's description in MLflow's UI
+
+
+def describe_search(options: SearchOptions, space: SearchSpace) -> str:
+    """The parent run's description: what was searched, how, on what, and where to read it."""
+    spend = (
+        f"budget {options.budget}, at most {options.samples} jobs"
+        if options.budget
+        else f"{options.samples} trials"
+    )
+    return (
+        f"wsss-tune search over {', '.join(s.name for s in space.spaces)} with the {options.searcher} "
+        f"searcher, {spend}, {options.concurrency} at a time; {space.mode}imise {space.metric}.\n\n"
+        f"Data: {options.data or 'the embedded synthetic benchmark'}. Base config: "
+        f"{options.config or 'the built-in defaults'}. The trials are this run's children; best first: "
+        f"`wsss-tune leaderboard --experiment {options.experiment}`, the best config: "
+        f"`wsss-tune export --experiment {options.experiment} --out best.yaml`."
     )
 
 
@@ -105,7 +128,8 @@ def _start_parent(
     experiment_id = ensure_experiment(
         client, options.experiment, local_workdir(options.storage) / "mlartifacts"
     )
-    run = client.create_run(experiment_id, run_name=name, tags={ROLE: "search", "wsss.metric": space.metric})
+    tags = {ROLE: "search", "wsss.metric": space.metric, NOTE: describe_search(options, space)}
+    run = client.create_run(experiment_id, run_name=name, tags=tags | source_tags())
     final = final_iteration(space.metric)
     records = min_records(options.asha_reduction_factor, options.rung_records)
     params = {

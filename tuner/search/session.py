@@ -17,11 +17,11 @@ import wsss
 from tuner.search.options import SearchOptions
 
 
-def code_version() -> str:
-    """wsss's version plus the git commit of its checkout, when there is one."""
+def git_commit() -> str | None:
+    """The git commit of this checkout, when it is one (a wheel installed in an image is not)."""
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
             cwd=Path(__file__).parent,
             capture_output=True,
             text=True,
@@ -29,8 +29,20 @@ def code_version() -> str:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        sha = "unknown"
-    return f"{wsss.__version__}+{sha}"
+        return None
+
+
+def code_version() -> str:
+    """wsss's version plus the short git commit of its checkout, when there is one."""
+    sha = git_commit()
+    return f"{wsss.__version__}+{sha[:7] if sha else 'unknown'}"
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own source tags (its UI's Source column and the run page's git commit)."""
+    tags = {"mlflow.source.name": "wsss-tune search", "mlflow.source.type": "JOB"}
+    sha = git_commit()
+    return tags | ({"mlflow.source.git.commit": sha} if sha else {})
 
 
 # MLflow's own HTTP retries (default: 7 tries with doubling waits, 120 s timeouts) would hold a

@@ -115,6 +115,11 @@ def tracking_database(uri: str) -> Iterator[MlflowClient]:
         yield MlflowClient(uri)
 
 
+# MLflow 3's UI tells GenAI experiments (traces, evaluation runs) from model development by this tag;
+# a search's experiment is model development: runs, their metrics and their parent-child tree.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_dir: Path) -> str:
     """The experiment's id, creating it if needed. With a database URI artifacts go to `artifact_dir`;
     with a tracking server they go where the server says (proxied with --serve-artifacts)."""
@@ -125,7 +130,9 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_dir: Path) -> st
     try:
         return str(
             client.create_experiment(
-                name, artifact_location=artifact_dir.absolute().as_uri() if local else None
+                name,
+                artifact_location=artifact_dir.absolute().as_uri() if local else None,
+                tags=EXPERIMENT_TAGS,
             )
         )
     except MlflowException:

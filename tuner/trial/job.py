@@ -22,15 +22,9 @@ from ray import tune
 
 import wsss
 from tuner.tracking.runs import JOB_KEY, JOBS, run_key
-from tuner.trial.trainable import (
-    STAGE_PROXY,
-    TrialSettings,
-    describe_run,
-    flush_and_trim,
-    open_pipeline,
-    trial_config,
-    trial_run,
-)
+from tuner.trial.run import flush_and_trim, trial_run
+from tuner.trial.settings import TrialSettings
+from tuner.trial.trainable import STAGE_PROXY, describe_run, open_pipeline, trial_config
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,10 @@
 Object stores have no lock primitive, so a small named Ray actor hands out leases per key. The holder
 renews its lease from a background thread; a trial killed mid-build (a stopped trial's thread is
 abandoned, a node is lost) stops renewing, and its lease lapses after `ttl` seconds so that another
-trial takes the key over. A holder whose renewal fails (refused because the lease lapsed and was
-taken, or the actor unreachable) learns it through `held()`, and the pipeline then throws its build
-away instead of publishing over the new holder's. Leases cover building only, never downloading.
+trial takes the key over. A renewal that fails in transit is retried while the lease still holds; a
+holder whose lease is lost (refused because it lapsed and was taken, or no renewal got through
+before it lapsed) learns it through `held()`, and the pipeline then throws its build away instead of
+publishing over the new holder's. Leases cover building only, never downloading.
 Local and NFS stores use the store's own file lock instead (released by the kernel on death).
 """
 
@@ -60,10 +61,20 @@ def create_leases(name: str) -> ray.actor.ActorHandle:
 
 
 class _Lease:
-    """A held lease, renewed every ttl/3 seconds from a daemon thread until released."""
+    """A held lease, renewed every ttl/3 seconds from a daemon thread until released.
 
-    def __init__(self, leases: ray.actor.ActorHandle, name: str, owner: str, ttl: float) -> None:
+    A renewal that fails in transit (the actor busy or briefly unreachable, a timeout) is retried at
+    shorter intervals for as long as the lease is still surely ours, that is until `ttl` after the
+    last renewal the actor granted; only then, or when the actor answers that someone else holds it,
+    is the lease lost and the build thrown away (cluster-review.md: one failed renewal used to throw
+    away an hours-long build).
+    """
+
+    def __init__(
+        self, leases: ray.actor.ActorHandle, name: str, owner: str, ttl: float, asked_at: float
+    ) -> None:
         self.leases, self.name, self.owner, self.ttl = leases, name, owner, ttl
+        self.expires = asked_at + ttl  # the actor granted it no earlier than we asked
         self._released, self._lost = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._renew, daemon=True, name=f"lease-{name}")
         self._thread.start()
@@ -71,19 +82,31 @@ class _Lease:
     def held(self) -> bool:
         return not self._lost.is_set()
 
+    def _lose(self, why: str) -> None:
+        self._lost.set()
+        log.warning("lease %s: lost (%s); another trial may build this key now", self.name, why)
+
     def _renew(self) -> None:
-        while not self._released.wait(self.ttl / 3):
+        wait = self.ttl / 3
+        while not self._released.wait(wait):
+            sent = time.monotonic()
+            left = self.expires - sent
+            if left <= 0:
+                return self._lose(f"no renewal got through in {self.ttl:g} s")
             try:
                 renewed = bool(
-                    ray.get(self.leases.renew.remote(self.name, self.owner, self.ttl), timeout=self.ttl / 3)
+                    ray.get(
+                        self.leases.renew.remote(self.name, self.owner, self.ttl),
+                        timeout=min(self.ttl / 3, left),
+                    )
                 )
             except (RayError, TimeoutError) as exc:
-                log.warning("lease %s: renewal failed (%s)", self.name, exc)
-                renewed = False
+                wait = max(0.05, min(self.ttl / 10, (self.expires - time.monotonic()) / 3))
+                log.warning("lease %s: renewal failed (%s); retrying for %.0f s more", self.name, exc, left)
+                continue
             if not renewed:
-                self._lost.set()
-                log.warning("lease %s: lost; another trial may build this key now", self.name)
-                return
+                return self._lose("the actor gave it to another trial")
+            self.expires, wait = sent + self.ttl, self.ttl / 3
 
     def release(self) -> None:
         self._released.set()
@@ -101,9 +124,12 @@ class ActorLock:
     def __call__(self, stage: str, key: str) -> Iterator[_Lease]:
         leases = ray.get_actor(self.actor_name)
         name, owner = f"{stage}/{key}", uuid.uuid4().hex
-        while not ray.get(leases.acquire.remote(name, owner, self.ttl)):
+        while True:
+            asked_at = time.monotonic()
+            if ray.get(leases.acquire.remote(name, owner, self.ttl)):
+                break
             time.sleep(self.poll)
-        lease = _Lease(leases, name, owner, self.ttl)
+        lease = _Lease(leases, name, owner, self.ttl, asked_at)
         try:
             yield lease
         finally:

@@ -6,8 +6,11 @@ excludes threads as well as processes; the kernel releases it if the holder dies
 private temporary folder and renames it into place, so a reader sees a whole copy or none. The
 winner's copy is used by everyone; the others find it under the lock and never download.
 
-The cache grows with every artifact a node has used; `trim` keeps it under a byte budget by removing
-the copies used least recently (never one used in the last `grace` seconds: a trial may be reading it).
+A process that uses a copy holds it: a shared fcntl lock on `<cache>/.locks/<entry>.use`, kept for
+as long as the StageStore that handed the copy out (the trial) lives, and released by the kernel when
+the process ends however it ends. The cache grows with every artifact a node has used; `trim` keeps it
+under a byte budget by removing the copies used least recently among those no process holds (a
+segment stage reads its pseudo masks for hours, so an age rule could not tell a copy in use).
 """
 
 from __future__ import annotations
@@ -17,11 +20,10 @@ import fcntl
 import logging
 import os
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -59,6 +61,32 @@ def file_lock(path: Path) -> Iterator[None]:
 
 def _entry_lock(cache_root: Path, name: str) -> contextlib.AbstractContextManager[None]:
     return file_lock(cache_root / _LOCKS / f"{name}.lock")
+
+
+def hold(cache_root: Path, entry: str) -> IO[str]:
+    """A shared hold on the copy `entry` for as long as the returned handle stays open."""
+    path = cache_root / _LOCKS / f"{entry.replace('/', '__')}.use"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a")
+    fcntl.flock(handle, fcntl.LOCK_SH)
+    return handle
+
+
+@contextlib.contextmanager
+def _unheld(cache_root: Path, entry: str) -> Iterator[bool]:
+    """Whether no process holds `entry`; while the block runs, none can start to."""
+    path = cache_root / _LOCKS / f"{entry.replace('/', '__')}.use"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _touch(path: Path) -> None:
@@ -120,12 +148,10 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def trim(cache_root: Path, max_bytes: int, grace: float = 86400.0, dry_run: bool = False) -> list[Path]:
-    """Remove the least recently used copies until the cache holds at most `max_bytes`; returns them.
-
-    Copies used within `grace` seconds stay even over budget (a trial may still read them); each
-    removal holds the copy's download lock, so no download of the same entry is cut in half.
-    """
+def trim(cache_root: Path, max_bytes: int, dry_run: bool = False) -> list[Path]:
+    """Remove the least recently used copies that no process holds until the cache holds at most
+    `max_bytes`; returns them. Held copies stay even over budget. Each removal holds the copy's
+    download lock, so no download of the same entry is cut in half."""
     copies = (
         [
             p
@@ -140,16 +166,16 @@ def trim(cache_root: Path, max_bytes: int, grace: float = 86400.0, dry_run: bool
     sized = sorted(((p.stat().st_mtime, _size(p), p) for p in copies), key=lambda t: t[0])
     total = sum(size for _, size, _ in sized)
     removed: list[Path] = []
-    now = time.time()
-    for used, size, path in sized:
+    for _, size, path in sized:
         if total <= max_bytes:
             break
-        if now - used < grace:
-            continue
-        if not dry_run:
-            entry = f"{path.parent.name}/{path.name}"
-            with _entry_lock(cache_root, entry.replace("/", "__")):
-                shutil.rmtree(path, ignore_errors=True)
+        entry = f"{path.parent.name}/{path.name}"
+        with _unheld(cache_root, entry) as free:
+            if not free:
+                continue
+            if not dry_run:
+                with _entry_lock(cache_root, entry.replace("/", "__")):
+                    shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
         total -= size
     if removed:

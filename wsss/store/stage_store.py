@@ -26,14 +26,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from wsss.configio import digest, to_mapping
 from wsss.errors import EnvironmentFault, StoreError, os_error_message
-from wsss.store.cache import adopt, download, file_lock, file_sizes, trim
+from wsss.store.cache import adopt, download, file_lock, file_sizes, hold, trim
 from wsss.store.debris import clean_store, new_attempt_name, remove_if_empty, remove_stale_attempts
 from wsss.store.layout import MANIFEST, MANIFEST_FORMAT, MARKER, complete, laid_out_as_store, well_formed
 
@@ -111,6 +111,7 @@ class StageStore:
         self.cache_dir = Path(cache_dir).absolute()
         self.location = text
         self._marked = self._check_is_store()
+        self._holds: dict[str, IO[str]] = {}  # node copies this store handed out (wsss.store.cache)
 
     def _check_is_store(self) -> bool:
         """Whether the root is marked as a store; a StoreError if it holds anything else."""
@@ -190,9 +191,21 @@ class StageStore:
         return Artifact(stage, key, self._download(stage, key, remote, manifest), manifest)
 
     def _download(self, stage: str, key: str, remote: str, manifest: dict[str, Any]) -> Path:
-        return download(
-            self.fs, remote, self.cache_dir / "store", f"{stage}/{key}-{manifest['attempt']}", manifest
-        )
+        entry = f"{stage}/{key}-{manifest['attempt']}"
+        self._hold(entry)
+        return download(self.fs, remote, self.cache_dir / "store", entry, manifest)
+
+    def _hold(self, entry: str) -> None:
+        """Keep this node's copy of `entry` from trim_cache while this store lives (before it is
+        looked at, so that a trim cannot remove it between the look and the use)."""
+        if entry not in self._holds:
+            self._holds[entry] = hold(self.cache_dir / "store", entry)
+
+    def release_copies(self) -> None:
+        """Let trim_cache remove the node copies this store handed out (a process's end does too)."""
+        for handle in self._holds.values():
+            handle.close()
+        self._holds.clear()
 
     def available(self, stage: str, key: str) -> bool:
         """Whether a whole artifact is published under `key` (without downloading it)."""
@@ -216,9 +229,10 @@ class StageStore:
             shutil.rmtree(self.cache_dir / "store" / stage / f"{key}-{attempt}", ignore_errors=True)
         return True
 
-    def trim_cache(self, max_bytes: int, grace: float = 86400.0, dry_run: bool = False) -> list[Path]:
-        """Keep this node's copies of remote artifacts under `max_bytes` (see wsss.store.cache.trim)."""
-        return trim(self.cache_dir / "store", max_bytes, grace, dry_run)
+    def trim_cache(self, max_bytes: int, dry_run: bool = False) -> list[Path]:
+        """Keep this node's copies of remote artifacts under `max_bytes`, removing only copies no
+        process holds (see wsss.store.cache.trim)."""
+        return trim(self.cache_dir / "store", max_bytes, dry_run)
 
     @contextlib.contextmanager
     def lock(self, stage: str, key: str) -> Iterator[None]:
@@ -302,6 +316,7 @@ class StageStore:
                 source_filesystem=pafs.LocalFileSystem(),
                 destination_filesystem=self.fs,
             )
+            self._hold(f"{stage}/{key}-{attempt}")
             local = adopt(self.cache_dir / "store", f"{stage}/{key}-{attempt}", build.path)
         final = f"{self.key_dir(stage, key)}/{MANIFEST}"
         tmp = f"{final}.{attempt}.tmp"

@@ -60,6 +60,10 @@ def test_parent_and_one_child_per_trial_all_ended(search: dict[str, Any]) -> Non
     assert parent.info.status == "FINISHED"
     assert {"samples", "seed", "sampler", "scheduler", "code_version", "metric"} <= set(parent.data.params)
     assert [a.path for a in client.list_artifacts(search["parent"], "spaces")] == ["spaces/tiny.yaml"]
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not a GenAI one
+    note = parent.data.tags["mlflow.note.content"]  # its description in MLflow's UI
+    assert "over tiny with the asha searcher, 5 trials" in note and "--experiment search-test" in note
     assert len(children) == SAMPLES
     assert all(c.data.tags["mlflow.parentRunId"] == search["parent"] for c in children)
     assert {c.info.status for c in children} <= {"FINISHED", "KILLED"}
@@ -73,6 +77,15 @@ def test_children_hold_config_stage_metrics_and_artifacts(search: dict[str, Any]
     client = search["client"]
     for child in search["children"]:
         run_id = child.info.run_id
+        # MLflow's UI: the Datasets and Source columns, the git commit on the run page.
+        (dataset,) = child.inputs.dataset_inputs
+        assert dataset.dataset.digest == child.data.tags["wsss.data.fingerprint"][:32]
+        assert dataset.dataset.name == Path(search["options"].data).name
+        assert json.loads(dataset.dataset.profile)["train"] > 0
+        assert child.data.tags["mlflow.source.name"] == "wsss-tune search"
+        assert child.data.tags.get("mlflow.source.git.commit") == client.get_run(
+            search["parent"]
+        ).data.tags.get("mlflow.source.git.commit")
         assert (
             child.data.params["refine.beta"] and child.data.params["runtime.threads"] == "1"
         )  # threads follow CPUs

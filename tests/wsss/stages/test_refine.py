@@ -133,3 +133,31 @@ def test_affinity_loss_rewards_separating_different_labels(pair_origins: str) ->
     assert parts["fg"] < 0.02 and parts["neg"] > 3  # affinity ~1 between pairs that should be ~0
     loss_together.backward()
     assert together.grad is not None and together.grad.abs().sum() > 0
+
+
+def test_confident_labels_with_the_crf_are_the_same_on_a_process_pool(
+    tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """The CRF step fans images out over runtime.threads processes: the labels and their metrics are
+    those of one process, file for file."""
+    pytest.importorskip("pydensecrf.densecrf")
+    import torch
+
+    from wsss.runtime import Runtime
+    from wsss.stages.confident import write_confident_labels
+
+    cfg = tiny_config("refine.crf.enabled=true", "refine.grid_labels=psa")
+    data = prepare_dataset(cfg, tiny_data_dir, tmp_path / "cache")
+    store = StageStore(tmp_path / "store", cache_dir=tmp_path / "cache")
+    outcomes: list = []
+    run_pipeline(cfg, data, store, until="seed", on_stage=outcomes.append)
+    seed_dir = store.lookup("seed", outcomes[0].key).path
+    folders = {}
+    for threads in (1, 2):
+        folders[threads] = tmp_path / f"labels-{threads}"
+        runtime = Runtime(torch.device("cpu"), progress=False, threads=threads)
+        write_confident_labels(cfg.refine, data, seed_dir, folders[threads], runtime)
+    files = sorted(p.relative_to(folders[1]) for p in folders[1].rglob("*") if p.is_file())
+    assert len(files) == 3 * len(data.train_ids) + 1  # labels, low and high maps, metrics.json
+    for name in files:
+        assert (folders[2] / name).read_bytes() == (folders[1] / name).read_bytes(), name
