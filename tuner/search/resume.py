@@ -33,8 +33,8 @@ from tuner.search.options import SearchOptions
 from tuner.search.searcher import StageAwareOptunaSearch
 from tuner.search.settle import mark_interrupted
 from tuner.search.strategy import StageASHA
+from tuner.search.study import fetch_snapshot, study_path
 from tuner.search.study import load as load_study
-from tuner.search.study import study_path
 from tuner.spaces.space import Base, SearchSpace, load_search
 from tuner.tracking.runs import ROLE, RunStatusCallback, existing_tracking_uri, set_tags
 
@@ -125,6 +125,8 @@ def resume_search(experiment: str, tracking_uri: str | None, storage: str) -> st
     def factory(lock_actor: str | None, callback: RunStatusCallback) -> tune.Tuner:
         settings = trial_settings(options, space, base, ids, lock_actor)
         study_file = study_path(options.storage, options.experiment)
+        if not study_file.is_file():  # a new head: the journal was on the old one's disk
+            fetch_snapshot(path, study_file)
         tuner = _restored(path, trainable(settings, options), callback, study_file)
         scheduler = internals.restored_scheduler(tuner)
         if isinstance(scheduler, StageASHA):

@@ -28,7 +28,7 @@ from ray.tune.search.optuna import OptunaSearch
 import wsss
 from tuner import internals
 from tuner.search.reuse import ReusePolicy, choose_upstream
-from tuner.search.study import study_storage
+from tuner.search.study import snapshot_journal, study_storage
 from tuner.trial.trainable import REUSE_KEY
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class StageAwareOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.final_iteration = final_iteration
         self.reuse, self.choice = reuse, choice
-        self.study_file: str | None = None  # set by resume to the journal's current path
+        self.study_file: str | None = None  # the journal's path (make_searcher; resume moves it)
         self.rng = np.random.default_rng(reuse.seed if reuse else 0)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -96,6 +96,13 @@ class StageAwareOptunaSearch(OptunaSearch):
             log.info("trial %s stopped after stage %d: told Optuna PRUNED", trial_id, reached)
             return
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """Tune's checkpoint of the searcher, and beside it a snapshot of the study's journal, which
+        Tune keeps in the storage with it (tuner.search.study.STUDY_SNAPSHOT)."""
+        super().save_to_dir(checkpoint_dir, session_str)
+        if self.study_file and Path(self.study_file).is_file():
+            snapshot_journal(Path(self.study_file), Path(checkpoint_dir))
 
     def restore(self, checkpoint_path: str) -> None:
         """Tune's restore, then the study reopened from `study_file` when resume set it: a search

@@ -73,6 +73,7 @@ def make_searcher(
         reuse=reuse if reuse_fraction > 0 else None,
         choice=CHOICE,
     )
+    searcher.study_file = str(study_path(storage, experiment))
     study = internals.study(searcher)
     assert study is not None  # OptunaSearch makes its study when given a space
     fresh = not study.get_trials(deepcopy=False)

@@ -4,7 +4,9 @@ search, `wsss-tune report` draws its analysis, and a new search can start from a
 
 Optuna's journal file storage needs a POSIX file system: with a local or NFS `--storage` the journal
 sits in it; with an object store (s3://) it sits in the driver's working folder (`./optuna/`), since
-only the driver, which runs the searcher, writes it.
+only the driver, which runs the searcher, writes it. Each time Tune checkpoints the searcher, a copy
+of the journal goes beside the searcher's state in Tune's experiment folder (STUDY_SNAPSHOT), which
+Tune keeps in the storage: a search resumed on a new head (the old one's disk gone) starts from it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,40 @@ def study_path(storage: str, experiment: str) -> Path:
     root = Path(storage) if "://" not in storage else Path.cwd()
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", experiment)
     return root.absolute() / "optuna" / f"{safe}.journal"
+
+
+STUDY_SNAPSHOT = "optuna-study.journal"  # in Tune's experiment folder, beside the searcher's state
+
+
+def snapshot_journal(journal: Path, folder: Path) -> None:
+    """Copy the journal into `folder` as of now: whole lines only (a write in flight is left out)."""
+    text = journal.read_bytes()
+    tmp = folder / f".{STUDY_SNAPSHOT}.tmp"
+    tmp.write_bytes(text[: text.rfind(b"\n") + 1])
+    tmp.replace(folder / STUDY_SNAPSHOT)
+
+
+def fetch_snapshot(experiment_dir: str, journal: Path) -> bool:
+    """Put the journal snapshot saved in Tune's experiment folder (a path or URI) at `journal`, when
+    there is one; whether there was."""
+    import pyarrow.fs as pafs
+
+    fs, root = (
+        pafs.FileSystem.from_uri(experiment_dir)
+        if "://" in experiment_dir
+        else (
+            pafs.LocalFileSystem(),
+            str(Path(experiment_dir).absolute()),
+        )
+    )
+    source = f"{root.rstrip('/')}/{STUDY_SNAPSHOT}"
+    if fs.get_file_info(source).type != pafs.FileType.File:
+        return False
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    with fs.open_input_stream(source) as stream:
+        journal.write_bytes(stream.read())
+    log.info("the Optuna study came back from %s", source)
+    return True
 
 
 def study_storage(path: Path) -> JournalStorage:

@@ -173,3 +173,22 @@ def test_proxy_fidelity_counts_each_upstream_once_and_says_what_it_left_out(tmp_
     assert out["proxy_fidelity_seed_upstreams"] == 4 and out["proxy_fidelity_seed_unscored"] == 1
     assert out["proxy_fidelity_seed"] == pytest.approx(1.0)
     assert out["proxy_fidelity_refine_upstreams"] == 12 and out["proxy_fidelity_refine_unscored"] == 0
+
+
+def test_a_journal_snapshot_keeps_whole_lines_and_comes_back_where_the_journal_is_missing(
+    tmp_path: Path,
+) -> None:
+    """Tune's checkpoint of the searcher carries the study's journal (a line a write left half done is
+    left out), and a resume on a new head puts it back where the journal belongs."""
+    from tuner.search.study import STUDY_SNAPSHOT, fetch_snapshot, snapshot_journal
+
+    journal = tmp_path / "head" / "optuna" / "x.journal"
+    journal.parent.mkdir(parents=True)
+    journal.write_bytes(b'{"op": 0}\n{"op": 1}\n{"op": 2, "half')
+    experiment = tmp_path / "tune" / "search-1"
+    experiment.mkdir(parents=True)
+    snapshot_journal(journal, experiment)
+    assert (experiment / STUDY_SNAPSHOT).read_bytes() == b'{"op": 0}\n{"op": 1}\n'
+    new_head = tmp_path / "new-head" / "optuna" / "x.journal"
+    assert fetch_snapshot(str(experiment), new_head) and new_head.read_bytes() == b'{"op": 0}\n{"op": 1}\n'
+    assert not fetch_snapshot(str(tmp_path / "tune" / "no-such-search"), tmp_path / "other.journal")
