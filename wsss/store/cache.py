@@ -73,20 +73,26 @@ def hold(cache_root: Path, entry: str) -> IO[str]:
 
 
 @contextlib.contextmanager
+def lock_if_free(handle: IO[Any]) -> Iterator[bool]:
+    """An exclusive fcntl lock on an open file taken without waiting; yields whether it was free."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def _unheld(cache_root: Path, entry: str) -> Iterator[bool]:
     """Whether no process holds `entry`; while the block runs, none can start to."""
     path = cache_root / _LOCKS / f"{entry.replace('/', '__')}.use"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with path.open("a") as handle, lock_if_free(handle) as free:
+        yield free
 
 
 def _touch(path: Path) -> None:

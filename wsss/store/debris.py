@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import calendar
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow.fs as pafs
+
+from wsss.store.cache import lock_if_free
 
 
 class StoreFolders(Protocol):
@@ -159,16 +160,8 @@ def _lock_if_free(store: StoreFolders, stage: str, key: str) -> Iterator[bool]:
     except OSError:
         yield False  # without the lock only attempts of builders known dead may go
         return
-    with os.fdopen(descriptor, "r+b") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with os.fdopen(descriptor, "r+b") as handle, lock_if_free(handle) as free:
+        yield free
 
 
 def _remove_old_attempts(

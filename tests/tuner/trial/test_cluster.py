@@ -224,7 +224,7 @@ def test_a_reclaimed_spot_trial_is_retried_elsewhere_without_counting_as_a_failu
     the node, Tune runs the trial again on the other worker without counting the loss (the search
     allows no failure at all), the retry reuses the published seed stage, and MLflow holds one
     FINISHED run for it."""
-    slow_later_stages = {"refine.train.epochs": 4, "segment.train.epochs": 4}
+    slow_later_stages = {"refine.train.epochs": 12, "segment.train.epochs": 12}  # outlast the notice
     space = write_space(tmp_path, "spot", params={"refine.beta": {"float": [4.0, 16.0]}})
     spec = yaml.safe_load(space.read_text())
     spec["fixed"] |= slow_later_stages
@@ -253,11 +253,14 @@ def test_a_reclaimed_spot_trial_is_retried_elsewhere_without_counting_as_a_failu
         runs = client.search_runs([experiment.experiment_id], "tags.`wsss.role` = 'trial'")
         node_id = runs[0].data.tags["wsss.node"]
         node = next(n for n in head_and_two_workers.worker_nodes if n.node_id == node_id)
-        ends_at = time.time() + 4  # EC2 gives two minutes
+        noticed = time.time()
+        ends_at = noticed + 3  # EC2 gives two minutes
         imds.announce(ends_at)
-        assert watch(head_and_two_workers.address, node_id, imds.url, poll=0.1, margin=1.5) == node_id
-        time.sleep(max(0.0, ends_at - time.time()))
-        head_and_two_workers.remove_node(node, allow_graceful=False)  # the instance is gone
+        assert watch(head_and_two_workers.address, node_id, imds.url, poll=0.1, margin=2.0) == node_id
+        # The drain's deadline: 2 s before the notice's time (whole seconds), at least 1 s from now.
+        deadline = max(noticed + 1.0, int(ends_at) - 2.0)
+        time.sleep(max(0.0, deadline + 1.0 - time.time()))
+        head_and_two_workers.remove_node(node, allow_graceful=False)  # the instance is gone, after it
         removed.append(node_id)
 
     killer = threading.Thread(target=reclaim_the_trials_node)
