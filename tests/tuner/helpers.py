@@ -4,11 +4,13 @@ take a second or two, and an `mlflow server` process on loopback (sqlite backend
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -109,3 +111,17 @@ class MlflowServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+def interrupt_when(search: subprocess.Popen, busy: Callable[[], bool], timeout: float) -> str:
+    """Ctrl-C a `wsss-tune search` process once `busy()` says it is where the test wants it (it must
+    still be running then); returns its output after it exited with 130, as an interrupted search does."""
+    deadline = time.monotonic() + timeout
+    while not busy():
+        assert search.poll() is None, search.stdout.read() if search.stdout else ""
+        assert time.monotonic() < deadline, "the search did not get going"
+        time.sleep(0.1)
+    search.send_signal(signal.SIGINT)
+    out, _ = search.communicate(timeout=120)
+    assert search.returncode == 130, out
+    return out

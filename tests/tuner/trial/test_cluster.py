@@ -173,7 +173,7 @@ class FakeImds:
                 self.wfile.write(body)
 
             def log_message(self, *args: object) -> None:
-                pass
+                """No access log on the test's output."""
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -224,7 +224,7 @@ def test_a_reclaimed_spot_trial_is_retried_elsewhere_without_counting_as_a_failu
     the node, Tune runs the trial again on the other worker without counting the loss (the search
     allows no failure at all), the retry reuses the published seed stage, and MLflow holds one
     FINISHED run for it."""
-    slow_later_stages = {"refine.train.epochs": 12, "segment.train.epochs": 12}  # outlast the notice
+    slow_later_stages = {"refine.train.epochs": 30, "segment.train.epochs": 30}  # outlast the notice
     space = write_space(tmp_path, "spot", params={"refine.beta": {"float": [4.0, 16.0]}})
     spec = yaml.safe_load(space.read_text())
     spec["fixed"] |= slow_later_stages
