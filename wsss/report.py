@@ -15,7 +15,7 @@ from wsss.data.classes import IGNORE_INDEX, voc_palette
 from wsss.data.image_files import read_mask
 from wsss.data.voc import VocDataset
 from wsss.pipeline import StageOutcome
-from wsss.stages.seed import load_cams
+from wsss.stages.cam_files import load_cams
 
 _PALETTE = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
 _IGNORE_COLOUR = np.array([255, 255, 255], dtype=np.uint8)
@@ -64,7 +64,7 @@ def samples_picture(outcome: StageOutcome, data: VocDataset, count: int = 4) -> 
         image = data.read_image(image_id)
         truth = mask_picture(data.read_mask(image_id))
         if outcome.stage == "seed":
-            made = cam_picture(image, load_cams(outcome.path, image_id)[1])
+            made = cam_picture(image, load_cams(outcome.path, image_id, image.shape[:2])[1])
         else:
             made = mask_picture(read_mask(outcome.path / f"{image_id}.png", data.num_classes))
         rows.append([image, made, truth])

@@ -19,8 +19,8 @@ import torch
 
 import wsss
 from wsss.runtime import Runtime
+from wsss.stages.cam_files import CAM_DIR, cam_path, save_cams
 from wsss.stages.confident import write_confident_labels
-from wsss.stages.seed import CAM_DIR, save_cams
 
 
 def _smooth_cams(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
@@ -57,7 +57,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for image_id in data.train_ids:
         h, w = data.read_image(image_id).shape[:2]
-        save_cams(seed_dir / CAM_DIR / f"{image_id}.npz", np.array([0, 1]), _smooth_cams(rng, (h, w)))
+        save_cams(cam_path(seed_dir, image_id), np.array([0, 1]), _smooth_cams(rng, (h, w)))
     print(f"{len(data.train_ids)} images, CRF {cfg.refine.crf.iterations} iterations, two per image")
     for threads in args.threads:
         runtime = Runtime(torch.device("cpu"), progress=False, threads=threads)

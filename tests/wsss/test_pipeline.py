@@ -196,7 +196,7 @@ def test_eval_split_scores_cams_and_pseudo_masks_on_its_ids_only(tiny_data_dir: 
     """The VOC protocol: every stage works on the whole train split (pseudo masks for all of it),
     while CAM and pseudo-mask mIoU are measured on data.eval_split only."""
     from wsss.ops.cam import cams_to_mask
-    from wsss.stages.seed import load_cams
+    from wsss.stages.cam_files import load_cams
 
     root = Path(shutil.copytree(tiny_data_dir, tmp_path / "data"))
     train = (root / "ImageSets/Segmentation/train.txt").read_text().split()
@@ -214,7 +214,7 @@ def test_eval_split_scores_cams_and_pseudo_masks_on_its_ids_only(tiny_data_dir: 
     cam_dir = tmp_path / "cam_masks"
     cam_dir.mkdir()
     for image_id in train[:5]:
-        keys, cams = load_cams(seed_dir, image_id)
+        keys, cams = load_cams(seed_dir, image_id, data.image_size(image_id))
         Image.fromarray(cams_to_mask(cams, keys, cfg.seed.bg_threshold).astype(np.uint8)).save(
             cam_dir / f"{image_id}.png"
         )

@@ -102,14 +102,14 @@ def test_a_manifest_field_of_the_wrong_type_is_a_miss(tiny_data_dir: Path, tmp_p
 
 
 def test_a_cam_file_that_would_inflate_is_withdrawn_unread(tiny_data_dir: Path, tmp_path: Path) -> None:
-    """A deflated member (np.savez_compressed) can expand a few KB into gigabytes; the seed stage
-    writes none, so such a file is damage, rebuilt, and never decompressed."""
+    """A deflated member can expand a few KB into gigabytes: one that says it unpacks to more than
+    its image's CAMs take is damage, rebuilt, and never decompressed."""
     first = _run(tiny_data_dir, tmp_path)
     seed = first.stages["seed"].path
     cam = next((seed / "cams").iterdir())
     with np.load(cam) as f:
-        keys, cams = f["keys"], f["cams"]
-    np.savez_compressed(cam, keys=keys, cams=cams)
+        keys = f["keys"]
+    np.savez_compressed(cam, keys=keys, planes=np.zeros((2, keys.size, 2000, 2000), np.uint8))
     _record_size(seed, f"cams/{cam.name}")
     again = _run(tiny_data_dir, tmp_path, "refine.beta=9")
     assert not again.stages["seed"].cached and again.stages["seed"].path != seed

@@ -24,7 +24,7 @@ from wsss.metrics import ConfusionMatrix
 from wsss.ops.cam import background_power, labels_from_scores
 from wsss.ops.crf import crf_refine
 from wsss.runtime import Runtime
-from wsss.stages.seed import load_cams
+from wsss.stages.cam_files import load_cams
 
 LABEL_KNOBS = ("alpha_low", "alpha_high", "crf", "grid_labels")  # what the labels depend on
 CONFIDENT_DIR = "confident"
@@ -68,8 +68,9 @@ def _image_labels(
 ) -> tuple[np.ndarray | None, int, int]:
     """One train image's confident labels written to `label_dir`; on the eval split also its
     (confusion matrix of the confident pixels, labelled pixels given one, labelled pixels)."""
-    keys, cams = load_cams(seed_dir, image_id)
     image = data.read_image(image_id) if cfg.crf.enabled else None
+    shape = image.shape[:2] if image is not None else data.image_size(image_id)
+    keys, cams = load_cams(seed_dir, image_id, shape)
     low, high = two_sided_labels(cams, keys, cfg, image)
     labels = combine_two_sided(low, high)
     write_mask(label_dir / f"{image_id}.png", labels)

@@ -1,7 +1,8 @@
 """Seed stage: train a CAM classifier with the configured method, infer multi-scale CAMs over the train
 split and measure them against the ground truth (at the configured threshold and over a sweep).
 
-Artifact: `model.pt`, `cams/<id>.npz` (keys = present class indices, cams = float16 (P, H, W) in [0, 1]),
+Artifact: `model.pt`, `cams/<id>.npz` (the image's class indices and CAMs (P, H, W) in [0, 1], float16,
+losslessly compressed: wsss.stages.cam_files),
 `cam_curve.csv` (threshold, mIoU).
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,11 @@ from wsss.checkpoints import save_state
 from wsss.config import SeedConfig
 from wsss.data.transforms import to_tensor
 from wsss.data.voc import VocDataset
-from wsss.errors import DamagedArtifact
 from wsss.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
 from wsss.models.backbone import SplitParams
 from wsss.ops.cam import cams_to_mask, multiscale_cams
 from wsss.runtime import Runtime
+from wsss.stages.cam_files import CAM_DIR, cam_path, save_cams
 from wsss.stages.rounds import RoundCache, RoundResult, keep_round_files, local_rounds, train_rounds
 
 log = logging.getLogger(__name__)
@@ -33,34 +33,6 @@ log = logging.getLogger(__name__)
 # 2: CPN's S_N counts superpixels per 448 px crop at stride 8, scaled to the network's grid (it was per
 # crop), so a seed stage computed before means something else under the same settings.
 FORMAT_VERSION = 2
-CAM_DIR = "cams"
-
-
-def save_cams(path: Path, keys: np.ndarray, cams: np.ndarray) -> None:
-    np.savez(path, keys=keys.astype(np.int16), cams=cams.astype(np.float16))
-
-
-def load_cams(seed_dir: Path, image_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(keys, (P, H, W) float32 CAMs) of one image from a seed artifact.
-
-    Artifacts may come from a shared store: np.load refuses pickled object arrays (allow_pickle is
-    False by default) and any damage is a DamagedArtifact naming the file (the pipeline rebuilds it).
-    """
-    path = seed_dir / CAM_DIR / f"{image_id}.npz"
-    try:
-        with np.load(path) as f:
-            # np.savez stores its members uncompressed, so what they hold is in the file: a deflated
-            # member could expand a small file into any size (a zip bomb) and is not ours.
-            if any(member.compress_type != zipfile.ZIP_STORED for member in f.zip.infolist()):
-                raise ValueError("compressed members; np.savez writes none")
-            keys, cams = f["keys"].astype(np.int64), f["cams"].astype(np.float32)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise DamagedArtifact(path, f"damaged CAM file in the seed artifact ({exc})") from None
-    if cams.ndim != 3 or cams.shape[0] != keys.shape[0]:
-        raise DamagedArtifact(
-            path, f"damaged CAM file in the seed artifact (shapes {keys.shape}, {cams.shape})"
-        )
-    return keys, cams
 
 
 def train_classifier(
@@ -124,7 +96,7 @@ def infer_and_evaluate(
             normalise=lambda total: method.normalise(total, cfg.params),
         )
         maps = cams.cpu().numpy()
-        save_cams(out_dir / CAM_DIR / f"{image_id}.npz", keys, maps)
+        save_cams(cam_path(out_dir, image_id), keys, maps)
         if image_id not in scored:
             continue
         maps = maps.astype(np.float16).astype(np.float32)  # score exactly what consumers will read back
