@@ -135,6 +135,35 @@ def test_affinity_loss_rewards_separating_different_labels(pair_origins: str) ->
     assert together.grad is not None and together.grad.abs().sum() > 0
 
 
+def test_affinity_loss_is_psa_equation_pair_by_pair() -> None:
+    """The masked on-device sums give eq. 4-6 computed over an explicit list of pairs (radius 3,
+    every origin), with ignored pixels in no pair."""
+    rng = np.random.default_rng(0)
+    embedding = torch.from_numpy(rng.normal(size=(2, 3, 5, 6)).astype(np.float32))
+    labels = torch.from_numpy(rng.choice([0, 0, 1, 2, IGNORE_INDEX], size=(2, 5, 6)))
+    terms: dict[str, list[float]] = {"bg": [], "fg": [], "neg": []}
+    # psa's one-directional offsets within radius 3: right on the row, any dx on the rows below
+    offsets = [(0, 1), (0, 2)] + [(dy, dx) for dy in (1, 2) for dx in range(-2, 3) if dy * dy + dx * dx < 9]
+    f, lab = embedding.double().numpy(), labels.numpy()
+    for b in range(2):
+        for y in range(5):
+            for x in range(6):
+                for dy, dx in offsets:
+                    v, u = y + dy, x + dx
+                    if not (v < 5 and 0 <= u < 6) or IGNORE_INDEX in (lab[b, y, x], lab[b, v, u]):
+                        continue
+                    a = np.exp(-np.abs(f[b, :, y, x] - f[b, :, v, u]).mean())
+                    if lab[b, y, x] != lab[b, v, u]:
+                        terms["neg"].append(-np.log(1 + 1e-5 - a))
+                    else:
+                        terms["bg" if lab[b, y, x] == 0 else "fg"].append(-np.log(a + 1e-5))
+    means = {k: sum(v) / (len(v) + 1e-5) for k, v in terms.items()}
+    loss, parts = affinity_loss(embedding, labels, radius=3)
+    assert all(terms.values())
+    assert parts == pytest.approx(means, rel=1e-5)
+    assert float(loss) == pytest.approx(means["bg"] / 4 + means["fg"] / 4 + means["neg"] / 2, rel=1e-5)
+
+
 def test_confident_labels_with_the_crf_are_the_same_on_a_process_pool(
     tiny_data_dir: Path, tmp_path: Path
 ) -> None:
