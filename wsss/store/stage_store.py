@@ -116,7 +116,7 @@ class StageStore:
     def _check_is_store(self) -> bool:
         """Whether the root is marked as a store; a StoreError if it holds anything else."""
         try:
-            if self.fs.get_file_info(f"{self.root}/{MARKER}").type == pafs.FileType.File:
+            if self._has_marker():
                 return True
             if laid_out_as_store(self.fs, self.root):
                 # An earlier version's store is marked now, so that it is not listed again each time
@@ -127,12 +127,19 @@ class StageStore:
                         self._write_marker()
                         return True
                 return False
+            # Another process may have marked the empty folder between the two looks (its first
+            # build writes the marker): the listing then held the marker.
+            if self._has_marker():
+                return True
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(f"{self.location}: cannot open the stage store ({exc})") from None
         raise StoreError(
             f"{self.location}: not a stage store (it holds other files and no {MARKER}); give an empty "
             "folder or an existing store, e.g. WORKDIR/store"
         )
+
+    def _has_marker(self) -> bool:
+        return bool(self.fs.get_file_info(f"{self.root}/{MARKER}").type == pafs.FileType.File)
 
     def _write_marker(self) -> None:
         marker = json.dumps({"format": MANIFEST_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
