@@ -5,7 +5,15 @@ import torch
 
 from wsss.config import TrainConfig
 from wsss.data.classes import IGNORE_INDEX
-from wsss.data.transforms import TrainTransform, denormalize, to_tensor
+from wsss.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TrainTransform,
+    denormalize,
+    resize_image,
+    scaled_size,
+    to_tensor,
+)
 
 
 def test_image_and_mask_stay_aligned_and_labels_are_never_interpolated() -> None:
@@ -66,3 +74,26 @@ def test_without_random_rescale_crops_keep_the_image_scale() -> None:
             and (crop - torch.from_numpy(win.astype(np.int64))).abs().max() <= 1
             for win, lab in windows
         )
+
+
+def test_uint8_augmentation_matches_the_float_computation_to_a_grey_level() -> None:
+    """Resize and flip run on uint8 and only the crop is normalised: the result is the float
+    pipeline's (float resize of the whole image, then normalise, then crop) up to uint8 rounding."""
+    rng = np.random.default_rng(0)
+    smooth = rng.integers(0, 256, (8, 12, 3)).astype(np.float32)
+    image = np.asarray(
+        resize_image(torch.from_numpy(smooth).permute(2, 0, 1), (60, 90)).round().clamp(0, 255)
+    )
+    image = image.transpose(1, 2, 0).astype(np.uint8)
+    for long_side in (45, 90, 150):  # shrink (antialiased), keep, enlarge
+        cfg = TrainConfig(crop_size=200, resize_long=(long_side, long_side), hflip=False)
+        torch.manual_seed(0)
+        img, _ = TrainTransform(cfg)(image)
+        size = scaled_size(60, 90, long_side / 90)
+        reference = to_tensor(image)
+        reference = resize_image(reference * IMAGENET_STD + IMAGENET_MEAN, size)
+        reference = (reference - IMAGENET_MEAN) / IMAGENET_STD
+        placed = img[:, (img != 0).any(dim=(0, 2)), :][:, :, (img != 0).any(dim=(0, 1))]
+        assert placed.shape[-2:] == size
+        # torchvision's uint8 kernel weighs in fixed point: within one grey level, not half
+        assert (placed - reference).abs().max() <= 1.01 / 255 / IMAGENET_STD.min()
