@@ -131,8 +131,10 @@ def _summary(uri: str, experiment: str) -> None:
 
     from tuner.tracking.analysis import reuse_counts
     from tuner.tracking.results import leaderboard
+    from tuner.tracking.ui import experiment_links
 
-    rows = leaderboard(MlflowClient(uri), experiment)
+    client = MlflowClient(uri)
+    rows = leaderboard(client, experiment)
     spent = sum(r["compute_seconds"] for r in rows)
     full = sum(r["compute_seconds_without_reuse"] for r in rows)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "pruned", "failed")}
@@ -144,6 +146,8 @@ def _summary(uri: str, experiment: str) -> None:
     print(f"stage compute: {spent:.0f} s spent; {full:.0f} s without reuse{saved}")
     reused, total = reuse_counts(rows)
     print(f"{reused} of {total} trials reused at least one finished stage")
+    for link in experiment_links(client, experiment):
+        print(f"in MLflow's UI: {link}")
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -247,7 +251,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     provenance = export_config(MlflowClient(uri), options.experiment, 1, best)
     print(f"\nbest trial {provenance['trial']}: val mIoU {provenance['value']:.4f}, exported to {best}")
     print(f"reproduce it:   wsss run {best} --data {options.data} --workdir {options.storage}")
-    print(f"MLflow UI:      mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
     print(
         f"leaderboard:    wsss-tune leaderboard --experiment {options.experiment} --storage {options.storage}"
     )

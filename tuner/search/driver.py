@@ -33,6 +33,7 @@ from tuner.search.study import check_warm_start, search_identity
 from tuner.search.study import load as load_study
 from tuner.spaces.space import Base, SearchSpace, load_search
 from tuner.tracking.runs import (
+    NOTE,
     ROLE,
     RunStatusCallback,
     check_database,
@@ -43,6 +44,7 @@ from tuner.tracking.runs import (
     set_tags,
     tracking_database,
 )
+from tuner.tracking.ui import leaderboard_link, view_tag
 from tuner.tracking.write_queue import retry
 from tuner.trial.job import run_job
 from tuner.trial.locks import create_leases
@@ -102,11 +104,9 @@ def trial_settings(
     )
 
 
-NOTE = "mlflow.note.content"  # a run's description in MLflow's UI
-
-
-def describe_search(options: SearchOptions, space: SearchSpace) -> str:
-    """The parent run's description: what was searched, how, on what, and where to read it."""
+def describe_search(options: SearchOptions, space: SearchSpace, link: str) -> str:
+    """The parent run's description: what was searched, how, on what, and where to read it (`link`:
+    the leaderboard in MLflow's UI, tuner.tracking.ui)."""
     spend = (
         f"budget {options.budget}, at most {options.samples} jobs"
         if options.budget
@@ -117,7 +117,7 @@ def describe_search(options: SearchOptions, space: SearchSpace) -> str:
         f"searcher, {spend}, {options.concurrency} at a time; {space.mode}imise {space.metric}.\n\n"
         f"Data: {options.data or 'the embedded synthetic benchmark'}. Base config: "
         f"{options.config or 'the built-in defaults'}. The trials are this run's children; best first: "
-        f"`wsss-tune leaderboard --experiment {options.experiment}`, the best config: "
+        f"{link}, or `wsss-tune leaderboard --experiment {options.experiment}`; the best config: "
         f"`wsss-tune export --experiment {options.experiment} --out best.yaml`."
     )
 
@@ -128,7 +128,9 @@ def _start_parent(
     experiment_id = ensure_experiment(
         client, options.experiment, local_workdir(options.storage) / "mlartifacts"
     )
-    tags = {ROLE: "search", "wsss.metric": space.metric, NOTE: describe_search(options, space)}
+    client.set_experiment_tag(experiment_id, *view_tag(space.metric, space.mode))
+    link = leaderboard_link(client.tracking_uri, experiment_id, space.metric)
+    tags = {ROLE: "search", "wsss.metric": space.metric, NOTE: describe_search(options, space, link)}
     run = client.create_run(experiment_id, run_name=name, tags=tags | source_tags())
     final = final_iteration(space.metric)
     records = min_records(options.asha_reduction_factor, options.rung_records)

@@ -266,6 +266,11 @@ class SearchSpace:
     def _space(self, name: str) -> Space:
         return next(s for s in self.spaces if s.name == name)
 
+    def knobs(self, name: str) -> list[str]:
+        """The dotted config keys a trial of space `name` samples (its own, then the shared ones)."""
+        space = self._space(name)
+        return [p.key for p in (*space.params, *space.shared)]
+
     def define(
         self, trial: optuna.Trial, stages: Sequence[str] | None = None, space: str | None = None
     ) -> dict[str, Any]:

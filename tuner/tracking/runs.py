@@ -118,6 +118,7 @@ def tracking_database(uri: str) -> Iterator[MlflowClient]:
 # MLflow 3's UI tells GenAI experiments (traces, evaluation runs) from model development by this tag;
 # a search's experiment is model development: runs, their metrics and their parent-child tree.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+NOTE = "mlflow.note.content"  # a run's description in MLflow's UI
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_dir: Path) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,11 @@ from tuner.spaces.space import CHOICE, SearchSpace
 from tuner.tracking.runs import (
     DATA_FINGERPRINT,
     DATA_LOCATION,
+    NOTE,
     TUNE_METRICS,
     flatten,
 )
-from tuner.trial.device import describe_device, trial_device
+from tuner.trial.device import describe_device, loader_workers, trial_device
 from tuner.trial.locks import ActorLock
 from tuner.trial.run import TrialRun, flush_and_trim, trial_run
 from tuner.trial.settings import TrialSettings
@@ -52,7 +54,8 @@ def trial_config(
     extra: dict[str, Any] | None = None,
     stages: tuple[str, ...] | None = None,
 ) -> tuple[str, Any]:
-    """(space name, resolved wsss config) for a Tune config; torch threads follow the trial's CPUs.
+    """(space name, resolved wsss config) for a Tune config; torch threads follow the trial's CPUs, and
+    so do a GPU trial's loader workers (tuner.trial.device.loader_workers).
     `extra`: dotted settings over the sampled ones (a staged job's schedule and rng_seed); `stages`:
     the stages whose knobs the config holds (tuner.spaces.space.SearchSpace.overrides)."""
     overrides = search.overrides(config, stages) | (extra or {})
@@ -61,7 +64,9 @@ def trial_config(
     if device is not None:
         overrides["runtime.device"] = device
     dotted = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
-    return config[CHOICE], wsss.load_config(settings.base, dotted)
+    cfg = wsss.load_config(settings.base, dotted)
+    workers = loader_workers(settings.gpus, settings.threads, cfg.runtime.workers)
+    return config[CHOICE], replace(cfg, runtime=replace(cfg.runtime, workers=workers))
 
 
 def final_stage(metric: str) -> str:
@@ -124,10 +129,24 @@ class _TrialLog:
         return metrics
 
 
+def trial_note(settings: TrialSettings, space: str, cfg: Any) -> str:
+    """A trial run's description in MLflow's UI: what it is and what was sampled for it."""
+    settings_now = flatten(wsss.to_mapping(cfg))
+    sampled = ", ".join(f"{k}={settings_now[k]}" for k in settings.search.knobs(space) if k in settings_now)
+    search = settings.search
+    return (
+        f"A {space} trial ({cfg.seed.method}) of a search that {search.mode}imises {search.metric}; "
+        f"sampled: {sampled or 'nothing (the space fixes every setting)'}. Its stages' keys are the "
+        "wsss.key.* tags; config.yaml (artifacts) reruns it with `wsss run config.yaml`."
+    )
+
+
 def describe_run(run: TrialRun, settings: TrialSettings, space: str, cfg: Any, tags: dict[str, str]) -> None:
-    """The run's tags, parameters and config.yaml (the config to export and rerun)."""
+    """The run's tags (its description too), parameters and config.yaml (the config to export and
+    rerun)."""
     run.tags(
         {
+            NOTE: trial_note(settings, space, cfg),
             "wsss.space": space,
             "wsss.method": cfg.seed.method,
             "wsss.metric": settings.search.metric,

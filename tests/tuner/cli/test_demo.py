@@ -50,7 +50,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "wsss-demo: " in result.stdout and "stage compute:" in result.stdout
-    assert "MLflow UI:      mlflow ui --backend-store-uri sqlite:////" in result.stdout
+    link = "in MLflow's UI: http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning&"
+    assert link in result.stdout
+    assert "(after `mlflow ui --backend-store-uri sqlite:////" in result.stdout
     best = yaml.safe_load((tmp_path / "demo" / "best.yaml").read_text())
     assert best["provenance"]["experiment"] == "wsss-demo" and best["seed"]["method"] == "cam"
     assert (tmp_path / "demo" / "mlflow.db").is_file() and (

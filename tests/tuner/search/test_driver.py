@@ -64,6 +64,17 @@ def test_parent_and_one_child_per_trial_all_ended(search: dict[str, Any]) -> Non
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not a GenAI one
     note = parent.data.tags["mlflow.note.content"]  # its description in MLflow's UI
     assert "over tiny with the asha searcher, 5 trials" in note and "--experiment search-test" in note
+    # The leaderboard link (MLflow's own shared-view mechanism; rendered by check_mlflow_ui.py): the
+    # view's filter and sort are ones the server runs, and give the trials best first.
+    link = f"{search['options'].tracking_uri}/#/experiments/{experiment.experiment_id}/runs?"
+    assert link + "workflowType=machine_learning&viewStateShareKey=wsss-leaderboard-val_miou" in note
+    view = json.loads(experiment.tags["mlflow.sharedViewState.wsss-leaderboard-val_miou"])
+    assert view["selectedColumns"][0] == "metrics.`val_miou`" and view["orderByAsc"] is False
+    order = [view["orderByKey"] + " DESC"]
+    shown = client.search_runs([experiment.experiment_id], view["searchFilter"], order_by=order)
+    assert {r.info.run_id for r in shown} == {c.info.run_id for c in children}
+    values = [r.data.metrics.get("val_miou", float("-inf")) for r in shown]
+    assert values == sorted(values, reverse=True)
     assert len(children) == SAMPLES
     assert all(c.data.tags["mlflow.parentRunId"] == search["parent"] for c in children)
     assert {c.info.status for c in children} <= {"FINISHED", "KILLED"}
@@ -83,6 +94,10 @@ def test_children_hold_config_stage_metrics_and_artifacts(search: dict[str, Any]
         assert dataset.dataset.name == Path(search["options"].data).name
         assert json.loads(dataset.dataset.profile)["train"] > 0
         assert child.data.tags["mlflow.source.name"] == "wsss-tune search"
+        note = child.data.tags["mlflow.note.content"]  # the run page's description: what was sampled
+        beta = child.data.params["refine.beta"]
+        assert note.startswith("A tiny trial (cam) of a search that maximises val_miou; sampled: ")
+        assert f"refine.beta={beta}" in note
         assert child.data.tags.get("mlflow.source.git.commit") == client.get_run(
             search["parent"]
         ).data.tags.get("mlflow.source.git.commit")

@@ -6,7 +6,9 @@ machine is exactly the broken passthrough of a GPU node whose container cannot s
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -39,6 +41,19 @@ def test_a_trial_holding_a_gpu_asks_for_cuda_and_one_without_keeps_the_base_devi
 
     assert device(1.0) == device(0.5) == "cuda"
     assert device(0.0) == "auto"
+
+
+def test_a_gpu_trials_loaders_take_its_cpus_but_one_unless_the_config_sets_them(tmp_path: Path) -> None:
+    params = {"space": "tiny", "tiny|refine.beta": 8.0, "tiny|refine.logt": 3}
+
+    def workers(gpus: float, threads: int, base: dict[str, Any] | None = None) -> int:
+        settings = replace(_settings(tmp_path, gpus), threads=threads, base=base)
+        return trial_config(settings.search, settings, params)[1].runtime.workers
+
+    assert workers(1.0, 8) == 7 and workers(0.5, 4) == 3 and workers(1.0, 1) == 0
+    assert workers(0.0, 8) == 0  # a CPU trial's CPUs compute the model
+    assert workers(1.0, 8, {"runtime": {"workers": 2}}) == 2
+    assert workers(0.0, 8, {"runtime": {"workers": 2}}) == 2
 
 
 @NO_CUDA
