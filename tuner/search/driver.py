@@ -181,6 +181,11 @@ def _tuner(
             scheduler=stopper,
             num_samples=options.samples,
             max_concurrent_trials=options.concurrency,
+            # A new trial runs in a finished one's actor (same resources): no process start, no
+            # torch/wsss/CUDA initialisation per trial. Tune waits for the old trial's thread to end
+            # (FunctionTrainable.reset_config) and starts a fresh actor when it does not; an errored
+            # trial's actor is never reused. A budget test: 75 s -> 35 s.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=name,
