@@ -24,9 +24,14 @@ def _recorded_spec(path: Path) -> wsss.SynthSpec | None:
 
 
 def demo_options(
-    workdir: Path, samples: int = 6, concurrency: int = 2, data: wsss.SynthSpec = DEMO_DATA
+    workdir: Path,
+    samples: int = 6,
+    concurrency: int = 2,
+    data: wsss.SynthSpec = DEMO_DATA,
+    searcher: str = "asha",
+    budget: str | None = None,
 ) -> SearchOptions:
-    """Generate the demo data if needed and describe the demo search."""
+    """Describe the demo search and generate its data if needed (a mistaken option fails first)."""
     if not DEMO_SPACE.is_file():
         raise wsss.ConfigError(
             f"{DEMO_SPACE}: the demo space is missing; run the demo from a checkout (pip install -e .)"
@@ -34,10 +39,7 @@ def demo_options(
     data_dir = workdir / "demo-data"
     if (data_dir / "synth.json").exists() and _recorded_spec(data_dir / "synth.json") != data:
         raise wsss.ConfigError(f"{data_dir}: holds demo data of another size; use another --workdir")
-    if not (data_dir / "synth.json").exists():
-        log.info("generating demo data in %s", data_dir)
-        wsss.generate_synthetic(data, data_dir)
-    return SearchOptions(
+    options = SearchOptions(
         space_files=(str(DEMO_SPACE),),
         samples=samples,
         experiment="wsss-demo",
@@ -48,4 +50,11 @@ def demo_options(
         # With sampler seeds 0 and 1 Optuna's first six draws all pick one seed learning rate; seed 2
         # uses both, so the demo shows two seed configurations each computed once and then reused.
         seed=2,
+        searcher=searcher,
+        budget=budget,
     )
+    options.validate()
+    if not (data_dir / "synth.json").exists():
+        log.info("generating demo data in %s", data_dir)
+        wsss.generate_synthetic(data, data_dir)
+    return options

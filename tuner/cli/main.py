@@ -16,7 +16,7 @@ import wsss
 from tuner.cli.maintenance import add_maintenance_parsers, backup_after_search, cmd_db, cmd_gc
 from tuner.cli.node import add_node_parsers, cmd_spot_watch
 from tuner.options import add_options, from_namespace
-from tuner.search.options import DEFAULT_STORAGE, SearchOptions
+from tuner.search.options import DEFAULT_STORAGE, SEARCHERS, SearchOptions
 
 
 def Console(stderr: bool = False) -> _Console:
@@ -90,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--train", type=int, default=200, help="synthetic train images (default 200)")
     demo.add_argument("--val", type=int, default=50, help="synthetic val images (default 50)")
     demo.add_argument("--size", type=int, default=128, help="synthetic image size (default 128)")
+    demo.add_argument(
+        "--searcher", choices=SEARCHERS, default="asha", help="asha (default) or staged (docs/search.md)"
+    )
+    demo.add_argument("--budget", help="staged searcher: the stage compute to spend (4h, 30m, 12x)")
 
     spaces = sub.add_parser("spaces", help="search-space files").add_subparsers(
         dest="spaces_command", required=True
@@ -241,7 +245,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from tuner.tracking.runs import resolve_tracking_uri
 
     spec = wsss.SynthSpec(train=args.train, val=args.val, size=args.size, classes=6, seed=0)
-    options = demo_options(args.workdir, samples=args.samples, concurrency=args.concurrency, data=spec)
+    options = demo_options(
+        args.workdir, args.samples, args.concurrency, spec, searcher=args.searcher, budget=args.budget
+    )
     run_search(options)
     uri = resolve_tracking_uri(None, local_workdir(options.storage))
     _summary(uri, options.experiment)

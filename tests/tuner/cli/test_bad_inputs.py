@@ -171,6 +171,11 @@ SEARCH_OPTIONS = [
     Case("unknown searcher", option("--searcher", "tpe"), "--searcher 'tpe': one of asha, staged"),
     Case("budget for asha", option("--budget", "2h"), "--budget: only the staged searcher"),
     Case(
+        "demo budget for asha",
+        lambda d, t: ["demo", "--workdir", str(t / "demo"), "--train", "8", "--val", "4", "--budget", "1h"],
+        "--budget: only the staged searcher",
+    ),
+    Case(
         "budget without a unit",
         option("--searcher", "staged", "--budget", "2"),
         "--budget '2': give a positive amount of stage compute in hours (4h)",
