@@ -324,6 +324,10 @@ class RuntimeConfig:
     device: str = "auto"  # auto = cuda if available, else cpu
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     workers: int = 0  # DataLoader worker processes
+    # Images per inference forward (CAMs, the walk's embeddings, val predictions): images of one size
+    # go together, each with its flip. 1: one image at a time. In eval mode batching changes nothing
+    # but float rounding; a GPU needs it to be busy (docs/benchmarks.md, "The GPU check").
+    infer_batch: int = 1
     progress: bool = True
     # Channels-last (NHWC) tensors for convolutions: "auto" on CUDA only; "always" on CPU too, where it
     # makes EfficientNet-Lite0 steps 1.3-1.6x faster on 2 cores (docs/benchmarks.md, "What a step
@@ -340,6 +344,8 @@ class RuntimeConfig:
             value = getattr(self, name)
             _check(value >= 0, f"{path}.{name}", f"must be >= 0, got {value}")
             _check(value <= 1024, f"{path}.{name}", f"must be <= 1024, got {value}")
+        batch = self.infer_batch
+        _check(1 <= batch <= 1024, f"{path}.infer_batch", f"must be within 1..1024, got {batch}")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ class Runtime:
     progress: bool = True
     channels_last_mode: str = "auto"  # RuntimeConfig.channels_last
     threads: int = 0  # the CPUs the run may use (0: torch's choice); CPU-bound steps fan out over them
+    infer_batch: int = 1  # images per inference forward (RuntimeConfig.infer_batch)
 
     @property
     def cuda(self) -> bool:
@@ -43,6 +44,7 @@ class Runtime:
             progress=cfg.progress,
             channels_last_mode=cfg.channels_last,
             threads=cfg.threads,
+            infer_batch=cfg.infer_batch,
         )
 
 

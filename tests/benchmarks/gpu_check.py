@@ -3,13 +3,15 @@ recording per stage: seconds, GPU utilisation (sampled), peak GPU memory, and th
 images/s per worker count (issue 25 item 7; goal: the GPU busy >= 70% of each training stage's time).
 
 python tests/benchmarks/gpu_check.py [--train 1000] [--val 100] [--workdir /tmp/gpu-check]
-    [--workers 8] [--set KEY=VALUE ...] [--out results.json] [--small]
+    [--workers 8] [--infer-batch 8] [--set KEY=VALUE ...] [--out results.json] [--small]
 
 - Data: wsss's synthetic generator at VOC's size (sides drawn from 437 px +- 15%, mean area about
   500 x 375), `--train` train and `--val` val images, 20 classes.
 - Config: the `voc12` preset (ResNet-50, irn's CAM schedule, AffinityNet, DeepLab with MSC training
   and multi-scale + flip val) on the synthetic splits, `backbone.pretrained=false` (the machine may
-  reach no weights hub), `runtime.workers` from --workers, one epoch per stage unless --set says more.
+  reach no weights hub), `runtime.workers` from --workers, `runtime.infer_batch` (images of one size
+  per inference forward: CAMs, walk, val) from --infer-batch, one epoch per stage unless --set says
+  more; run it with --infer-batch 1 too to see what batching the inference buys.
 - Utilisation: `nvidia-smi` sampled every 0.5 s in a thread (torch.cuda.utilization as fallback),
   attributed to the stage running at the time; peak memory from torch's allocator per stage.
 - Loader: the seed stage's own dataset and transform (ClassificationSet, TrainTransform) through
@@ -105,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--val", type=int, default=100)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/gpu-check"))
     parser.add_argument("--workers", type=int, default=8, help="runtime.workers (loader processes)")
+    parser.add_argument("--infer-batch", type=int, default=8, help="runtime.infer_batch (images a forward)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides")
     parser.add_argument("--out", type=Path, help="write the results here as JSON too")
     parser.add_argument("--small", action="store_true", help="a tiny run to check the script on a CPU")
@@ -124,6 +127,7 @@ def _config(args: argparse.Namespace) -> Any:
         "refine.train.epochs=1",
         "segment.train.epochs=1",
         f"runtime.workers={args.workers}",
+        f"runtime.infer_batch={args.infer_batch}",
         "runtime.progress=false",
         *(SMALL if args.small else []),
         *args.set,
@@ -198,6 +202,7 @@ def main() -> None:
         "torch": torch.__version__,
         "images": {"train": args.train, "val": args.val, "side_px": f"{size} +- 15%"},
         "generate_seconds": round(generated, 1),
+        "runtime": {"workers": args.workers, "infer_batch": args.infer_batch},
         "stages": stages,
         "seed_loader_images_per_second": {str(k): round(v, 1) for k, v in rates.items()},
     }

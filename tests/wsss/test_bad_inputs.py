@@ -303,6 +303,7 @@ CONFIG = [
         "runtime.device: 'cuda' requested but no CUDA",
     ),
     Case("negative threads", run_with("runtime.threads=-1"), "runtime.threads: must be >= 0, got -1"),
+    Case("infer batch 0", run_with("runtime.infer_batch=0"), "runtime.infer_batch: must be within 1..1024"),
     Case("unknown mask dir", run_with("data.mask_dir=Masks"), "data.mask_dir: 'Masks' is not one of"),
     Case("unknown label source", run_with("data.labels=guess"), "data.labels: 'guess' is not one of"),
     Case("empty train split", run_with("data.train_split="), "data.train_split: must not be empty"),

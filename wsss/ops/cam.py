@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,18 +40,37 @@ def multiscale_cams(
     background threshold. A seed method may read other maps (`read`, e.g. SEAM's refined CAMs) and
     normalise otherwise (SEAM: min-max).
     """
-    height, width = image.shape[-2:]
-    index = torch.as_tensor(keys, dtype=torch.long, device=device)
-    total = torch.zeros((len(keys), height, width), device=device)
+    return batch_multiscale_cams(model, image[None], [keys], scales, flip, device, read, normalise)[0]
+
+
+@torch.no_grad()
+def batch_multiscale_cams(
+    model: nn.Module,
+    images: torch.Tensor,
+    keys: Sequence[np.ndarray],
+    scales: tuple[float, ...],
+    flip: bool,
+    device: torch.device,
+    read: Callable[[nn.Module, torch.Tensor], torch.Tensor] = _plain_cams,
+    normalise: Callable[[torch.Tensor], torch.Tensor] = max_normalise,
+) -> list[torch.Tensor]:
+    """multiscale_cams for a batch of normalised (B, 3, H, W) images of one size, each with its own
+    present classes: one forward per scale for the whole batch and its flips (B = 1 gives exactly
+    the single-image maps: the flips are added before the classes are picked either way)."""
+    count, height, width = images.shape[0], images.shape[-2], images.shape[-1]
+    index = [torch.as_tensor(k, dtype=torch.long, device=device) for k in keys]
+    totals = [torch.zeros((len(k), height, width), device=device) for k in keys]
     for scale in scales:
         size = scaled_size(height, width, scale)
-        x = resize_image(image, size)[None].to(device)
+        x = resize_image(images, size).to(device)
         if flip:
             x = torch.cat([x, x.flip(-1)])
-        cams = read(model, x).float().index_select(1, index)
-        cam = cams[0] + cams[1].flip(-1) if flip else cams[0]
-        total += F.interpolate(cam[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-    return normalise(total)
+        maps = read(model, x).float()
+        maps = maps[:count] + maps[count:].flip(-1) if flip else maps
+        for i in range(count):
+            cam = maps[i].index_select(0, index[i])[None]
+            totals[i] += F.interpolate(cam, size=(height, width), mode="bilinear", align_corners=False)[0]
+    return [normalise(total) for total in totals]
 
 
 def background_power(cams: np.ndarray, alpha: float) -> np.ndarray:

@@ -4,8 +4,8 @@
    where it is below (1 - max CAM)^alpha_high, ignore (255) in between; optionally through a dense CRF.
 2. Train AffinityNet on pixel pairs within `radius` on its feature grid: same-label pairs should have
    affinity 1, different-label pairs 0 (psa's loss: bg/4 + fg/4 + neg/2).
-3. Random walk: propagate [(1 - max CAM)^rw_alpha; CAMs] with the affinity transition matrix for
-   2^logt steps; the argmax is the pseudo mask.
+3. Random walk (wsss.stages.walk): propagate [(1 - max CAM)^rw_alpha; CAMs] with the affinity
+   transition matrix for 2^logt steps; the argmax is the pseudo mask.
 
 Steps 1 and 2 are cached apart (`RefineSteps`), each keyed by what it depends on, so a search over the
 walk's knobs retrains nothing and one over AffinityNet's training relabels nothing.
@@ -24,34 +24,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from wsss.checkpoints import load_stored_state, save_state
 from wsss.config import RefineConfig
 from wsss.configio import to_mapping
-from wsss.data.classes import IGNORE_INDEX, write_mask
+from wsss.data.classes import IGNORE_INDEX
 from wsss.data.torchsets import LabelPairSet, SegmentationSet, split_pair
-from wsss.data.transforms import TrainTransform, to_tensor
+from wsss.data.transforms import TrainTransform
 from wsss.data.voc import VocDataset
 from wsss.errors import DamagedArtifact, bounded
 from wsss.loop import TrainStats, train_model
-from wsss.metrics import ConfusionMatrix
 from wsss.models.affinity import AffinityNet, affinity
-from wsss.ops.cam import background_power, labels_from_scores
 from wsss.ops.crf import require_crf
 from wsss.ops.random_walk import (
     origin_margin,
     pair_offsets,
-    pooled_scores,
-    random_walk,
     shifted_pairs,
-    transition_matrix,
 )
 from wsss.runtime import Runtime
-from wsss.stages.cam_files import load_cams
 from wsss.stages.confident import (
     CONFIDENT_DIR,
     HIGH_DIR,
@@ -61,6 +53,7 @@ from wsss.stages.confident import (
     write_confident_labels,
 )
 from wsss.stages.rounds import RoundCache, load_stats, local_rounds, payload_key
+from wsss.stages.walk import walk_all
 
 log = logging.getLogger(__name__)
 
@@ -181,34 +174,6 @@ def train_affinity(
     )
 
 
-@torch.no_grad()
-def walk_image(
-    model: AffinityNet,
-    image: np.ndarray,
-    cams: np.ndarray,
-    keys: np.ndarray,
-    cfg: RefineConfig,
-    device: torch.device,
-) -> np.ndarray:
-    """Pseudo mask for one image (psa's infer_aff): pad to the stride, walk, upsample, crop, argmax."""
-    height, width = image.shape[:2]
-    stride = model.stride
-    x = to_tensor(image)
-    x = F.pad(x, (0, -width % stride, 0, -height % stride))[None].to(device)
-    embedding = model(x)[0].float()
-    scores = torch.from_numpy(np.concatenate([background_power(cams, cfg.rw_alpha)[None], cams])).to(device)
-    pooled = pooled_scores(scores, stride)
-    embedding = embedding[:, : pooled.shape[1], : pooled.shape[2]]  # the net may round sizes up
-    pooled = pooled[:, : embedding.shape[1], : embedding.shape[2]]
-    transition = transition_matrix(embedding, cfg.radius, cfg.beta, cfg.pair_origins)
-    walked = random_walk(pooled, transition, 2**cfg.logt)
-    size = (walked.shape[1] * stride, walked.shape[2] * stride)
-    up = F.interpolate(walked[None], size=size, mode="bilinear", align_corners=False)[0, :, :height, :width]
-    if up.shape[1:] != (height, width):  # the grid covered less than the image: stretch the remainder
-        up = F.interpolate(walked[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-    return labels_from_scores(up.cpu().numpy(), keys)
-
-
 @dataclass(frozen=True)
 class RefineSteps:
     """Where refine's first two steps are cached (wsss.stages.rounds.RoundCache: the stage store's
@@ -273,17 +238,7 @@ def run(
     shutil.copy2(trained / "model.pt", out_dir / "model.pt")
     model, stats = _trained_affinity(cfg, data, trained)
     runtime.place(model).eval()
-    pseudo = ConfusionMatrix(data.num_classes)
-    for image_id in tqdm(
-        data.train_ids, desc="refine: random walk", disable=not runtime.progress, leave=False
-    ):
-        image = data.read_image(image_id)
-        keys, cams = load_cams(seed_dir, image_id, image.shape[:2])
-        mask = walk_image(model, image, cams, keys, cfg, runtime.device)
-        write_mask(out_dir / f"{image_id}.png", mask)
-        if image_id in data.eval_ids:
-            pseudo.update(data.read_mask(image_id, expect_shape=mask.shape), mask)
-    scores = pseudo.scores()
+    scores = walk_all(model, cfg, data, seed_dir, out_dir, runtime).scores()
     return {
         "pseudo_miou": scores.miou,
         "pseudo_iou": list(scores.iou),

@@ -14,16 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from wsss import methods
 from wsss.checkpoints import save_state
 from wsss.config import SeedConfig
+from wsss.data.batches import same_size_batches
 from wsss.data.transforms import to_tensor
 from wsss.data.voc import VocDataset
 from wsss.metrics import ConfusionMatrix, ThresholdSweep, scores_from_confusion
 from wsss.models.backbone import SplitParams
-from wsss.ops.cam import cams_to_mask, multiscale_cams
+from wsss.ops.cam import batch_multiscale_cams, cams_to_mask
 from wsss.runtime import Runtime
 from wsss.stages.cam_files import CAM_DIR, cam_path, save_cams
 from wsss.stages.rounds import RoundCache, RoundResult, keep_round_files, local_rounds, train_rounds
@@ -70,6 +72,21 @@ def _curve_metrics(sweep: ThresholdSweep, at_threshold: ConfusionMatrix, thresho
     }
 
 
+def _score(
+    data: VocDataset,
+    image_id: str,
+    maps: np.ndarray,
+    keys: np.ndarray,
+    threshold: float,
+    sweep: ThresholdSweep,
+    at_threshold: ConfusionMatrix,
+) -> None:
+    maps = maps.astype(np.float16).astype(np.float32)  # score exactly what consumers will read back
+    gt = data.read_mask(image_id, expect_shape=maps.shape[1:])
+    sweep.update(gt, maps, keys)
+    at_threshold.update(gt, cams_to_mask(maps, keys, threshold))
+
+
 def infer_and_evaluate(
     model: SplitParams, cfg: SeedConfig, data: VocDataset, out_dir: Path, runtime: Runtime
 ) -> dict[str, Any]:
@@ -82,27 +99,27 @@ def infer_and_evaluate(
     at_threshold = ConfusionMatrix(data.num_classes)
     scored = data.eval_ids
     method = methods.get(cfg.method)
-    for image_id in tqdm(data.train_ids, desc="seed: CAMs", disable=not runtime.progress, leave=False):
-        image = data.read_image(image_id)
-        keys = np.flatnonzero(data.labels(image_id))
-        cams = multiscale_cams(
-            model,
-            to_tensor(image),
-            keys,
-            cfg.scales,
-            cfg.flip,
-            runtime.device,
-            read=lambda m, x: method.cams(m, x, cfg.params),
-            normalise=lambda total: method.normalise(total, cfg.params),
-        )
-        maps = cams.cpu().numpy()
-        save_cams(cam_path(out_dir, image_id), keys, maps)
-        if image_id not in scored:
-            continue
-        maps = maps.astype(np.float16).astype(np.float32)  # score exactly what consumers will read back
-        gt = data.read_mask(image_id, expect_shape=image.shape[:2])
-        sweep.update(gt, maps, keys)
-        at_threshold.update(gt, cams_to_mask(maps, keys, cfg.bg_threshold))
+    batches = same_size_batches(data.train_ids, data.image_size, runtime.infer_batch)
+    with tqdm(total=len(data.train_ids), desc="seed: CAMs", disable=not runtime.progress, leave=False) as bar:
+        for ids in batches:
+            images = torch.stack([to_tensor(data.read_image(i)) for i in ids])
+            keys = [np.flatnonzero(data.labels(i)) for i in ids]
+            cams = batch_multiscale_cams(
+                model,
+                images,
+                keys,
+                cfg.scales,
+                cfg.flip,
+                runtime.device,
+                read=lambda m, x: method.cams(m, x, cfg.params),
+                normalise=lambda total: method.normalise(total, cfg.params),
+            )
+            for image_id, image_keys, image_cams in zip(ids, keys, cams, strict=True):
+                maps = image_cams.cpu().numpy()
+                save_cams(cam_path(out_dir, image_id), image_keys, maps)
+                if image_id in scored:
+                    _score(data, image_id, maps, image_keys, cfg.bg_threshold, sweep, at_threshold)
+            bar.update(len(ids))
     metrics = _curve_metrics(sweep, at_threshold, cfg.bg_threshold)
     curve = metrics["cam_curve"]
     lines = [f"{t},{m:.6f}" for t, m in zip(curve["thresholds"], curve["miou"], strict=True)]

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from wsss.checkpoints import save_state
 from wsss.config import SegmentConfig
+from wsss.data.batches import same_size_batches
 from wsss.data.classes import IGNORE_INDEX, write_mask
 from wsss.data.torchsets import SegmentationSet
 from wsss.data.transforms import TrainTransform, resize_image, scaled_size, to_tensor
@@ -108,23 +109,23 @@ def train_deeplab(
 
 
 @torch.no_grad()
-def predict_probs(
-    model: DeepLabV2, image: np.ndarray, scales: tuple[float, ...], flip: bool, device: torch.device
+def batch_predict_probs(
+    model: DeepLabV2, images: torch.Tensor, scales: tuple[float, ...], flip: bool, device: torch.device
 ) -> torch.Tensor:
-    """(C, H, W) class probabilities averaged over scales (and flips), at the image's size."""
-    x = to_tensor(image)
-    height, width = x.shape[-2:]
+    """(B, C, H, W) class probabilities of normalised (B, 3, H, W) images of one size, averaged over
+    scales (and flips), at the images' size: one forward per scale for the batch and its flips."""
+    count, height, width = images.shape[0], images.shape[-2], images.shape[-1]
     total = torch.zeros((1,), device=device)
     for scale in scales:
         size = scaled_size(height, width, scale)
-        batch = resize_image(x, size)[None].to(device)
+        batch = resize_image(images, size).to(device)
         if flip:
             batch = torch.cat([batch, batch.flip(-1)])
         logits = model(batch).float()
         logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
         probs = logits.softmax(dim=1)
-        total = total + (probs[0] + probs[1].flip(-1) if flip else probs[0])
-    return total / total.sum(dim=0, keepdim=True)
+        total = total + (probs[:count] + probs[count:].flip(-1) if flip else probs)
+    return total / total.sum(dim=1, keepdim=True)
 
 
 def _predict_and_score(
@@ -138,14 +139,19 @@ def _predict_and_score(
 ) -> Scores:
     """Predict `ids` into `out_dir` as palette PNGs and score them against their masks."""
     confusion = ConfusionMatrix(data.num_classes)
-    for image_id in tqdm(ids, desc=f"segment: predict {split}", disable=not runtime.progress, leave=False):
-        image = data.read_image(image_id)
-        probs = predict_probs(model, image, cfg.scales, cfg.flip, runtime.device).cpu().numpy()
-        if cfg.crf.enabled:
-            probs = crf_refine(image, probs, cfg.crf, "segment.crf.enabled")
-        prediction = probs.argmax(axis=0).astype(np.uint8)
-        write_mask(out_dir / f"{image_id}.png", prediction)
-        confusion.update(data.read_mask(image_id, expect_shape=prediction.shape), prediction)
+    bar = tqdm(total=len(ids), desc=f"segment: predict {split}", disable=not runtime.progress, leave=False)
+    with bar:
+        for batch in same_size_batches(ids, data.image_size, runtime.infer_batch):
+            images = [data.read_image(i) for i in batch]
+            stacked = torch.stack([to_tensor(image) for image in images])
+            all_probs = batch_predict_probs(model, stacked, cfg.scales, cfg.flip, runtime.device)
+            for image_id, image, probs in zip(batch, images, all_probs.cpu().numpy(), strict=True):
+                if cfg.crf.enabled:
+                    probs = crf_refine(image, probs, cfg.crf, "segment.crf.enabled")
+                prediction = probs.argmax(axis=0).astype(np.uint8)
+                write_mask(out_dir / f"{image_id}.png", prediction)
+                confusion.update(data.read_mask(image_id, expect_shape=prediction.shape), prediction)
+            bar.update(len(batch))
     return confusion.scores()
 
 
