@@ -53,7 +53,7 @@ SMALL = [
     "segment.train.resize_long=[96,128]",
     "seed.scales=[1.0]",
     "segment.scales=[1.0]",
-    "segment.msc_scales=[1.0]",
+    "segment.msc_scales=[1.0,0.5]",
 ]
 
 
@@ -165,7 +165,7 @@ def main() -> None:
     generated = time.perf_counter() - start
     cfg = _config(args)
     data = wsss.prepare_dataset(cfg, str(data_dir), args.workdir / "cache")
-    store = wsss.StageStore(args.workdir / f"store-{time.strftime('%Y%m%dT%H%M%S')}")
+    store = wsss.StageStore(args.workdir / f"store-{time.strftime('%Y%m%dT%H%M%S')}", args.workdir / "cache")
     stages: list[dict[str, Any]] = []
     with GpuSampler() as sampler:
         began = time.monotonic()
