@@ -146,8 +146,11 @@ def _summary(uri: str, experiment: str) -> None:
         rows[:10],
         f"{experiment}: {counts['finished']} finished, {counts['pruned']} pruned, {counts['failed']} failed",
     )
-    saved = f" ({100 * (1 - spent / full):.0f}% saved by reusing stages)" if full > 0 else ""
-    print(f"stage compute: {spent:.0f} s spent; {full:.0f} s without reuse{saved}")
+    if full > 0:
+        saved = f"{full:.0f} s without reuse ({100 * (1 - spent / full):.0f}% saved by reusing stages)"
+        print(f"stage compute: {spent:.0f} s spent; {saved}")
+    else:  # a staged search's jobs compute only what their rung lacks: there is no "without reuse"
+        print(f"stage compute: {spent:.0f} s spent")
     reused, total = reuse_counts(rows)
     print(f"{reused} of {total} trials reused at least one finished stage")
     for link in experiment_links(client, experiment):
