@@ -87,7 +87,8 @@ def run_job(config: dict[str, Any], settings: TrialSettings) -> None:
         space, cfg = trial_config(settings.search, settings, params, stages=stages)
         parent = job.get("parent")
         upstream = "-" if parent is None else f"config-{int(parent)}"  # the stage tree: a child's upstream
-        describe_run(run, settings, space, cfg, {"wsss.searcher": "staged", "wsss.upstream_config": upstream})
+        tags = {"wsss.searcher": "staged", "wsss.upstream_config": upstream}
+        describe_run(run, settings, space, cfg, tags, stages)
         extra = job_overrides(cfg, job, settings)
         space, job_cfg = trial_config(settings.search, settings, params, extra, stages)
         data, store, lock = open_pipeline(run, settings, job_cfg)

@@ -22,7 +22,7 @@ import ray
 from ray import tune
 
 import wsss
-from tuner.spaces.space import CHOICE, SearchSpace
+from tuner.spaces.space import CHOICE, SearchSpace, stage_of_key
 from tuner.tracking.runs import (
     DATA_FINGERPRINT,
     DATA_LOCATION,
@@ -129,10 +129,12 @@ class _TrialLog:
         return metrics
 
 
-def trial_note(settings: TrialSettings, space: str, cfg: Any) -> str:
-    """A trial run's description in MLflow's UI: what it is and what was sampled for it."""
-    settings_now = flatten(wsss.to_mapping(cfg))
-    sampled = ", ".join(f"{k}={settings_now[k]}" for k in settings.search.knobs(space) if k in settings_now)
+def trial_note(settings: TrialSettings, space: str, cfg: Any, stages: tuple[str, ...] | None = None) -> str:
+    """A trial run's description in MLflow's UI: what it is and what was sampled for it (the knobs of
+    `stages` only, for a staged upstream job, whose DeepLab knobs are not sampled yet)."""
+    values = flatten(wsss.to_mapping(cfg))
+    knobs = [k for k in settings.search.knobs(space) if stages is None or stage_of_key(k) in stages]
+    sampled = ", ".join(f"{k}={values[k]}" for k in knobs if k in values)
     search = settings.search
     return (
         f"A {space} trial ({cfg.seed.method}) of a search that {search.mode}imises {search.metric}; "
@@ -141,12 +143,19 @@ def trial_note(settings: TrialSettings, space: str, cfg: Any) -> str:
     )
 
 
-def describe_run(run: TrialRun, settings: TrialSettings, space: str, cfg: Any, tags: dict[str, str]) -> None:
+def describe_run(
+    run: TrialRun,
+    settings: TrialSettings,
+    space: str,
+    cfg: Any,
+    tags: dict[str, str],
+    stages: tuple[str, ...] | None = None,
+) -> None:
     """The run's tags (its description too), parameters and config.yaml (the config to export and
-    rerun)."""
+    rerun); `stages`: those whose knobs were sampled (trial_config)."""
     run.tags(
         {
-            NOTE: trial_note(settings, space, cfg),
+            NOTE: trial_note(settings, space, cfg, stages),
             "wsss.space": space,
             "wsss.method": cfg.seed.method,
             "wsss.metric": settings.search.metric,

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tuner.trial.trainable import final_iteration, stage_objective
+from tests.tuner.helpers import write_space
+from tuner.spaces.space import load_search
+from tuner.trial.settings import TrialSettings
+from tuner.trial.trainable import final_iteration, stage_objective, trial_config, trial_note
 
 
 @pytest.mark.parametrize(
@@ -30,3 +35,17 @@ def test_a_search_runs_the_stages_up_to_its_metrics() -> None:
         2,
         3,
     ]
+
+
+def test_a_trials_description_names_what_was_sampled(tmp_path: Path) -> None:
+    params = {"refine.beta": {"float": [4.0, 16.0]}, "segment.train.lr": {"float": [0.005, 0.05]}}
+    search = load_search([write_space(tmp_path, params=params)])
+    settings = TrialSettings(search, None, str(tmp_path / "store"), None, "0", "run", 1, None)
+    config = {"space": "tiny", "tiny|refine.beta": 8.0, "tiny|segment.train.lr": 0.02}
+    space, cfg = trial_config(search, settings, config)
+    note = trial_note(settings, space, cfg)
+    assert note.startswith("A tiny trial (cam) of a search that maximises val_miou; sampled: ")
+    assert "refine.beta=8.0, segment.train.lr=0.02." in note
+    # A staged upstream job samples no DeepLab knob yet: its description does not claim one.
+    space, cfg = trial_config(search, settings, config, stages=("seed", "refine"))
+    assert "sampled: refine.beta=8.0." in trial_note(settings, space, cfg, ("seed", "refine"))
