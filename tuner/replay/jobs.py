@@ -46,7 +46,7 @@ class _JobLoop:
         recorded = set.intersection(*(set(row.short) for row in pool.rows.values()))
         self.short = max(recorded) if recorded else None  # the longest short schedule every row has
         self.full = pool.full_epochs()
-        self.events: list[tuple[float, int, str, Job, float]] = []
+        self.events: list[tuple[float, int, str, Job, dict[str, float]]] = []
         self.order = itertools.count()
         self.clock = Clock()
         self.stored: set[str] = set()
@@ -56,8 +56,8 @@ class _JobLoop:
         for _ in range(self.workers):
             self.launch(0.0)
         while self.events:
-            now, _, tid, job, value = heapq.heappop(self.events)
-            self.searcher.on_trial_complete(tid, {METRIC: value})
+            now, _, tid, job, result = heapq.heappop(self.events)
+            self.searcher.on_trial_complete(tid, result)
             if job.rung >= 3:
                 self.trace.finished += 1
                 self.record(now)
@@ -76,13 +76,20 @@ class _JobLoop:
         if job.rung == 2 and self.short is None:
             raise ValueError(f"{self.pool.folder}: the table has no short DeepLab schedule for rung 2")
         key = self.pool.snap(job.params)
-        cost, value = self.run_job(job, key)
+        result = self.job_result(job, key)
+        cost = _cost(result)
         self.trace.trials += job.rung == 0
         self.clock.run(now, cost)
-        heapq.heappush(self.events, (now + cost, next(self.order), tid, job, value))
+        heapq.heappush(self.events, (now + cost, next(self.order), tid, job, result))
 
     def run_job(self, job: Job, key: Key) -> tuple[float, float]:
         """(compute the job pays, the value it reports)."""
+        result = self.job_result(job, key)
+        return _cost(result), result[METRIC]
+
+    def job_result(self, job: Job, key: Key) -> dict[str, float]:
+        """The result the job reports, as a real job does (tuner.trial.job): its value and each stage
+        it computed as `<stage>_compute_seconds` (the cost model's units; the planner weighs them)."""
         row = self.pool.rows[key]
         if job.rng_offset:
             draw = self.pool.draw(key, REPEAT_SEED)
@@ -92,7 +99,7 @@ class _JobLoop:
             seconds = row.seconds
             short = row.short[self.short][0] if self.short is not None else 0.0
             value = (row.cam, row.pseudo, short, row.val)[job.rung]
-        cost = 0.0
+        result = {METRIC: value}
         for stage, store_key in zip(
             STAGES,
             store_keys(job.params, {"rng_offset": job.rng_offset}, {"fidelity": job.fidelity}),
@@ -103,10 +110,10 @@ class _JobLoop:
             else:
                 self.stored.add(store_key)
                 self.trace.stages_computed += 1
-                cost += self.stage_cost(stage, job, key, seconds)
+                result[f"{stage}_compute_seconds"] = self.stage_cost(stage, job, key, seconds)
             if stage == job.until:
                 break
-        return cost, value
+        return result
 
     def stage_cost(self, stage: str, job: Job, key: Key, seconds: dict[str, float]) -> float:
         share = self.short / self.full if job.fidelity == "short" and self.short else 1.0
@@ -123,3 +130,7 @@ class _JobLoop:
         config = incumbent[0]
         key = self.pool.snap(self.planner.configs[config].params)
         self.trace.points.append((self.clock.spent(now), self.pool.rows[key].true))
+
+
+def _cost(result: dict[str, float]) -> float:
+    return sum(v for k, v in result.items() if k.endswith("_compute_seconds"))

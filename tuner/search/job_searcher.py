@@ -75,8 +75,9 @@ class StagedSearcher(Searcher):
         if job is None:
             return
         if result is not None:
-            computed = [float(v) for k, v in result.items() if k.endswith("_compute_seconds")]
-            self.spent[job.config] = self.spent.get(job.config, 0.0) + sum(computed)
+            computed = {k: float(v) for k, v in result.items() if k.endswith("_compute_seconds")}
+            self.spent[job.config] = self.spent.get(job.config, 0.0) + sum(computed.values())
+            self.planner.observe({k.removesuffix("_compute_seconds"): v for k, v in computed.items()})
             if self.budget is not None:
                 self.budget.record(result, job.fidelity)
         value = None if error or result is None else result.get(METRIC)

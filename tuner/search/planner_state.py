@@ -1,10 +1,11 @@
 """The staged planner's state as plain JSON, for Tune's searcher checkpoints and `wsss-tune resume`.
 
 What a planner built again from the search's options lacks: its configurations, the ladder's records
-and promotions, the jobs in flight and waiting, its random generator, and its two Optuna studies
-(trials re-added in number order: told ones COMPLETE, asked ones RUNNING so that a job finishing after
-the resume can still tell its value, start-up ones not asked yet WAITING). JSON, not a pickle: the
-state lives in the search's storage, which is read as untrusted data.
+and promotions, the jobs in flight and waiting (children and siblings), the stage prices it has seen,
+its random generator, and its two Optuna studies (trials re-added in number order: told ones COMPLETE,
+asked ones RUNNING so that a job finishing after the resume can still tell its value, start-up ones
+not asked yet WAITING). JSON, not a pickle: the state lives in the search's storage, which is read as
+untrusted data.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def dump(planner: StagedPlanner) -> dict[str, Any]:
         "promoted": [sorted(p) for p in planner.ladder.promoted],
         "running": sorted([c, r] for c, r in planner.running),
         "waiting": list(planner.waiting),
+        "sibling_of": list(planner.sibling_of),
+        "prices": planner.prices,
         "rng": planner.rng.bit_generator.state,
         "upstream": _study_state(planner.upstream),
         "segment": _study_state(planner.segment),
@@ -96,6 +99,10 @@ def load(planner: StagedPlanner, state: dict[str, Any], source: str) -> None:
         planner.ladder.promoted = [{int(c) for c in p} for p in state["promoted"]]
         planner.running = {(int(c), int(r)) for c, r in state["running"]}
         planner.waiting = [int(c) for c in state["waiting"]]
+        # Absent from states saved before refine siblings existed.
+        planner.sibling_of = [int(c) for c in state.get("sibling_of", [])]
+        prices = state.get("prices", {})
+        planner.prices = {s: [float(x) for x in prices.get(s, [])] for s in planner.prices}
         rng = np.random.default_rng()
         rng.bit_generator.state = state["rng"]
         planner.rng = rng

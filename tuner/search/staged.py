@@ -8,8 +8,12 @@ A configuration climbs a ladder of rungs in cost order:
     3 full    DeepLab's full schedule
     4 repeat  the whole pipeline again at the next rng_seed; the config's value is the mean of its draws
 
-Rungs 0-1 rank upstreams (method, seed and refine knobs). Promoted out of rung 1, an upstream spawns
-`branch` children, each with DeepLab knobs of its own; children rank on rungs 2-4.
+Rungs 0-1 rank upstreams (method, seed and refine knobs). Promoted out of rung 0, a configuration
+goes on to rung 1 with `refine_branch - 1` siblings: upstreams sharing its method and seed knobs (its
+seed stage, read from the store) with refine knobs of their own, which start on rung 1. Promoted out of
+rung 1, an upstream spawns `branch` children, each with DeepLab knobs of its own; children rank on
+rungs 2-4. Both are the stage tree's branching (search-review.md 3.2 item 3): a promoted stage is
+built on by several downstream configurations, each paying only its own stages.
 
 Promotion-based asynchronous successive halving (Li et al., "A System for Massively Parallel
 Hyperparameter Tuning", 2020, Algorithm 2; the semantics of Optuna's SuccessiveHalvingPruner, not
@@ -41,8 +45,8 @@ from typing import Any
 
 import numpy as np
 import optuna
-from scipy.stats import rankdata
 
+from tuner.search.ladder import Ladder, eta_for, spearman_lower
 from tuner.search.reuse import param_stage
 from tuner.search.startup import STARTUP_TRIALS, start_up
 from tuner.spaces.space import CHOICE, Base, SearchSpace
@@ -53,6 +57,7 @@ UNTIL = ("seed", "refine", "segment", "segment", "segment")  # the last stage a 
 UPSTREAM_RUNGS = 2  # rungs 0-1 hold upstreams, 2-4 their children
 SHORT, FULL = 2, FULL_RUNG
 GATES = ("final", "next")
+AUTO_BRANCH = 2  # refine configurations per promoted seed under refine_branch="auto", while siblings pay
 
 
 @dataclass(frozen=True)
@@ -79,49 +84,6 @@ class Job:
         return 1 if RUNGS[self.rung] == "repeat" else 0
 
 
-def eta_for(lower_bound: float, eta: float) -> float:
-    """A rung's reduction factor from the lower bound of its fidelity (search-review.md 3.2 item 5):
-    below 0.3 it promotes everything (the rung is off), below 0.7 half, above that `eta`."""
-    if lower_bound < 0.3:
-        return 1.0
-    return min(2.0, eta) if lower_bound < 0.7 else eta
-
-
-def spearman_lower(
-    x: Sequence[float], y: Sequence[float], rng: np.random.Generator, boot: int = 500
-) -> float:
-    """The 5% bootstrap quantile of Spearman's rank correlation of paired values (all resamples at
-    once: ranks with ties averaged, then Pearson's correlation of the ranks, row by row)."""
-    xs, ys = np.asarray(x, float), np.asarray(y, float)
-    index = rng.integers(0, len(xs), (boot, len(xs)))
-    rx, ry = rankdata(xs[index], axis=1), rankdata(ys[index], axis=1)
-    rx, ry = rx - rx.mean(axis=1, keepdims=True), ry - ry.mean(axis=1, keepdims=True)
-    norm = np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
-    valid = norm > 0  # a resample of one repeated pair has no ranking
-    if not valid.any():
-        return -1.0
-    return float(np.quantile((rx * ry).sum(axis=1)[valid] / norm[valid], 0.05))
-
-
-@dataclass
-class Ladder:
-    """The rungs' records (config -> value, larger is better) and the promotions made from each."""
-
-    etas: tuple[float, ...]  # per promotion out of rungs 0..len(RUNGS)-2
-    min_records: int
-    records: list[dict[int, float]] = field(default_factory=lambda: [{} for _ in RUNGS])
-    promoted: list[set[int]] = field(default_factory=lambda: [set() for _ in RUNGS])
-
-    def promotable(self, rung: int, eta: float) -> list[int]:
-        """The configurations of `rung` due a promotion, best first: in the top floor(n / eta) of a rung
-        holding at least `min_records` records, and not promoted from it yet."""
-        held = self.records[rung]
-        if len(held) < self.min_records:
-            return []
-        top = sorted(held, key=lambda c: -held[c])[: int(len(held) // eta)]
-        return [c for c in top if c not in self.promoted[rung]]
-
-
 @dataclass
 class ConfigState:
     params: dict[str, Any]
@@ -144,6 +106,7 @@ class StagedPlanner:
         etas: Sequence[float] = (2.0, 3.0, 3.0, 3.0),
         min_records: int | None = None,
         branch: int = 1,
+        refine_branch: int | str = "auto",
         audit: float = 0.1,
         gate_pairs: int = 8,
         gate: str = "next",
@@ -158,6 +121,7 @@ class StagedPlanner:
             "etas": tuple(etas),
             "min_records": min_records,
             "branch": branch,
+            "refine_branch": refine_branch,
             "audit": audit,
             "gate_pairs": gate_pairs,
             "gate": gate,
@@ -168,7 +132,12 @@ class StagedPlanner:
             raise ValueError(f"etas: one reduction factor >= 1 per promotion ({len(RUNGS) - 1}), got {etas}")
         self.space, self.sign = space, 1.0 if space.mode == "max" else -1.0
         self.ladder = Ladder(tuple(etas), min_records or max(4, math.ceil(max(etas))))
-        self.branch, self.audit, self.gate_pairs = branch, audit, gate_pairs
+        if branch < 1:
+            raise ValueError(f"branch: at least 1, got {branch}")
+        if refine_branch != "auto" and (not isinstance(refine_branch, int) or refine_branch < 1):
+            raise ValueError(f"refine_branch: 'auto' or an integer >= 1, got {refine_branch!r}")
+        self.branch, self.refine_branch = branch, refine_branch
+        self.audit, self.gate_pairs = audit, gate_pairs
         self.top = len(RUNGS) - (1 if repeat else 2)  # the highest rung (without repeats: full)
         if gate not in GATES:
             raise ValueError(f"gate: {gate!r} is not one of {GATES}")
@@ -178,6 +147,8 @@ class StagedPlanner:
         self.configs: list[ConfigState] = []
         self.running: set[tuple[int, int]] = set()
         self.waiting: list[int] = []  # children not started yet
+        self.sibling_of: list[int] = []  # seed configurations owed a sibling, in promotion order
+        self.prices: dict[str, list[float]] = {"seed": [], "refine": []}  # computed stage seconds
         self._etas: dict[int, tuple[int, float]] = {}  # rung -> (pairs it was measured on, eta)
         self.upstream = self.new_study(seed)
         self.segment = self.new_study(seed + 1)
@@ -231,6 +202,8 @@ class StagedPlanner:
         for rung in reversed(range(self.top)):
             if rung == UPSTREAM_RUNGS - 1 and self.waiting:  # children spawned by an earlier promotion
                 return self._start(self.waiting.pop(0), self.first_child_rung, audit=False)
+            if rung == 0 and self.sibling_of and self._siblings_pay() and not self._start_up_left():
+                return self._start(self._sibling(self.sibling_of.pop(0)), 1, audit=False)
             due = [
                 c for c in self.ladder.promotable(rung, self.eta(rung)) if (c, rung + 1) not in self.running
             ]
@@ -251,6 +224,9 @@ class StagedPlanner:
 
     def _promote(self, config: int, rung: int, audit: bool) -> Job:
         self.ladder.promoted[rung].add(config)
+        if rung == 0:
+            per_seed = AUTO_BRANCH if isinstance(self.refine_branch, str) else self.refine_branch
+            self.sibling_of += [config] * (per_seed - 1)
         if rung + 1 == UPSTREAM_RUNGS:
             children = [self._child(config) for _ in range(self.branch)]
             self.waiting += children[1:]  # the others start on the next free workers
@@ -262,6 +238,43 @@ class StagedPlanner:
         self.space.define(trial, stages=("segment",), space=self.configs[parent].params.get(CHOICE))
         params = {**self.configs[parent].params, **trial.params}
         self.configs.append(ConfigState(params, parent, segment_trial=trial.number))
+        return len(self.configs) - 1
+
+    def observe(self, computed: dict[str, float]) -> None:
+        """A finished job's computed stage seconds (`{stage: seconds}`, stages read from the store left
+        out): the prices `refine_branch="auto"` weighs."""
+        for stage, seconds in computed.items():
+            if stage in self.prices:
+                self.prices[stage].append(float(seconds))
+
+    def _siblings_pay(self) -> bool:
+        """Whether owed siblings start now. With `refine_branch="auto"`, while the seed stage's mean
+        computed price is at least the refine stage's: a sibling, which pays only refine, then costs at
+        most half of a new upstream. On the replay (docs/benchmarks.md, "Refine siblings") siblings paid
+        under the measured synthetic costs (seed 2.3x refine) and cost under VOC's (seed 2/3 of refine)."""
+        if self.refine_branch != "auto":
+            return True
+        seed, refine = self.prices["seed"], self.prices["refine"]
+        return bool(seed and refine) and float(np.mean(seed)) >= float(np.mean(refine))
+
+    def _start_up_left(self) -> bool:
+        """Whether start-up configurations wait in the upstream study (asked before any sibling: the
+        study hands its waiting trials out first, whatever a sampler would fix)."""
+        return bool(self.upstream.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+    def _sibling(self, config: int) -> int:
+        """A new upstream with `config`'s method and seed knobs (its seed stage) and refine knobs the
+        upstream study samples given them (Optuna's PartialFixedSampler around the study's sampler)."""
+        params = self.configs[config].params
+        seed_knobs = {k: v for k, v in params.items() if param_stage(k, CHOICE) == "seed"}
+        sampler = self.upstream.sampler
+        self.upstream.sampler = optuna.samplers.PartialFixedSampler(seed_knobs, sampler)
+        try:
+            trial = self.upstream.ask()
+            choice = self.space.define(trial, stages=("seed", "refine"))
+        finally:
+            self.upstream.sampler = sampler
+        self.configs.append(ConfigState({**choice, **trial.params}, None, upstream_trial=trial.number))
         return len(self.configs) - 1
 
     def _new_upstream(self) -> Job:

@@ -159,3 +159,26 @@ def test_a_repeat_job_carries_the_earlier_draw_and_the_configuration_spend() -> 
             return
         searcher.on_trial_complete(f"t{i}", {METRIC: 0.5 + 0.001 * i, "segment_compute_seconds": 4.0})
     pytest.fail("no repeat job in 60")
+
+
+def test_saved_state_keeps_the_stage_prices_and_the_siblings_owed(tmp_path: Path) -> None:
+    search = load_search([SPACES / "cam.yaml", SPACES / "seam.yaml"])
+
+    def searcher() -> StagedSearcher:
+        return StagedSearcher(StagedPlanner(search, seed=3, base=Base(), audit=0.0, refine_branch=3))
+
+    first = searcher()
+    for i in range(9):  # the jobs' computed stages set the prices refine_branch weighs
+        config = first.suggest(f"t{i}")
+        assert isinstance(config, dict)
+        result = {METRIC: 0.1 * (i % 7), f"{config[JOB_KEY]['until']}_compute_seconds": 3.0 + i}
+        first.on_trial_complete(f"t{i}", result)
+    assert first.planner.prices["seed"] and first.planner.prices["refine"]
+    assert first.planner.sibling_of  # promoted seeds still owed a sibling
+    path = tmp_path / "searcher-state.json"
+    first.save(str(path))
+    restored = searcher()
+    restored.restore(str(path))
+    assert restored.planner.prices == first.planner.prices
+    assert restored.planner.sibling_of == first.planner.sibling_of
+    assert first.suggest("a")[JOB_KEY] == restored.suggest("a")[JOB_KEY]  # type: ignore[index]

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from tuner.search.staged import RUNGS, Ladder, StagedPlanner, eta_for, spearman_lower
+from tuner.search.ladder import Ladder, eta_for, spearman_lower
+from tuner.search.reuse import param_stage
+from tuner.search.staged import RUNGS, StagedPlanner
 from tuner.spaces.ranges import Base
 from tuner.spaces.space import CHOICE, load_search
 
@@ -134,3 +136,52 @@ def test_without_the_short_rung_children_start_on_the_full_schedule(search) -> N
     assert told  # the DeepLab model learns from the full schedule then
     with pytest.raises(ValueError, match="gate: 'best' is not one of"):
         StagedPlanner(search, seed=0, gate="best")
+
+
+def _seed_knobs(params: dict) -> dict:
+    return {k: v for k, v in params.items() if param_stage(k, CHOICE) == "seed"}
+
+
+def test_a_promoted_seed_gets_siblings_sharing_its_seed_stage_that_start_on_the_pseudo_rung(search) -> None:
+    planner = StagedPlanner(search, seed=5, base=Base(), audit=0.0, refine_branch=3)
+    jobs = _drive(planner, 60, lambda job: float(np.random.default_rng(job.config).random()))
+    first_rung = {}
+    for job in jobs:
+        first_rung.setdefault(job.config, job.rung)
+    siblings = [c for c, rung in first_rung.items() if rung == 1]
+    promoted = planner.ladder.promoted[0]
+    assert siblings and len(siblings) <= 2 * len(promoted)  # refine_branch - 1 per promoted seed
+    # none before the start-up configurations (the base config, then each method) were all asked
+    start_up = [job.config for job in jobs if job.rung == 0][: len(search.spaces)]
+    assert min(siblings) > max(start_up)
+    for sibling in siblings:
+        params = planner.configs[sibling].params
+        seeds = [c for c in promoted if _seed_knobs(planner.configs[c].params) == _seed_knobs(params)]
+        assert seeds, "a sibling shares the seed knobs of a configuration promoted out of the CAM rung"
+        refine = {k: v for k, v in params.items() if k.startswith("refine.")}
+        assert refine and all(
+            refine != {k: v for k, v in planner.configs[c].params.items() if k.startswith("refine.")}
+            for c in seeds
+        )
+        assert planner.configs[sibling].parent is None  # an upstream: it ranks on the pseudo rung
+        trial = planner.upstream.trials[planner.configs[sibling].upstream_trial]
+        assert trial.params == {k: v for k, v in params.items() if k in trial.params}
+
+
+def test_auto_siblings_only_while_the_seed_stage_costs_at_least_the_refine_stage(search) -> None:
+    def siblings(seed_seconds: float, refine_seconds: float) -> int:
+        planner = StagedPlanner(search, seed=6, base=Base(), audit=0.0)  # refine_branch="auto"
+        for _ in range(80):
+            job = planner.next_job()
+            planner.observe({"seed": seed_seconds, "refine": refine_seconds, "segment": 99.0})
+            planner.report(job, float(np.random.default_rng(job.config).random()))
+        starts = {}
+        for config, state in enumerate(planner.configs):
+            if state.parent is None:
+                starts[config] = config in planner.ladder.records[0]
+        return sum(not on_cam for on_cam in starts.values())
+
+    assert siblings(10.0, 5.0) > 0  # a sibling costs a third of a new upstream
+    assert siblings(4.0, 6.0) == 0  # VOC's proportions: it costs 60% of one
+    with pytest.raises(ValueError, match="refine_branch: 'auto' or an integer >= 1, got 0"):
+        StagedPlanner(search, seed=0, refine_branch=0)
