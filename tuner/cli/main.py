@@ -213,10 +213,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     written, fidelity = report(_client(args), args.experiment, args.storage, args.out)
     for path in written:
         print(path)
-    print(
-        "proxy fidelity (Spearman with the final metric): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in fidelity.items())
+    staged = any(k.startswith("rung_fidelity_") for k in fidelity)
+    heading = (
+        "rung fidelity (Spearman with the next rung)"
+        if staged
+        else "proxy fidelity (Spearman with the final metric)"
     )
+    print(f"{heading}: " + ", ".join(f"{k} {v:.2f}" for k, v in fidelity.items()))
     return 0
 
 

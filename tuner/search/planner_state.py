@@ -36,7 +36,8 @@ def _study_state(study: optuna.Study) -> list[dict[str, Any]]:
     return trials
 
 
-def _rebuilt_study(seed: int, trials: list[dict[str, Any]]) -> optuna.Study:
+def rebuilt_study(seed: int, trials: list[dict[str, Any]]) -> optuna.Study:
+    """A study holding the trials `_study_state` wrote (also what `wsss-tune report` plots)."""
     study = StagedPlanner.new_study(seed)
     for entry in trials:
         if entry["state"] == "WAITING":
@@ -109,8 +110,8 @@ def load(planner: StagedPlanner, state: dict[str, Any], source: str) -> None:
         # Samplers seeded anew from the restored generator: seeded as at the start they would replay
         # their first proposals (the random start-up draws), so the resumed search would rerun configs.
         sampler_seed = int(rng.integers(2**31 - 1))
-        planner.upstream = _rebuilt_study(sampler_seed, state["upstream"])
-        planner.segment = _rebuilt_study(sampler_seed + 1, state["segment"])
+        planner.upstream = rebuilt_study(sampler_seed, state["upstream"])
+        planner.segment = rebuilt_study(sampler_seed + 1, state["segment"])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise wsss.ConfigError(f"{source}: not a staged searcher's state ({exc})") from None
     planner._etas.clear()

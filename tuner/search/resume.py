@@ -58,7 +58,7 @@ def latest_search(client: MlflowClient, experiment: str) -> Any:
     return runs[0]
 
 
-def _recorded_options(parent: Any, experiment: str) -> tuple[str, SearchOptions]:
+def recorded_options(parent: Any, experiment: str) -> tuple[str, SearchOptions]:
     try:
         recorded = json.loads(parent.data.tags[OPTIONS_TAG])
         name = recorded.pop("name")
@@ -112,7 +112,7 @@ def resume_search(experiment: str, tracking_uri: str | None, storage: str) -> st
     uri = existing_tracking_uri(tracking_uri, local_workdir(storage))
     client = MlflowClient(uri)
     parent = latest_search(client, experiment)
-    name, options = _recorded_options(parent, experiment)
+    name, options = recorded_options(parent, experiment)
     options = replace(_resumable(options, storage, name, experiment), tracking_uri=uri)
     space, base = _space_and_base_settings(options, name)
     ids = (parent.info.experiment_id, parent.info.run_id)

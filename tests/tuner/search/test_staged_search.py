@@ -16,13 +16,13 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-import wsss
 from tests.tuner.helpers import TINY_FIXED, interrupt_when, write_space
 from tuner.search.driver import run_search
 from tuner.search.options import SearchOptions
 from tuner.search.settle import SearchFailed
 from tuner.tracking.analysis import report
 from tuner.tracking.results import export_config, leaderboard
+from tuner.tracking.staged_report import rung_fidelity
 
 pytestmark = pytest.mark.ray  # starts a Ray cluster (or a Tune run on one); not in the fast lane
 
@@ -189,9 +189,24 @@ def test_promotions_compute_only_the_stages_they_lack(staged: dict[str, Any]) ->
     assert jobs_at[3] >= 1
 
 
-def test_report_says_it_covers_the_asha_searcher(staged: dict[str, Any]) -> None:
-    with pytest.raises(wsss.ConfigError, match="ran the staged searcher"):
-        report(staged["client"], "staged-test", staged["options"].storage, None)
+def test_report_plots_both_studies_and_logs_the_rungs_fidelity(
+    staged: dict[str, Any], tmp_path: Path
+) -> None:
+    client, out = staged["client"], tmp_path / "report"
+    written, fidelity = report(client, "staged-test", staged["options"].storage, out)
+    names = {p.relative_to(out).as_posix() for p in written}
+    # the upstream study (refine.beta, told pseudo-mask mIoU) always holds two told trials by now
+    assert {"upstream/param_importances.png", "upstream/optimization_history.html"} <= names
+    assert all(p.stat().st_size > 0 for p in written)
+    # the rungs' fidelity from the state Tune saved (its arithmetic: test_staged_report.py)
+    planner = json.loads(max(Path(staged["tune_path"]).glob("searcher-state-*.pkl")).read_text())["planner"]
+    assert fidelity == rung_fidelity(planner["records"], [c["parent"] for c in planner["configs"]])
+    parent = client.search_runs(
+        [client.get_experiment_by_name("staged-test").experiment_id], "tags.`wsss.role` = 'search'"
+    )[0]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "analysis/upstream")}
+    assert "analysis/upstream/param_importances.png" in logged
+    assert set(fidelity) <= set(client.get_run(parent.info.run_id).data.metrics)
 
 
 def test_leaderboard_ranks_configurations_that_reached_the_full_schedule(
