@@ -93,6 +93,13 @@ class SearchOptions:
         "staged searcher: the short DeepLab rung's share of segment.train.epochs (rounded, at least 1)",
         1 / 3,
     )
+    refine_branch: str = option(
+        "staged searcher: refine configurations per seed promoted out of the CAM rung (the others share "
+        "its seed stage): auto (2 while the search's seed stages cost at least its refine stages, else "
+        "1) or a number",
+        "auto",
+        metavar="auto|N",
+    )
 
     @property
     def asha_reduction_factor(self) -> int:
@@ -118,6 +125,12 @@ class SearchOptions:
         if self.searcher not in SEARCHERS:
             raise wsss.ConfigError(
                 f"--searcher {wsss.short_repr(self.searcher)}: one of {', '.join(SEARCHERS)}"
+            )
+        if self.refine_branch != "auto" and not (
+            self.refine_branch.isdigit() and int(self.refine_branch) >= 1
+        ):
+            raise wsss.ConfigError(
+                f"--refine-branch {wsss.short_repr(self.refine_branch)}: auto or a whole number >= 1"
             )
         if self.budget is not None:
             if self.searcher != "staged":

@@ -35,7 +35,15 @@ def staged_searcher(space: SearchSpace, options: SearchOptions, base: Base) -> S
     # a rung holds before it promotes.
     rf = options.reduction_factor
     etas = STAGED_ETAS if rf is None else (STAGED_ETAS[0], *(float(rf),) * (len(STAGED_ETAS) - 1))
-    planner = StagedPlanner(space, seed=options.seed, base=base, etas=etas, min_records=options.rung_records)
+    refine_branch = "auto" if options.refine_branch == "auto" else int(options.refine_branch)
+    planner = StagedPlanner(
+        space,
+        seed=options.seed,
+        base=base,
+        etas=etas,
+        min_records=options.rung_records,
+        refine_branch=refine_branch,
+    )
     return StagedSearcher(planner, space.mode, budget)
 
 

@@ -186,6 +186,11 @@ SEARCH_OPTIONS = [
         "--short-fraction: 1.0 is out of range",
     ),
     Case(
+        "refine branch 0",
+        option("--searcher", "staged", "--refine-branch", "0"),
+        "--refine-branch '0': auto or a whole number >= 1",
+    ),
+    Case(
         "staged search before DeepLab",
         lambda d, t: _search(
             t, _space_file(t, {"metric": "pseudo_miou"}), extra=("--searcher", "staged"), data=d
