@@ -59,6 +59,7 @@ class StageOutcome:
     seconds: float  # wall time in this run (the lookup, when cached)
     compute_seconds: float  # what computing the artifact cost, whenever it was computed
     metrics: dict[str, Any]
+    built_by: str = ""  # the store's builder that computed it (StageStore(builder=...)), "" if unnamed
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -195,6 +196,7 @@ def _outcome(name: str, key: str, artifact: Artifact, cached: bool, start: float
         seconds=time.perf_counter() - start,
         compute_seconds=float(artifact.manifest.get("compute_seconds", 0.0)),
         metrics=artifact.metrics,
+        built_by=str(artifact.manifest.get("built_by", "")),
     )
 
 

@@ -92,6 +92,18 @@ def test_identical_config_reuses_every_stage(
     assert [o.key for o in again.stages.values()] == [o.key for o in result.stages.values()]
 
 
+def test_a_reused_stage_names_the_builder_that_computed_it(tiny_data_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_config()
+    data = prepare_dataset(cfg, tiny_data_dir, tmp_path / "cache")
+    first = StageStore(tmp_path / "store", cache_dir=tmp_path / "cache-1", builder="search/trial_1")
+    built = run_pipeline(cfg, data, first, until="seed").stages["seed"]
+    second = StageStore(tmp_path / "store", cache_dir=tmp_path / "cache-2", builder="search/trial_2")
+    again = run_pipeline(cfg, data, second, until="seed").stages["seed"]
+    assert not built.cached and built.built_by == "search/trial_1"
+    assert again.cached and again.built_by == "search/trial_1"
+    assert again.compute_seconds == pytest.approx(built.compute_seconds, abs=1e-3)
+
+
 def test_refine_knob_reruns_refine_and_segment_only(
     first_run: tuple[PipelineResult, StageStore, Path], tiny_data_dir: Path
 ) -> None:

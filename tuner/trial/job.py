@@ -52,7 +52,16 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def job_metrics(outcomes: list[Any], job: dict[str, Any], metric: str) -> tuple[dict[str, float], float]:
+def own_computation(outcomes: list[Any], builder: str) -> list[Any]:
+    """The stages this job paid for: those it computed now, and those its own earlier attempt computed
+    (a job Tune runs again after a resume, or after a failure, finds them in the store: their compute
+    was spent by this job and reported by none)."""
+    return [o for o in outcomes if not o.cached or (builder and o.built_by == builder)]
+
+
+def job_metrics(
+    outcomes: list[Any], job: dict[str, Any], metric: str, builder: str = ""
+) -> tuple[dict[str, float], float]:
     """(what the configuration's run logs at the job's step, the job's value for the planner)."""
     logged: dict[str, float] = {}
     for outcome in outcomes:
@@ -66,7 +75,7 @@ def job_metrics(outcomes: list[Any], job: dict[str, Any], metric: str) -> tuple[
         draws = [float(d) for d in job["draws"]] + [value]
         logged = {f"{k}_draw{len(draws) - 1}": v for k, v in logged.items() if not k.endswith("_seconds")}
         logged[metric] = sum(draws) / len(draws)
-    computed = [o for o in outcomes if not o.cached]
+    computed = own_computation(outcomes, builder)
     logged["job_compute_seconds"] = sum(o.compute_seconds for o in computed)
     logged["compute_seconds"] = float(job["spent"]) + logged["job_compute_seconds"]  # the configuration's
     logged["rung"] = float(rung)
@@ -91,10 +100,12 @@ def run_job(config: dict[str, Any], settings: TrialSettings) -> None:
         describe_run(run, settings, space, cfg, tags, stages)
         extra = job_overrides(cfg, job, settings)
         space, job_cfg = trial_config(settings.search, settings, params, extra, stages)
-        data, store, lock = open_pipeline(run, settings, job_cfg)
+        # The job's own name in what it builds, so that its rerun counts what it computed (own_computation)
+        builder = f"{settings.parent_run_id}/{context.get_trial_id()}"  # the search run: same on resume
+        data, store, lock = open_pipeline(run, settings, job_cfg, builder)
         outcomes: list[Any] = []
         wsss.run_pipeline(job_cfg, data, store, on_stage=outcomes.append, lock=lock, until=job["until"])
-        logged, value = job_metrics(outcomes, job, settings.search.metric)
+        logged, value = job_metrics(outcomes, job, settings.search.metric, builder)
         rung = int(job["rung"])
         run.metrics(logged, step=rung)
         run.tags(
@@ -116,7 +127,9 @@ def run_job(config: dict[str, Any], settings: TrialSettings) -> None:
         else:
             run.end("KILLED", f"stopped at {RUNG_NAMES[rung]}")
         flush_and_trim(run, settings, store)
-        computed = {f"{o.stage}_compute_seconds": o.compute_seconds for o in outcomes if not o.cached}
+        computed = {
+            f"{o.stage}_compute_seconds": o.compute_seconds for o in own_computation(outcomes, builder)
+        }
         # The full rung's held-out score (data.holdout_split), which no job is chosen on: what a search
         # is scored by afterwards (tests/benchmarks/validate_replay.py).
         held = {k: logged[k] for k in ("holdout_miou",) if k in logged and rung == FULL_RUNG}

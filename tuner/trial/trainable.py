@@ -172,15 +172,18 @@ def describe_run(
         run.files([Path(tmp) / "config.yaml"], None)
 
 
-def open_pipeline(run: TrialRun, settings: TrialSettings, cfg: Any) -> tuple[Any, Any, ActorLock | None]:
-    """(dataset, stage store, lock) for running `cfg`'s pipeline on this node."""
+def open_pipeline(
+    run: TrialRun, settings: TrialSettings, cfg: Any, builder: str = ""
+) -> tuple[Any, Any, ActorLock | None]:
+    """(dataset, stage store, lock) for running `cfg`'s pipeline on this node; what the store builds
+    names `builder` in its manifest."""
     cache = _cache_dir(settings)
     data = wsss.prepare_dataset(cfg, settings.data_dir, cache)
     # What an exported config needs to know it is run on the same data (wsss.provenance).
     location = settings.data_dir or wsss.SYNTHETIC_DATA
     run.tags({DATA_FINGERPRINT: data.fingerprint, DATA_LOCATION: location})
     run.dataset(data, location)
-    store = wsss.StageStore(settings.store_uri, cache_dir=cache / "store")
+    store = wsss.StageStore(settings.store_uri, cache_dir=cache / "store", builder=builder)
     lock = ActorLock(settings.lock_actor) if settings.lock_actor else None
     return data, store, lock
 

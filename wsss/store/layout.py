@@ -44,7 +44,7 @@ def well_formed(manifest: Any) -> bool:
         return False
     if not _number(manifest.get("compute_seconds", 0.0)):
         return False
-    if not all(isinstance(manifest.get(k, ""), str) for k in ("stage", "key", "created", "host")):
+    if not all(isinstance(manifest.get(k, ""), str) for k in ("stage", "key", "created", "host", "built_by")):
         return False
     return all(
         isinstance(name, str)

@@ -93,8 +93,10 @@ class StageStore:
         location: str | os.PathLike[str],
         cache_dir: str | os.PathLike[str],
         filesystem: pafs.FileSystem | None = None,
+        builder: str = "",
     ) -> None:
-        """`location`: a local path or any pyarrow.fs URI; with `filesystem`, a path inside it."""
+        """`location`: a local path or any pyarrow.fs URI; with `filesystem`, a path inside it.
+        `builder` names who builds through this store (a search's trial) in the manifests it writes."""
         text = str(location)
         try:
             if filesystem is not None:
@@ -110,6 +112,7 @@ class StageStore:
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
         self.cache_dir = Path(cache_dir).absolute()
         self.location = text
+        self.builder = builder
         self._marked = self._check_is_store()
         self._holds: dict[str, IO[str]] = {}  # node copies this store handed out (wsss.store.cache)
 
@@ -310,6 +313,7 @@ class StageStore:
             "attempt": attempt,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "host": socket.gethostname(),
+            "built_by": self.builder,
             "files": file_sizes(build.path),
             **build.meta,
         }

@@ -189,6 +189,21 @@ def test_promotions_compute_only_the_stages_they_lack(staged: dict[str, Any]) ->
     assert jobs_at[3] >= 1
 
 
+def test_the_search_counts_every_stage_its_jobs_built_once(staged: dict[str, Any]) -> None:
+    # Every stage in the store was built by one of this search's jobs, and the search's compute is
+    # what they cost: a job that Tune ran again after the resume counts what its first attempt built.
+    store = Path(staged["options"].storage) / "store"
+    manifests = [
+        json.loads(path.read_text())
+        for stage in ("seed", "refine", "segment")
+        for path in (store / stage).glob("*/manifest.json")
+    ]
+    assert manifests and all(m["built_by"].startswith(f"{staged['parent']}/") for m in manifests)
+    parent = staged["client"].get_run(staged["parent"])
+    built = sum(m["compute_seconds"] for m in manifests)
+    assert parent.data.metrics["compute_seconds"] == pytest.approx(built, rel=1e-6)
+
+
 def test_report_plots_both_studies_and_logs_the_rungs_fidelity(
     staged: dict[str, Any], tmp_path: Path
 ) -> None:

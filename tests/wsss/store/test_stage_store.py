@@ -192,3 +192,18 @@ def test_stage_and_round_keys_are_the_one_config_digest_and_do_not_move() -> Non
     assert stage_key(**base, rng_seed=0) == digest({**base, "rng_seed": 0})[:24]  # type: ignore[arg-type]
     payload = {"step": "targets", "round": 1, "knobs": {"clusters": 10}, "previous": None}
     assert payload_key(payload) == digest(payload)[:24]
+
+
+def test_a_build_names_the_stores_builder_in_its_manifest(tmp_path: Path) -> None:
+    named = StageStore(tmp_path / "store", cache_dir=tmp_path / "cache-named", builder="search-run/trial_1")
+    _build(named)
+    _build(named, key="k2")
+    reader = _local(tmp_path)  # another process, another builder (here none): it reads the name back
+    artifact = reader.lookup("seed", "k1")
+    assert artifact is not None and artifact.manifest["built_by"] == "search-run/trial_1"
+    _build(reader, key="k3")
+    assert reader.lookup("seed", "k3").manifest["built_by"] == ""  # type: ignore[union-attr]
+    # a manifest naming its builder with anything but a string is not one of ours: not reused
+    manifest = tmp_path / "store" / "seed" / "k2" / MANIFEST
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"built_by": ["x"]}))
+    assert reader.lookup("seed", "k2") is None
