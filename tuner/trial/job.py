@@ -24,7 +24,14 @@ import wsss
 from tuner.tracking.runs import JOB_KEY, JOBS, run_key
 from tuner.trial.run import flush_and_trim, trial_run
 from tuner.trial.settings import TrialSettings
-from tuner.trial.trainable import STAGE_PROXY, describe_run, open_pipeline, trial_config
+from tuner.trial.trainable import (
+    STAGE_PROXY,
+    describe_run,
+    open_pipeline,
+    paid_by,
+    trial_builder,
+    trial_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +60,9 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def own_computation(outcomes: list[Any], builder: str) -> list[Any]:
-    """The stages this job paid for: those it computed now, and those its own earlier attempt computed
-    (a job Tune runs again after a resume, or after a failure, finds them in the store: their compute
-    was spent by this job and reported by none)."""
-    return [o for o in outcomes if not o.cached or (builder and o.built_by == builder)]
+    """The stages this job paid for (tuner.trial.trainable.paid_by): those it computed now, and those
+    its own earlier attempt computed, which a job Tune runs again finds in the store."""
+    return [o for o in outcomes if paid_by(o, builder)]
 
 
 def job_metrics(
@@ -101,7 +107,7 @@ def run_job(config: dict[str, Any], settings: TrialSettings) -> None:
         extra = job_overrides(cfg, job, settings)
         space, job_cfg = trial_config(settings.search, settings, params, extra, stages)
         # The job's own name in what it builds, so that its rerun counts what it computed (own_computation)
-        builder = f"{settings.parent_run_id}/{context.get_trial_id()}"  # the search run: same on resume
+        builder = trial_builder(settings, context.get_trial_id())
         data, store, lock = open_pipeline(run, settings, job_cfg, builder)
         outcomes: list[Any] = []
         wsss.run_pipeline(job_cfg, data, store, on_stage=outcomes.append, lock=lock, until=job["until"])

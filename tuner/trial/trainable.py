@@ -94,8 +94,8 @@ def _cache_dir(settings: TrialSettings) -> Path:
 class _TrialLog:
     """What the trial has spent so far, and its stage metrics, logged to its run."""
 
-    def __init__(self, run: TrialRun, data: Any, metric: str) -> None:
-        self.run, self.data, self.metric = run, data, metric
+    def __init__(self, run: TrialRun, data: Any, metric: str, builder: str = "") -> None:
+        self.run, self.data, self.metric, self.builder = run, data, metric, builder
         self.outcomes: dict[str, Any] = {}
         self.so_far: dict[str, float] = {}
         self.spent = self.without_reuse = 0.0
@@ -107,7 +107,7 @@ class _TrialLog:
         self.outcomes[outcome.stage] = outcome
         step = wsss.STAGES.index(outcome.stage) + 1
         self.without_reuse += outcome.compute_seconds
-        self.spent += 0.0 if outcome.cached else outcome.compute_seconds
+        self.spent += outcome.compute_seconds if paid_by(outcome, self.builder) else 0.0
         scalars = {
             k: v for k, v in outcome.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
         }
@@ -172,6 +172,19 @@ def describe_run(
         run.files([Path(tmp) / "config.yaml"], None)
 
 
+def paid_by(outcome: Any, builder: str) -> bool:
+    """Whether the trial stamped `builder` paid for a stage: it computed it now, or an earlier attempt
+    of it did (Tune runs a trial again after a failure or on `wsss-tune resume`; it then finds what its
+    first attempt built in the store, a spend no report counted)."""
+    return not outcome.cached or (bool(builder) and outcome.built_by == builder)
+
+
+def trial_builder(settings: TrialSettings, trial_id: str) -> str:
+    """What a trial's builds are stamped with in the store: its search's run and its Tune trial id,
+    both the same when Tune runs the trial again (after a failure, or on `wsss-tune resume`)."""
+    return f"{settings.parent_run_id}/{trial_id}"
+
+
 def open_pipeline(
     run: TrialRun, settings: TrialSettings, cfg: Any, builder: str = ""
 ) -> tuple[Any, Any, ActorLock | None]:
@@ -201,8 +214,9 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         space, cfg = trial_config(settings.search, settings, config)
         # The upstream stage the searcher planned this trial to reuse (tuner.search.reuse), or "-".
         describe_run(run, settings, space, cfg, {"wsss.planned_reuse": str(config.get(REUSE_KEY, "-"))})
-        data, store, lock = open_pipeline(run, settings, cfg)
-        trial_log = _TrialLog(run, data, settings.search.metric)
+        builder = trial_builder(settings, context.get_trial_id())
+        data, store, lock = open_pipeline(run, settings, cfg, builder)
+        trial_log = _TrialLog(run, data, settings.search.metric, builder)
 
         def on_stage(outcome: Any) -> None:
             metrics = trial_log.stage_done(outcome)
