@@ -224,7 +224,7 @@ class StagedPlanner:
 
     def _promote(self, config: int, rung: int, audit: bool) -> Job:
         self.ladder.promoted[rung].add(config)
-        if rung == 0:
+        if rung == 0 and not audit:  # an audit measures the rung's fidelity; its seed earned no siblings
             per_seed = AUTO_BRANCH if isinstance(self.refine_branch, str) else self.refine_branch
             self.sibling_of += [config] * (per_seed - 1)
         if rung + 1 == UPSTREAM_RUNGS:
@@ -250,8 +250,9 @@ class StagedPlanner:
     def _siblings_pay(self) -> bool:
         """Whether owed siblings start now. With `refine_branch="auto"`, while the seed stage's mean
         computed price is at least the refine stage's: a sibling, which pays only refine, then costs at
-        most half of a new upstream. On the replay (docs/benchmarks.md, "Refine siblings") siblings paid
-        under the measured synthetic costs (seed 2.3x refine) and cost under VOC's (seed 2/3 of refine)."""
+        most half of a new upstream. On the replay (docs/benchmarks.md, "Thirty seeds, and refine
+        siblings") siblings paid under the measured synthetic costs (seed 2.3x refine) and cost under
+        VOC's (seed 2/3 of refine)."""
         if self.refine_branch != "auto":
             return True
         seed, refine = self.prices["seed"], self.prices["refine"]
