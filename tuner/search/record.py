@@ -88,7 +88,8 @@ def loads(text: str, where: str) -> tuple[SearchSpace, dict[str, Any] | None]:
     return SearchSpace(spaces), base
 
 
-def _fs(location: str) -> tuple[pafs.FileSystem, str]:
+def storage_fs(location: str) -> tuple[pafs.FileSystem, str]:
+    """(file system, root path) of a folder or URI under a search's storage."""
     if "://" in location:
         return pafs.FileSystem.from_uri(location)
     return pafs.LocalFileSystem(), str(Path(location).absolute())
@@ -101,7 +102,7 @@ def record_path(storage: str, name: str) -> str:
 def write(storage: str, name: str, search: SearchSpace, base: dict[str, Any] | None) -> str:
     location = record_path(storage, name)
     try:
-        fs, path = _fs(location)
+        fs, path = storage_fs(location)
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with fs.open_output_stream(f"{path}.tmp") as stream:
             stream.write(dumps(search, base).encode())
@@ -115,7 +116,7 @@ def read(storage: str, name: str) -> tuple[SearchSpace, dict[str, Any] | None] |
     """The record of search `name` under `storage`, or None if there is none."""
     location = record_path(storage, name)
     try:
-        fs, path = _fs(location)
+        fs, path = storage_fs(location)
         if fs.get_file_info(path).type != pafs.FileType.File:
             return None
         with fs.open_input_stream(path) as stream:

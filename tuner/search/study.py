@@ -60,14 +60,9 @@ def fetch_snapshot(experiment_dir: str, journal: Path) -> bool:
     there is one; whether there was."""
     import pyarrow.fs as pafs
 
-    fs, root = (
-        pafs.FileSystem.from_uri(experiment_dir)
-        if "://" in experiment_dir
-        else (
-            pafs.LocalFileSystem(),
-            str(Path(experiment_dir).absolute()),
-        )
-    )
+    from tuner.search.record import storage_fs
+
+    fs, root = storage_fs(experiment_dir)
     source = f"{root.rstrip('/')}/{STUDY_SNAPSHOT}"
     if fs.get_file_info(source).type != pafs.FileType.File:
         return False

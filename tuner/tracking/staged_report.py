@@ -22,6 +22,7 @@ from scipy.stats import spearmanr
 import wsss
 from tuner.search.driver import absolute
 from tuner.search.planner_state import rebuilt_study
+from tuner.search.record import storage_fs
 from tuner.search.resume import recorded_options
 from tuner.search.staged import RUNGS, UPSTREAM_RUNGS
 from tuner.search.study import write_report
@@ -71,9 +72,7 @@ def _searcher_state(name: str, storages: list[str], experiment: str) -> dict[str
     (Ray's Searcher.restore_from_dir takes the greatest file name: the names carry the session's
     start time)."""
     for storage in dict.fromkeys(absolute(s) for s in storages):
-        fs, root = (
-            pafs.FileSystem.from_uri(storage) if "://" in storage else (pafs.LocalFileSystem(), storage)
-        )
+        fs, root = storage_fs(storage)
         folder = f"{root.rstrip('/')}/tune/{name}"
         try:
             found = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
